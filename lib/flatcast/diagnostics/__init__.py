@@ -1,0 +1,18 @@
+"""Measuring instruments of the study: Hessian sharpness, loss landscapes, attention entropy and rank, influence.
+
+Submodules: :mod:`.hessian`, :mod:`.landscape`, :mod:`.attention`, :mod:`.influence` (imported on first use).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_SUBMODULES = ("hessian", "landscape", "attention", "influence")
+
+__all__ = list(_SUBMODULES)
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Experiment runners that chapters call, and the paper-profile runner that writes ``data/results/``."""

@@ -1,0 +1,54 @@
+"""Small shared helpers: seeding and device resolution."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+__all__ = ["seed_everything", "resolve_device"]
+
+_DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA) with ``seed``; return a CPU generator seeded the same way.
+
+    Same seed, same numbers on CPU: every random draw in the library goes through these generators.
+    """
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto" | "cpu" | "cuda" | "cuda:N" | torch.device`` into a ``torch.device``.
+
+    ``"auto"`` picks CUDA when it is available, else the CPU. Asking for CUDA on a machine without it raises.
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, str):
+        name = device.strip().lower()
+        base = name.split(":")[0]
+        if base not in _DEVICE_NAMES:
+            raise ValueError(f"unknown device {device!r}: use one of {_DEVICE_NAMES} (or 'cuda:N')")
+        if base == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device(name)
+    else:
+        raise TypeError(f"device must be a string or torch.device, got {type(device).__name__}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available on this machine")
+    return dev
