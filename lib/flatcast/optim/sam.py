@@ -1,0 +1,227 @@
+"""Sharpness-aware minimisation (SAM, Foret et al. 2021; adaptive variant ASAM, Kwon et al. 2021).
+
+SAM minimises the worst loss in a ball of radius ρ around the weights. Each update takes two gradients:
+
+1. the gradient g(w) at the current weights (computed by the caller, e.g. the trainer's ``loss.backward()``);
+2. the ascent perturbation  e_w = ρ · g(w) / (‖g(w)‖ + ε)          (SAM Eq. 2; EEO-TFV Eq. 9 with s(w) = 1),
+   and the gradient g(w + e_w) at the perturbed weights (the ``closure``);
+3. the base optimizer's step *from w* with g(w + e_w) in place of g(w).
+
+The norm ‖·‖ is the global Euclidean norm over every parameter of every group, so the ascent moves the
+weights by exactly ρ (up to ε = 1e-12) in that norm. With ``adaptive=True`` the perturbation follows ASAM
+(Kwon et al. 2021, Eq. 11 with p = 2):  e_w = ρ · T_w² g / ‖T_w g‖,  T_w = |w| + ξ elementwise, which is the
+steepest ascent inside the ellipsoid ‖T_w⁻¹ e‖ ≤ ρ and so is invariant to rescaling of the weights.
+
+The interface follows davda54/sam: ``first_step()``, ``second_step()`` and ``step(closure)``, with the
+parameter groups shared with the base optimizer so that LR schedulers can drive the SAM object itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+__all__ = ["SAM"]
+
+_NORM_EPS = 1e-12
+
+
+def validate_rho(rho: Any) -> float:
+    """Return ``rho`` as a float, raising if it is not a finite number ≥ 0 (the SAM radius)."""
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)):
+        raise TypeError(f"rho must be a real number, got {rho!r}")
+    if not math.isfinite(rho) or rho < 0:
+        raise ValueError(f"rho must be a finite number >= 0, got {rho!r}")
+    return float(rho)
+
+
+def validate_base_optimizer(base_optimizer: Any) -> type[torch.optim.Optimizer]:
+    """Check that ``base_optimizer`` is an optimizer *class* (e.g. ``torch.optim.Adam``), not an instance."""
+    if not (isinstance(base_optimizer, type) and issubclass(base_optimizer, torch.optim.Optimizer)):
+        raise TypeError(
+            "base_optimizer must be a torch.optim.Optimizer subclass such as torch.optim.Adam, "
+            f"got {base_optimizer!r}"
+        )
+    return base_optimizer
+
+
+def validate_nonnegative(name: str, value: Any) -> float:
+    """Return ``value`` as a float, raising if it is not a finite number ≥ 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+class SAM(torch.optim.Optimizer):
+    """Sharpness-aware minimisation wrapped around any base optimizer (SAM Eq. 2; ASAM Eq. 11).
+
+    Args:
+        params: parameters or parameter groups, as for any torch optimizer. A group may set its own ``rho``.
+        base_optimizer: the optimizer *class* that takes the outer step (default ``torch.optim.Adam``).
+        rho: radius ρ ≥ 0 of the ascent; ρ = 0 reproduces the base optimizer exactly (same numbers).
+        adaptive: use ASAM's scale-invariant perturbation ρ·T²g/‖Tg‖ with T = |w| + ξ.
+        adaptive_xi: ξ ≥ 0 in T = |w| + ξ (ASAM's η = 0.01: keeps zero-initialised weights perturbable;
+            ξ = 0 gives davda54's ``adaptive=True`` exactly).
+        **base_kwargs: passed to ``base_optimizer`` (``lr``, ``weight_decay``, ...).
+
+    Protocol: the caller computes the loss and calls ``backward()``, then ``step(closure)``, where
+    ``closure()`` zeroes the gradients, recomputes the loss on the same batch, calls ``backward()`` and returns
+    the loss. ``step`` without a closure raises ``ValueError``. ``param_groups`` *is* the base optimizer's
+    list, so schedulers such as ``CosineAnnealingLR(sam, ...)`` change the base learning rate.
+
+    Gradient-evaluation count ``grad_evals``: every gradient an update consumes counts once, the caller's
+    initial backward included. ``first_step`` counts the gradient at w and ``second_step`` the one at
+    w + e_w, so one ``step(closure)`` (or one manual first/second pair) adds 2.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        base_optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
+        rho: float = 0.05,
+        adaptive: bool = False,
+        adaptive_xi: float = 0.01,
+        **base_kwargs: Any,
+    ) -> None:
+        if not isinstance(adaptive, bool):
+            raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
+        wrapper_defaults = {
+            "rho": validate_rho(rho),
+            "adaptive": adaptive,
+            "adaptive_xi": validate_nonnegative("adaptive_xi", adaptive_xi),
+        }
+        self._init_wrapper(params, base_optimizer, wrapper_defaults, base_kwargs)
+
+    # ------------------------------------------------------------------ construction and persistence
+    def _init_wrapper(
+        self,
+        params: Any,
+        base_optimizer: Any,
+        wrapper_defaults: dict[str, Any],
+        base_kwargs: dict[str, Any],
+    ) -> None:
+        """Build the wrapper and its base optimizer so that both share one list of parameter groups."""
+        base_cls = validate_base_optimizer(base_optimizer)
+        clashes = sorted(set(wrapper_defaults) & set(base_kwargs))
+        if clashes:
+            raise TypeError(f"arguments given twice (wrapper and base optimizer): {clashes}")
+        super().__init__(params, {**wrapper_defaults, **base_kwargs})
+        for group in self.param_groups:
+            self._validate_group(group)
+        self.base_optimizer = base_cls(self.param_groups, **base_kwargs)
+        self.param_groups = self.base_optimizer.param_groups
+        self.defaults.update(self.base_optimizer.defaults)
+        self.grad_evals = 0
+        self._weights_before_ascent: dict[torch.Tensor, torch.Tensor] = {}
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        """Check the wrapper's per-group settings (a group may override the constructor's ``rho``)."""
+        group["rho"] = validate_rho(group["rho"])
+        group["adaptive_xi"] = validate_nonnegative("adaptive_xi", group["adaptive_xi"])
+
+    def _counters(self) -> dict[str, Any]:
+        """Counters and other non-tensor state saved by ``state_dict`` (extended by subclasses)."""
+        return {"grad_evals": self.grad_evals}
+
+    def _load_counters(self, counters: dict[str, Any]) -> None:
+        self.grad_evals = int(counters["grad_evals"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """The wrapper's own state, the base optimizer's state (e.g. Adam moments) and the counters."""
+        own = super().state_dict()
+        own["base_optimizer"] = self.base_optimizer.state_dict()
+        own["counters"] = self._counters()
+        return own
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Inverse of ``state_dict``; afterwards ``param_groups`` is again shared with the base optimizer."""
+        missing = [key for key in ("state", "param_groups", "base_optimizer", "counters") if key not in state_dict]
+        if missing:
+            raise ValueError(f"not a {type(self).__name__} state_dict: missing keys {missing}")
+        self.base_optimizer.load_state_dict(state_dict["base_optimizer"])
+        super().load_state_dict({"state": state_dict["state"], "param_groups": state_dict["param_groups"]})
+        self.param_groups = self.base_optimizer.param_groups
+        self._load_counters(state_dict["counters"])
+
+    # ------------------------------------------------------------------ the ascent (Eq. 2 / Eq. 9)
+    def _ascent_terms(self, p: torch.Tensor, group: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (numerator, normalised part) so that e_w = ρ · numerator / ‖normalised part‖ (global norm).
+
+        Plain SAM: (g, g). ASAM: (T² g, T g) with T = |w| + ξ. Subclasses change the geometry here.
+        """
+        grad = p.grad
+        if group["adaptive"]:
+            scale = p.detach().abs().add_(group["adaptive_xi"])
+            scaled_grad = scale * grad
+            return scale * scaled_grad, scaled_grad
+        return grad, grad
+
+    def _with_grad(self) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+        return [(p, group) for group in self.param_groups for p in group["params"] if p.grad is not None]
+
+    @torch.no_grad()
+    def _ascend(self) -> None:
+        """Move every parameter to w + e_w, remembering w (no counting)."""
+        pairs = self._with_grad()
+        if not pairs:
+            return
+        terms = [self._ascent_terms(p, group) for p, group in pairs]
+        shared_device, norm_dtype = pairs[0][0].device, pairs[0][0].dtype
+        global_norm = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(part).to(shared_device, norm_dtype) for _, part in terms])
+        )
+        for (p, group), (numerator, _) in zip(pairs, terms):
+            saved = self._weights_before_ascent.get(p)
+            if saved is None or saved.shape != p.shape:
+                self._weights_before_ascent[p] = p.detach().clone()
+            else:
+                saved.copy_(p)
+            scale = group["rho"] / (global_norm.to(p.device) + _NORM_EPS)
+            p.add_(numerator * scale.to(numerator.dtype))
+
+    @torch.no_grad()
+    def _descend(self) -> None:
+        """Put the weights back at w (exactly) and take the base optimizer's step with g(w + e_w)."""
+        for p, saved in self._weights_before_ascent.items():
+            p.copy_(saved)
+        self._weights_before_ascent.clear()
+        self.base_optimizer.step()
+
+    def first_step(self, zero_grad: bool = False) -> None:
+        """Ascent w → w + e_w using the gradient g(w) already in ``p.grad`` (counts 1 gradient evaluation)."""
+        self.grad_evals += 1
+        self._ascend()
+        if zero_grad:
+            self.zero_grad()
+
+    def second_step(self, zero_grad: bool = False) -> None:
+        """Return to w and step the base optimizer with g(w + e_w) from ``p.grad`` (counts 1 evaluation)."""
+        self.grad_evals += 1
+        self._descend()
+        if zero_grad:
+            self.zero_grad()
+
+    @staticmethod
+    def _require_closure(closure: Callable[[], Any] | None, who: str) -> Callable[[], Any]:
+        if closure is None:
+            raise ValueError(
+                f"{who}.step needs a closure that zeroes the gradients, recomputes the loss on the same batch, "
+                "calls backward() and returns the loss (got closure=None)"
+            )
+        if not callable(closure):
+            raise TypeError(f"closure must be callable, got {closure!r}")
+        return torch.enable_grad()(closure)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """One SAM update (2 gradient evaluations); returns the loss the closure computed at w + e_w."""
+        closure = self._require_closure(closure, type(self).__name__)
+        self.first_step(zero_grad=False)
+        loss = closure()
+        self.second_step(zero_grad=False)
+        return loss

@@ -1,0 +1,43 @@
+"""Provenance of a results file: which code, on which machine and software, when, by which command."""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+__all__ = ["provenance", "REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def provenance(device: str | torch.device, command: list[str] | None = None) -> dict[str, object]:
+    """A dict with the git commit (and whether the tree was dirty), device, torch/python versions, UTC date
+    and the command line that produced a results file."""
+    device = torch.device(device)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or
+                                                                                  platform.machine())
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(status) if status is not None else None,
+        "device": f"{device.type}: {device_name}",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(command if command is not None else [Path(sys.executable).name, *sys.argv]),
+    }

@@ -1,0 +1,450 @@
+"""The training loop shared by every chapter: :func:`fit` and :func:`evaluate`.
+
+What it does (ARCHITECTURE.md, "Trainer" and "Optimizers"):
+
+* **Objective.** ``model.training_loss(x, y)`` when the model defines it (e.g. the OCE loss of OCE-TS Eq. 12
+  for ``DLinearOCE``), otherwise the mean squared error of ``model(x)`` against ``y`` -- the training
+  objective of SAMformer (Eq. 1 of the SAMformer paper).
+* **Optimizer protocol.** Per step the trainer computes the loss, calls ``backward()``, then
+  ``optimizer.step(closure)``; the closure zeroes the gradients, re-evaluates the loss *on the same batch*
+  and calls ``backward()``. This is what SAM needs (SAMformer Eq. 3: the second gradient is taken at the
+  perturbed weights ``w + rho * g / ||g||``) and what EEO needs (same protocol plus EMA/SGLD).
+  Built-in ``torch.optim`` optimizers (Adam, SGD, ...) call the closure once before touching the weights;
+  for them the closure returns the loss already computed when the weights have not changed since (checked
+  with the parameters' in-place version counters), so plain Adam costs one gradient evaluation per step,
+  not two. ``torch.optim.LBFGS``, which moves the weights between closure calls, still gets fresh
+  evaluations.
+* **Gradient evaluations.** ``optimizer.grad_evals`` when the optimizer keeps that count (SAM, EEO), else the
+  trainer's own count: one per step plus every closure call that actually recomputed the gradient.
+* **EMA.** If the optimizer has ``ema_weights()`` (EEO), validation, callbacks and checkpointing after each
+  epoch happen inside that context, so the best checkpoint holds the weights that were *evaluated* (the
+  EMA weights). At the end ``finalize()`` (if present) copies the EMA into the weights, and then the best
+  checkpoint is restored; the test metrics are measured on exactly the weights that gave the best
+  validation MSE.
+* **Early stopping** on the validation MSE with ``patience`` (``None`` disables stopping): an epoch
+  improves when ``val_mse < best - min_delta``; training stops after ``patience`` epochs without
+  improvement, i.e. at ``best_epoch + patience``. Only trained epochs (>= 1) are candidates for the best
+  checkpoint; epoch 0 (the initialisation) is evaluated and logged but never restored.
+* **Cosine annealing** (``CosineAnnealingLR`` with ``T_max=epochs``, stepped once per epoch). The ``lr``
+  column of the history is the learning rate *used during* that epoch:
+  ``lr_e = lr_0 (1 + cos(pi (e - 1) / epochs)) / 2`` for ``e = 1..epochs``.
+* **Data on the device.** ``splits`` is moved to the device once; a batch is an index gather
+  ``splits.train.x[idx]`` on the (possibly strided ``unfold``) window view, with ``idx`` a slice of a
+  ``torch.randperm`` drawn each epoch from a private generator seeded with ``seed``. No Dataset/DataLoader.
+* **Non-finite losses** raise ``FloatingPointError("non-finite loss ... at epoch e, step s")`` (epochs and
+  steps counted from 1). On the CPU the check reads every step's loss (``.item()`` is cheap there); on an
+  accelerator the per-step losses are kept in a device buffer and checked every ``_FINITE_CHECK_EVERY``
+  steps and at the end of the epoch, to avoid a host sync per step -- the error still names the first bad
+  step.
+* **Reproducibility.** :func:`flatcast.utils.seed_everything` is called first; the model is *not*
+  re-initialised (build it after seeding, or with its own seed). Same seed, same numbers on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from flatcast.utils import resolve_device, seed_everything
+
+__all__ = ["FitResult", "fit", "evaluate", "default_optimizer", "compute_training_loss", "TrainingStep"]
+
+#: On a non-CPU device the finiteness of the per-step losses is checked (one host sync) every this many steps.
+_FINITE_CHECK_EVERY = 50
+
+_HISTORY_COLUMNS = ("epoch", "train_loss", "val_mse", "lr")
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+Callback = Callable[[nn.Module, int, Any], Mapping[str, Any]]
+
+
+def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """SAM around Adam with the SAMformer settings (``rho=0.7``, ``lr=1e-3``; SAMformer Eq. 3)."""
+    from flatcast.optim import SAM
+
+    return SAM(params, rho=0.7, lr=1e-3)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    ``history`` has one row per epoch, epoch 0 being the initialisation (``train_loss`` and ``lr`` NaN), with
+    columns ``epoch, train_loss, val_mse, lr`` plus one column per key returned by the callbacks.
+    ``val_mse`` is the validation MSE of the returned weights (the best epoch's when the best checkpoint is
+    restored), ``test_mse``/``test_mae`` are on the standardized scale, ``grad_evals`` counts gradient
+    evaluations, ``n_steps`` optimizer steps and ``wall_time_s`` the whole call (training and evaluation).
+    """
+
+    history: pd.DataFrame
+    test_mse: float
+    test_mae: float
+    val_mse: float
+    best_epoch: int
+    wall_time_s: float
+    grad_evals: int
+    n_steps: int
+    model: nn.Module = field(repr=False)
+    device: str = "cpu"
+
+
+def compute_training_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The trainer's objective: ``model.training_loss(x, y)`` if defined, else MSE of ``model(x)`` vs ``y``."""
+    hook = getattr(model, "training_loss", None)
+    if callable(hook):
+        return hook(x, y)
+    return torch.nn.functional.mse_loss(model(x), y)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    windowset: Any,
+    device: str | torch.device | None = None,
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """Mean squared and absolute error of the model's point forecast over every element of ``windowset``.
+
+    Uses ``model.predict(x)`` when defined (for OCE models the expected value, OCE-TS Eq. 18), else
+    ``model(x)``, in eval mode under ``torch.no_grad``, ``batch_size`` windows at a time. The errors are
+    summed in float64 and divided by the total number of elements, so an uneven last batch is weighted
+    correctly (the result equals the full-batch MSE/MAE). ``device=None`` uses the model's device; the
+    model's train/eval mode is restored afterwards. Returns ``{"mse": float, "mae": float}``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not (hasattr(windowset, "x") and hasattr(windowset, "y")):
+        raise TypeError(f"windowset must have .x and .y tensors, got {type(windowset).__name__}")
+    n_windows = len(windowset.x)
+    if n_windows == 0:
+        raise ValueError("cannot evaluate on an empty window set (0 windows)")
+    target_device = _model_device(model) if device is None else resolve_device(device)
+    predict = getattr(model, "predict", None)
+    forecast = predict if callable(predict) else model
+    was_training = model.training
+    model.eval()
+    try:
+        squared_sum = torch.zeros((), dtype=torch.float64, device=target_device)
+        absolute_sum = torch.zeros((), dtype=torch.float64, device=target_device)
+        n_elements = 0
+        for start in range(0, n_windows, batch_size):
+            x = windowset.x[start : start + batch_size].to(target_device, non_blocking=True)
+            y = windowset.y[start : start + batch_size].to(target_device, non_blocking=True)
+            pred = forecast(x)
+            if pred.shape != y.shape:
+                raise ValueError(f"forecast shape {tuple(pred.shape)} does not match target shape {tuple(y.shape)}")
+            error = pred.to(torch.float64) - y.to(torch.float64)
+            squared_sum += error.square().sum()
+            absolute_sum += error.abs().sum()
+            n_elements += y.numel()
+    finally:
+        model.train(was_training)
+    return {"mse": squared_sum.item() / n_elements, "mae": absolute_sum.item() / n_elements}
+
+
+class TrainingStep:
+    """One optimizer step of the trainer's protocol on a batch (ARCHITECTURE.md, "Optimizers").
+
+    ``step(xb, yb)`` zeroes the gradients, computes ``loss = compute_training_loss(model, xb, yb)``, calls
+    ``backward()`` and ``optimizer.step(closure)``; the closure zeroes the gradients, re-evaluates the loss
+    on the same batch at the optimizer's current weights (for SAM: the perturbed weights of SAMformer Eq. 3)
+    and calls ``backward()``. For built-in ``torch.optim`` optimizers the closure reuses the loss and
+    gradients already computed when no parameter was modified in place since (parameter version counters),
+    so plain Adam costs one gradient evaluation per step. Returns the detached loss of the first evaluation
+    (the loss at the weights before the step). ``grad_evals`` counts the gradient evaluations actually made.
+    Used by :func:`fit` and by ``scripts/benchmark_training.py`` so both time the same code.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
+        self.model, self.optimizer = model, optimizer
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.reuse_unchanged = type(optimizer).__module__.startswith("torch.optim")
+        self.grad_evals = 0
+
+    def _versions(self) -> list[int]:
+        return [p._version for p in self.params]
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        model, optimizer = self.model, self.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        loss = compute_training_loss(model, xb, yb)
+        loss.backward()
+        self.grad_evals += 1
+        first_loss = loss.detach()
+        latest = {"loss": first_loss, "versions": self._versions()}
+
+        def closure() -> torch.Tensor:
+            if self.reuse_unchanged and latest["versions"] == self._versions():
+                return latest["loss"]  # weights unchanged since the last backward: the gradients are current
+            optimizer.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                recomputed = compute_training_loss(model, xb, yb)
+                recomputed.backward()
+            self.grad_evals += 1
+            latest["loss"], latest["versions"] = recomputed.detach(), self._versions()
+            return recomputed
+
+        optimizer.step(closure)
+        return first_loss
+
+
+def _move_splits(splits: Any, device: torch.device) -> Any:
+    """``splits.to(device)`` (the storage moves once); falls back to moving each window set."""
+    mover = getattr(splits, "to", None)
+    if callable(mover):
+        moved = mover(device)
+        return splits if moved is None else moved
+    for part in ("train", "val", "test"):
+        moved = getattr(splits, part).to(device)
+        if moved is not None:
+            setattr(splits, part, moved)
+    return splits
+
+
+def _validate_fit_arguments(
+    model, splits, optimizer, epochs, batch_size, patience, seed, callbacks, max_train_batches,
+    eval_batch_size, min_delta,
+) -> tuple[Callback, ...]:
+    def is_int(value) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("model has no trainable parameters")
+    for part in ("train", "val", "test"):
+        windows = getattr(splits, part, None)
+        if windows is None or not hasattr(windows, "x") or not hasattr(windows, "y"):
+            raise TypeError(f"splits must have .train/.val/.test window sets with .x and .y; {part!r} is missing")
+        if len(windows.x) == 0:
+            raise ValueError(f"splits.{part} is empty (0 windows)")
+    if not callable(optimizer) or isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"optimizer must be a factory params -> torch.optim.Optimizer (e.g. lambda p: SAM(p, rho=0.7)), "
+            f"got {optimizer!r}"
+        )
+    if not is_int(epochs) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    if not is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if patience is not None and (not is_int(patience) or patience < 1):
+        raise ValueError(f"patience must be an integer >= 1 or None (no early stopping), got {patience!r}")
+    if not is_int(seed):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    if max_train_batches is not None and (not is_int(max_train_batches) or max_train_batches < 1):
+        raise ValueError(f"max_train_batches must be an integer >= 1 or None, got {max_train_batches!r}")
+    if not is_int(eval_batch_size) or eval_batch_size < 1:
+        raise ValueError(f"eval_batch_size must be an integer >= 1, got {eval_batch_size!r}")
+    if not isinstance(min_delta, (int, float)) or isinstance(min_delta, bool) or not min_delta >= 0:
+        raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
+    if callable(callbacks):
+        callbacks = (callbacks,)
+    callbacks = tuple(callbacks)
+    for callback in callbacks:
+        if not callable(callback):
+            raise TypeError(f"every callback must be callable, got {callback!r}")
+    return callbacks
+
+
+def _run_callbacks(callbacks: tuple[Callback, ...], model: nn.Module, epoch: int, splits: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for callback in callbacks:
+        values = callback(model, epoch, splits)
+        if not isinstance(values, Mapping):
+            raise TypeError(f"callback {callback!r} must return a dict of column -> value, got {type(values).__name__}")
+        for key, value in values.items():
+            if key in _HISTORY_COLUMNS:
+                raise ValueError(f"callback column {key!r} clashes with a trainer column {_HISTORY_COLUMNS}")
+            if key in row:
+                raise ValueError(f"callback column {key!r} is returned by two callbacks")
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                value = value.item()
+            row[key] = value
+    return row
+
+
+def _check_every_step(device: torch.device) -> bool:
+    """Whether the non-finite-loss check reads every step's loss (CPU) or is deferred (accelerators)."""
+    return device.type == "cpu"
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def fit(
+    model: nn.Module,
+    splits: Any,
+    optimizer: OptimizerFactory = default_optimizer,
+    epochs: int = 100,
+    batch_size: int = 32,
+    patience: int | None = 5,
+    cosine: bool = True,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    callbacks: Iterable[Callback] = (),
+    progress: bool = False,
+    max_train_batches: int | None = None,
+    eval_batch_size: int = 1024,
+    min_delta: float = 0.0,
+    restore_best: bool = True,
+) -> FitResult:
+    """Train ``model`` on ``splits.train``, early-stop on ``splits.val``, report on ``splits.test``.
+
+    ``optimizer`` is a factory ``params -> torch.optim.Optimizer`` (default: SAM with ``rho=0.7``,
+    ``lr=1e-3``, SAMformer Eq. 3). ``callbacks`` are ``callback(model, epoch, splits) -> dict`` called at
+    epoch 0 (the initialisation) and after every epoch; their keys become history columns and their
+    exceptions propagate. ``max_train_batches`` caps the optimizer steps per epoch (quick profiles);
+    ``restore_best=False`` keeps the last weights instead of the best checkpoint. See the module docstring
+    for the optimizer/EMA protocol, early stopping, the learning-rate schedule and the NaN check.
+    """
+    callbacks = _validate_fit_arguments(
+        model, splits, optimizer, epochs, batch_size, patience, seed, callbacks, max_train_batches,
+        eval_batch_size, min_delta,
+    )
+    target_device = resolve_device(device)
+    start_time = time.perf_counter()
+    shuffle_generator = seed_everything(int(seed))
+
+    model.to(target_device)
+    splits = _move_splits(splits, target_device)
+    train_x, train_y = splits.train.x, splits.train.y
+    n_train = len(train_x)
+
+    opt = optimizer(model.parameters())
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise TypeError(f"the optimizer factory must return a torch.optim.Optimizer, got {type(opt).__name__}")
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs) if cosine else None
+    ema_context = getattr(opt, "ema_weights", None)
+    ema_context = ema_context if callable(ema_context) else None
+    training_step = TrainingStep(model, opt)
+
+    # --- epoch 0: the initialisation (plain weights: no EMA exists yet) ---
+    history: list[dict[str, Any]] = []
+    init_val = evaluate(model, splits.val, batch_size=eval_batch_size)["mse"]
+    row = {"epoch": 0, "train_loss": math.nan, "val_mse": init_val, "lr": math.nan}
+    row.update(_run_callbacks(callbacks, model, 0, splits))
+    history.append(row)
+
+    best_val, best_epoch, best_state = math.inf, 0, None
+    epochs_without_improvement = 0
+    n_steps = 0
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    if max_train_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, max_train_batches)
+    on_cpu = _check_every_step(target_device)
+
+    epoch_iterator: Iterable[int] = range(1, epochs + 1)
+    progress_bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        progress_bar = tqdm(epoch_iterator, total=epochs, desc="epochs")
+        epoch_iterator = progress_bar
+
+    for epoch in epoch_iterator:
+        model.train()
+        lr_used = float(opt.param_groups[0]["lr"])
+        permutation = torch.randperm(n_train, generator=shuffle_generator).to(target_device)
+        step_losses = None if on_cpu else torch.zeros(steps_per_epoch, device=target_device)
+        weighted_loss_sum = torch.zeros((), dtype=torch.float64, device=target_device)
+        n_seen = 0
+        checked_up_to = 0
+
+        def raise_if_non_finite(upto: int) -> None:
+            nonlocal checked_up_to
+            losses = step_losses[checked_up_to:upto]
+            if not bool(torch.isfinite(losses).all()):
+                bad = int((~torch.isfinite(losses)).nonzero()[0, 0]) + checked_up_to
+                raise FloatingPointError(
+                    f"non-finite loss {step_losses[bad].item()} at epoch {epoch}, step {bad + 1}"
+                )
+            checked_up_to = upto
+
+        for step in range(steps_per_epoch):
+            idx = permutation[step * batch_size : (step + 1) * batch_size]
+            xb, yb = train_x[idx], train_y[idx]
+            batch_loss = training_step(xb, yb)
+            if on_cpu:
+                value = batch_loss.item()
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"non-finite loss {value} at epoch {epoch}, step {step + 1}")
+            else:
+                step_losses[step] = batch_loss
+                if (step + 1) % _FINITE_CHECK_EVERY == 0:
+                    raise_if_non_finite(step + 1)
+            weighted_loss_sum += batch_loss.to(torch.float64) * len(idx)
+            n_seen += len(idx)
+            n_steps += 1
+        if not on_cpu:
+            raise_if_non_finite(steps_per_epoch)
+        if scheduler is not None:
+            scheduler.step()
+        train_loss = weighted_loss_sum.item() / n_seen
+
+        # --- validation, callbacks and checkpoint on the evaluated weights (EMA weights when present) ---
+        with ema_context() if ema_context is not None else contextlib.nullcontext():
+            val_mse = evaluate(model, splits.val, batch_size=eval_batch_size)["mse"]
+            row = {"epoch": epoch, "train_loss": train_loss, "val_mse": val_mse, "lr": lr_used}
+            row.update(_run_callbacks(callbacks, model, epoch, splits))
+            improved = val_mse < best_val - min_delta
+            if improved:
+                best_val, best_epoch = val_mse, epoch
+                if restore_best:
+                    best_state = _snapshot(model)
+        history.append(row)
+        epochs_without_improvement = 0 if improved else epochs_without_improvement + 1
+        if progress_bar is not None:
+            progress_bar.set_postfix(train_loss=f"{train_loss:.4g}", val_mse=f"{val_mse:.4g}", best=best_epoch)
+        if patience is not None and epochs_without_improvement >= patience:
+            break
+    if progress_bar is not None:
+        progress_bar.close()
+
+    finalize = getattr(opt, "finalize", None)
+    if callable(finalize):
+        finalize()
+    if restore_best and best_state is not None:
+        model.load_state_dict(best_state)
+        final_val = best_val
+    else:
+        final_val = evaluate(model, splits.val, batch_size=eval_batch_size)["mse"]
+    test_metrics = evaluate(model, splits.test, batch_size=eval_batch_size)
+    model.eval()
+    grad_evals = int(getattr(opt, "grad_evals", training_step.grad_evals))
+    if target_device.type == "cuda":
+        torch.cuda.synchronize(target_device)
+    wall_time = time.perf_counter() - start_time
+
+    return FitResult(
+        history=pd.DataFrame(history),
+        test_mse=test_metrics["mse"],
+        test_mae=test_metrics["mae"],
+        val_mse=final_val,
+        best_epoch=best_epoch,
+        wall_time_s=wall_time,
+        grad_evals=grad_evals,
+        n_steps=n_steps,
+        model=model,
+        device=str(target_device),
+    )
+
