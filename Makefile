@@ -1,0 +1,75 @@
+# flatcast: two commands do everything.
+#   make book   execute every chapter (papermill, quick profile by default) and render _build/html
+#   make test   unit tests + one test per chapter (quick profile)
+# Both create .venv from requirements.txt when it is missing (seconds when it is already there).
+#
+# Options: PROFILE=quick|paper  CHAPTERS="intro data"  FORCE=1 (re-execute)  DEVICE=cpu|cuda  SEED=0
+#          TIMEOUT=<s per chapter>  DATA=<folder with the dataset CSVs> (sets FLATCAST_DATA)
+#          PYTEST_ARGS="-k data"
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.flatcast-ready
+WIDGETS := node_modules/@jupyter-widgets/html-manager/dist/embed-amd.js
+PROFILE ?= quick
+CHAPTERS ?=
+FORCE ?=
+DEVICE ?=
+SEED ?=
+TIMEOUT ?=
+PYTEST_ARGS ?=
+ifneq ($(strip $(DATA)),)
+export FLATCAST_DATA := $(abspath $(DATA))
+endif
+
+BOOK_ARGS := --profile $(PROFILE) $(if $(strip $(CHAPTERS)),--chapters "$(CHAPTERS)") $(if $(FORCE),--force) \
+             $(if $(DEVICE),--device $(DEVICE)) $(if $(SEED),--seed $(SEED)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+
+.PHONY: book test browser venv widgets strip check-stripped benchmark clean distclean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(VPY) || { echo "== creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(VPY) -m ipykernel install --sys-prefix --name flatcast --display-name "Python 3 (flatcast)"
+	@touch $(STAMP)
+
+widgets: $(WIDGETS)
+
+$(WIDGETS): package.json package-lock.json | $(STAMP)
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error; \
+	else \
+	  echo "npm not found: fetching the pinned packages from the npm registry with scripts/fetch_widget_assets.py"; \
+	  $(VPY) scripts/fetch_widget_assets.py; \
+	fi
+	@test -f $@ && touch $@
+
+book: $(STAMP) $(WIDGETS)
+	$(VPY) scripts/build_book.py build $(BOOK_ARGS)
+
+test: $(STAMP)
+	MPLBACKEND=Agg $(VPY) -m pytest -m "not browser" $(PYTEST_ARGS)
+
+# Opens every built page in headless Chromium (run after `make book`); screenshots in _build/screenshots/.
+browser: $(STAMP)
+	$(VPY) -m pytest -m browser $(PYTEST_ARGS)
+
+strip: $(STAMP)
+	$(VPY) scripts/build_book.py strip
+
+check-stripped: $(STAMP)
+	$(VPY) scripts/build_book.py strip --check
+
+benchmark: $(STAMP)
+	$(VPY) scripts/benchmark_training.py
+
+clean:
+	rm -rf _build
+
+distclean: clean
+	rm -rf $(VENV) node_modules
