@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "resolve_device"]
+__all__ = ["seed_everything", "resolve_device", "torch_threads"]
 
 _DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
 
@@ -52,3 +53,24 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for but CUDA is not available on this machine")
     return dev
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Run the enclosed block with ``torch.set_num_threads(n)`` and restore the previous count afterwards.
+
+    Small models (the toy problem's) gain nothing from intra-op threads, and one thread keeps them fast when
+    another process shares the cores (two OpenMP threads on a busy core slow each step down many times).
+    ``None`` leaves the setting alone.
+    """
+    if n is None:
+        yield
+        return
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -59,7 +59,7 @@ from flatcast.optim import EEO, SAM
 from flatcast.profiles import get_profile
 from flatcast.provenance import REPO_ROOT, provenance
 from flatcast.trainer import fit
-from flatcast.utils import seed_everything
+from flatcast.utils import resolve_device, seed_everything, torch_threads
 
 __all__ = [
     "ToyConfig", "TOY_CONFIGS", "toy_config", "MODEL_KINDS", "MODEL_LABELS", "OPTIMIZERS", "OPTIMIZER_LABELS",
@@ -109,6 +109,7 @@ class ToyConfig:
     entropy_samples: int
     sharpness_samples: int
     sharpness_iters: int
+    threads: int | None = 1  # torch intra-op threads on the CPU (None: leave torch's setting)
 
     @property
     def label(self) -> str:
@@ -266,14 +267,15 @@ def train_toy(kind: str, splits: Splits, config: ToyConfig, seed: int, *, optimi
     seed_everything(seed)
     model = build_model(kind, config, seed)
     snapshots: dict[int, np.ndarray] = {}
-    result = fit(model, splits, optimizer=factory, epochs=epochs, batch_size=config.batch_size, patience=None,
-                 cosine=False, seed=seed, device=device, callbacks=[_attention_tracker(config, epochs, snapshots)],
-                 restore_best=False)
-    lambda_max = float("nan")
-    if sharpness:
-        n = min(config.sharpness_samples, len(splits.train))
-        data = (splits.train.x[:n], splits.train.y[:n])
-        lambda_max, _ = top_eigenvalue(result.model, data, n_iter=config.sharpness_iters, tol=1e-4, seed=seed)
+    with torch_threads(config.threads if resolve_device(device).type == "cpu" else None):
+        result = fit(model, splits, optimizer=factory, epochs=epochs, batch_size=config.batch_size, patience=None,
+                     cosine=False, seed=seed, device=device,
+                     callbacks=[_attention_tracker(config, epochs, snapshots)], restore_best=False)
+        lambda_max = float("nan")
+        if sharpness:
+            n = min(config.sharpness_samples, len(splits.train))
+            data = (splits.train.x[:n], splits.train.y[:n])
+            lambda_max, _ = top_eigenvalue(result.model, data, n_iter=config.sharpness_iters, tol=1e-4, seed=seed)
     history = result.history
     return ToyRun(
         kind=kind, optimizer=optimizer, seed=int(seed), lr=float(lr), rho=None if rho is None else float(rho),
@@ -577,9 +579,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-verdicts", action="store_true", help="do not write data/results/toy_problem_claims.json")
     args = parser.parse_args(argv)
     config = toy_config(args.profile)
+    # Recorded before the run starts: the commit is the code that ran, even if the tree changes meanwhile.
+    run_provenance = provenance(args.device, ["python", "-m", "flatcast.experiments.toy",
+                                              *(argv if argv is not None else sys.argv[1:])])
     study = run_study(config, progress=True)
-    study.provenance = provenance(args.device, ["python", "-m", "flatcast.experiments.toy",
-                                                *(argv if argv is not None else sys.argv[1:])])
+    study.provenance = {**run_provenance, "threads": config.threads or run_provenance["threads"]}
     out = Path(args.out) if args.out else results_path(args.profile)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(study_to_json(study), ensure_ascii=False) + "\n", encoding="utf-8")
