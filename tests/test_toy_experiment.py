@@ -171,3 +171,15 @@ def test_explorer_retrains_when_its_widgets_change(tiny_config, tiny_splits):
     explorer.rho.value = 0.3
     explorer.button.click()
     assert explorer.last_run.optimizer == "sam" and explorer.last_run.rho == pytest.approx(0.3, rel=1e-6)
+
+
+def test_oracle_is_the_training_optimum_and_sits_near_the_noise_floor(tiny_splits):
+    numbers = toy.oracle(tiny_splits)
+    w_toy = tiny_splits.extras["W_toy"]
+    true_train = float(((tiny_splits.train.x @ w_toy - tiny_splits.train.y) ** 2).mean())
+    # Least squares minimises the training error: no map, the true one included, does better on the train set.
+    assert numbers["oracle_train_mse"] <= true_train + 1e-9
+    # ... and pays for it on fresh data: E[val MSE] ≈ σ²(1 + L/(N·D)) for the oracle, σ² for the true map.
+    assert numbers["oracle_val_mse"] > numbers["true_map_val_mse"]
+    expected = 1.0 * (1 + tiny_splits.lookback / (len(tiny_splits.train) * tiny_splits.n_channels))
+    assert numbers["oracle_val_mse"] == pytest.approx(expected, rel=0.25)

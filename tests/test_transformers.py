@@ -95,7 +95,7 @@ def test_sigma_reparam_forward_one_power_step_in_training_only():
     u0, v0 = layer.u.clone(), layer.v.clone()
     layer.eval()
     out_a, out_b = layer(x), layer(x)
-    assert torch.equal(out_a, out_b) and torch.equal(layer.u, u0)  # eval: deterministic, no state change
+    assert torch.equal(out_a, out_b) and torch.equal(layer.u, u0) and torch.equal(layer.v, v0)  # eval: deterministic, no state change
     layer.train()
     with torch.no_grad():
         layer(x)

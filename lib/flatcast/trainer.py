@@ -54,7 +54,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from flatcast.utils import resolve_device, seed_everything
+from flatcast.utils import model_device, resolve_device, seed_everything
 
 __all__ = ["FitResult", "fit", "evaluate", "default_optimizer", "compute_training_loss", "TrainingStep"]
 
@@ -105,14 +105,6 @@ def compute_training_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) ->
     return torch.nn.functional.mse_loss(model(x), y)
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -137,7 +129,7 @@ def evaluate(
     n_windows = len(windowset.x)
     if n_windows == 0:
         raise ValueError("cannot evaluate on an empty window set (0 windows)")
-    target_device = _model_device(model) if device is None else resolve_device(device)
+    target_device = model_device(model) if device is None else resolve_device(device)
     predict = getattr(model, "predict", None)
     forecast = predict if callable(predict) else model
     was_training = model.training

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "resolve_device", "torch_threads"]
+__all__ = ["seed_everything", "resolve_device", "torch_threads", "eval_mode", "model_device", "check_positive_int"]
 
 _DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
 
@@ -74,3 +74,31 @@ def torch_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Eval mode (dropout off) for the duration, restoring every submodule's own training flag afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); the CPU for a model with neither."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` if it is a positive ``int`` (not a bool); raise ``ValueError`` naming it otherwise."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)

@@ -18,12 +18,13 @@ dict[str, float]`` (see ARCHITECTURE.md, Trainer).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from flatcast.utils import eval_mode, model_device
 
 __all__ = [
     "attention_entropy",
@@ -146,22 +147,6 @@ def effective_rank(M) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- callbacks
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    ref = next(iter(model.parameters()), None)
-    return ref.device if ref is not None else torch.device("cpu")
-
-
 def _get_split(splits, split: str):
     windows = getattr(splits, split, None)
     if windows is None:
@@ -177,9 +162,9 @@ def _check_positive(value, name: str) -> int:
 
 def collect_attention(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Run ``model`` (eval mode, no grad) on ``x`` batch by batch and stack ``model.last_attention`` (CPU)."""
-    device = _model_device(model)
+    device = model_device(model)
     pieces = []
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
             model(x[start : start + batch_size].to(device))
             attention = getattr(model, "last_attention", None)
@@ -274,8 +259,8 @@ def effective_rank_callback(representation_fn: Callable[[nn.Module, torch.Tensor
         raise ValueError(f"n_singular_values must be a non-negative integer, got {n_singular_values!r}")
 
     def callback(model: nn.Module, epoch: int, splits) -> dict[str, float]:
-        x = _get_split(splits, split).x[:n_samples].to(_model_device(model))
-        with _eval_mode(model), torch.no_grad():
+        x = _get_split(splits, split).x[:n_samples].to(model_device(model))
+        with eval_mode(model), torch.no_grad():
             representation = representation_fn(model, x)
         out = {key: float(effective_rank(representation).mean())}
         if n_singular_values:

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flatcast.utils import eval_mode
+
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "default_loss",
@@ -151,18 +153,6 @@ def _batches(data, batch_size: int, device: torch.device, dtype: torch.dtype
         yield x, y, (stop - start) / n
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    """Eval mode (dropout off) for the duration, restoring every submodule's own training flag afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
 def _math_attention():
     """Force the math kernel of scaled_dot_product_attention (fused kernels have no double backward)."""
     try:
@@ -195,7 +185,7 @@ def dataset_loss(model: nn.Module, data, loss_fn: LossFn | None = None,
     device = ref.device if ref is not None else torch.device("cpu")
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.get_default_dtype()
     total = 0.0
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for x, y, weight in _batches(data, batch_size, device, dtype):
             total += weight * float(_scalar_loss(loss_fn(model, x, y)))
     return total
@@ -206,7 +196,7 @@ def _hvp_unchecked(model: nn.Module, data, v: list[torch.Tensor], params: list[t
                    batch_size: int) -> list[torch.Tensor]:
     device, dtype = params[0].device, params[0].dtype
     result = [torch.zeros_like(p) for p in params]
-    with _eval_mode(model), _math_attention(), torch.enable_grad():  # enable_grad: callers may be in no_grad
+    with eval_mode(model), _math_attention(), torch.enable_grad():  # enable_grad: callers may be in no_grad
         for x, y, weight in _batches(data, batch_size, device, dtype):
             loss = _scalar_loss(loss_fn(model, x, y))
             grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)

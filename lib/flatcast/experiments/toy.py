@@ -156,12 +156,14 @@ def toy_splits(config: ToyConfig) -> Splits:
 
 
 def oracle(splits: Splits) -> dict[str, float]:
-    """Validation MSE of the closed-form least-squares oracle, and of the true map ``W_toy`` (the noise floor)."""
+    """Training and validation MSE of the closed-form least-squares oracle, and the validation MSE of the true
+    map ``W_toy`` (the noise floor)."""
     fit_ = oracle_least_squares(splits)
-    w_toy = splits.extras["W_toy"]
-    x, y = splits.val.x, splits.val.y
-    true_mse = float(((x @ w_toy - y) ** 2).mean())
-    return {"oracle_val_mse": fit_.val_mse, "true_map_val_mse": true_mse}
+    w_toy = splits.extras["W_toy"].to(splits.val.x.device)
+    weights = fit_.weights.to(splits.train.x.device)
+    train_mse = float(((splits.train.x @ weights - splits.train.y) ** 2).mean())
+    true_mse = float(((splits.val.x @ w_toy - splits.val.y) ** 2).mean())
+    return {"oracle_val_mse": fit_.val_mse, "oracle_train_mse": train_mse, "true_map_val_mse": true_mse}
 
 
 # --------------------------------------------------------------------------------------------- building blocks
@@ -356,6 +358,7 @@ def summarise(runs: Sequence[ToyRun], oracle_val_mse: float, by: str = "kind") -
         rows.append({
             by: getattr(run, by), "seed": run.seed, "final_val_mse": run.final_val_mse,
             "ratio_to_oracle": run.final_val_mse / oracle_val_mse, "best_val_mse": run.best_val_mse,
+            "final_train_loss": float(run.history["train_loss"].iloc[-1]),
             "lambda_max": run.lambda_max, "final_entropy": float(entropy.iloc[-1]),
             "wall_time_s": run.wall_time_s,
         })
@@ -508,11 +511,15 @@ def summary_table(study: ToyStudy) -> pd.DataFrame:
         "final val MSE": pm("final_val_mse", "{:.3f}").to_numpy(),
         "× oracle": pm("ratio_to_oracle", "{:.2f}").to_numpy(),
         "best val MSE": pm("best_val_mse", "{:.3f}").to_numpy(),
+        "train loss (last epoch)": pm("final_train_loss", "{:.3f}").to_numpy(),
         "λmax": pm("lambda_max", "{:.3g}").to_numpy(),
         "final entropy (nats)": pm("final_entropy", "{:.3f}").to_numpy(),
     })
     oracle_row = {"model": MODEL_LABELS["oracle"], "seeds": "", "final val MSE": f"{study.oracle_val_mse:.3f}",
-                  "× oracle": "1.00", "best val MSE": "", "λmax": "", "final entropy (nats)": ""}
+                  "× oracle": "1.00", "best val MSE": "",
+                  "train loss (last epoch)": (f"{study.oracle['oracle_train_mse']:.3f}"
+                                              if "oracle_train_mse" in study.oracle else ""),
+                  "λmax": "", "final entropy (nats)": ""}
     return pd.concat([pd.DataFrame([oracle_row]), table], ignore_index=True)
 
 

@@ -41,17 +41,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flatcast.utils import check_positive_int
+
 from .revin import RevIN
 from .sigma_reparam import SigmaReparamLinear
 
 __all__ = ["ChannelTransformer", "ATTENTION_KINDS", "check_series_batch", "seeded_init"]
 
 ATTENTION_KINDS = ("learned", "random", "identity", "temporal")
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def check_series_batch(x: object, n_channels: int, lookback: int) -> None:
@@ -157,7 +154,7 @@ class ChannelTransformer(nn.Module):
             ("n_channels", n_channels),
             ("d_model", d_model),
         ):
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
         self.lookback = lookback

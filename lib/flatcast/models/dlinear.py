@@ -27,16 +27,11 @@ from torch import nn
 
 from flatcast.losses import ce_loss_from_logits, oce_loss_from_logits
 from flatcast.targets import DISTRIBUTIONS, Bins, target_to_probs
+from flatcast.utils import check_positive_int
 
 __all__ = ["SeriesDecomposition", "DLinear", "DLinearOCE"]
 
 LOSSES = ("oce", "ce")
-
-
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 class SeriesDecomposition(nn.Module):
@@ -49,7 +44,7 @@ class SeriesDecomposition(nn.Module):
 
     def __init__(self, kernel_size: int = 25) -> None:
         super().__init__()
-        self.kernel_size = _check_positive_int(kernel_size, "kernel_size")
+        self.kernel_size = check_positive_int("kernel_size", kernel_size)
 
     def moving_average(self, x: torch.Tensor) -> torch.Tensor:
         """The trend: replicate-padded moving average of ``x`` over its last axis."""
@@ -97,9 +92,9 @@ class DLinear(nn.Module):
         self, lookback: int, horizon: int, n_channels: int, individual: bool = False, kernel_size: int = 25
     ) -> None:
         super().__init__()
-        self.lookback = _check_positive_int(lookback, "lookback")
-        self.horizon = _check_positive_int(horizon, "horizon")
-        self.n_channels = _check_positive_int(n_channels, "n_channels")
+        self.lookback = check_positive_int("lookback", lookback)
+        self.horizon = check_positive_int("horizon", horizon)
+        self.n_channels = check_positive_int("n_channels", n_channels)
         if not isinstance(individual, bool):
             raise TypeError(f"individual must be a bool, got {individual!r}")
         self.individual = individual
@@ -210,7 +205,7 @@ class DLinearOCE(nn.Module):
             sigma = bins.width
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (0 < sigma < math.inf):
             raise ValueError(f"sigma must be a finite positive number, got {sigma!r}")
-        head_hidden = _check_positive_int(head_hidden, "head_hidden")
+        head_hidden = check_positive_int("head_hidden", head_hidden)
         # Validate df (and everything else about the target transform) once, on a tiny tensor.
         target_to_probs(torch.zeros(1), bins, float(sigma), distribution, df)
 

@@ -26,6 +26,8 @@ import math
 import torch
 from torch import nn
 
+from flatcast.utils import check_positive_int
+
 from .channel_transformer import check_series_batch, seeded_init
 from .revin import RevIN
 
@@ -83,8 +85,7 @@ class StandardTransformer(nn.Module):
             ("d_ff", d_ff),
             ("n_layers", n_layers),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value)
         if d_model % n_heads != 0:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
         if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
