@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Install the two npm packages the book's offline widgets need, for machines without ``npm``.
+"""Install the npm packages the book's offline widgets and math need, for machines without ``npm``.
 
 ``make book`` runs ``npm ci`` when npm is installed. Otherwise this script downloads the exact tarballs pinned
 in ``package-lock.json`` from the npm registry (https://registry.npmjs.org), checks each against the lock
 file's sha512 ``integrity`` and unpacks it under ``node_modules/<package>/`` (the same place npm would). Only
-the packages listed in ``package.json``'s dependencies are fetched: the html-manager's ``dist/embed-amd.js``
-is a self-contained bundle, so its own dependencies are not needed.
+the packages listed in ``package.json``'s dependencies are fetched (require.js, the ipywidgets html-manager and
+MathJax): the html-manager's ``dist/embed-amd.js`` is a self-contained bundle, so its own dependencies are not
+needed, and ``mathjax`` has none.
 """
 
 from __future__ import annotations

@@ -92,6 +92,28 @@ def _page_path(chapter: str) -> Path:
     return bb.HTML / CHAPTERS[chapter].relative_to(bb.ROOT).with_suffix(".html")
 
 
+def _has_math(chapter: str) -> bool:
+    """Whether the chapter's source has math: $..$, $$..$$ or an environment in markdown, or a LaTeX output."""
+    nb = json.loads((bb.EXECUTED / f"{chapter}.ipynb").read_text())
+    for cell in nb["cells"]:
+        src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        if cell["cell_type"] == "markdown":
+            src = re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", src, flags=re.S))  # not in code
+            if re.search(r"\$\$|(?<![\\$])\$[^$\s][^$\n]*\$|\\begin\{", src):
+                return True
+        for out in cell.get("outputs", []):
+            if "text/latex" in out.get("data", {}):
+                return True
+    return False
+
+
+def _visible_text(dom: str) -> str:
+    """Text a reader sees: like _text, without scripts, styles, code blocks and MathJax's hidden MathML copy."""
+    for tag in ("script", "style", "pre", "mjx-assistive-mml"):
+        dom = re.sub(rf"<{tag}\b.*?</{tag}>", " ", dom, flags=re.S | re.I)
+    return _text(dom)
+
+
 def _text(dom: str) -> str:
     """Visible-ish text of a DOM dump: tags removed, entities decoded, whitespace collapsed."""
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
@@ -139,6 +161,28 @@ def test_chapter_page(chapter, tmp_path):
     # parameter cells are hidden
     assert "injected-parameters" not in dom and 'profile = "quick"' not in text, \
         f"{chapter}: the parameters cell is visible"
+
+    # no script from another host: MathJax and the widget scripts are served from the book's _static/
+    remote = re.findall(r'<script[^>]*\ssrc="(https?://[^"]*)"', dom)
+    assert not remote, f"{chapter}: scripts loaded from the network, which the book must not need: {remote}"
+
+    # math: typeset by the local MathJax (mjx-container per formula, no raw \( or \[ left, no TeX errors)
+    if _has_math(chapter):
+        static = path.read_text()
+        formulas = static.count('class="math notranslate nohighlight"')
+        assert formulas, f"{chapter}: the source has math but the built page has no math element"
+        assert "_static/mathjax/" in static, f"{chapter}: MathJax is not loaded from _static/mathjax/"
+        if "_static/mathjax/tex-chtml" in static:  # CommonHTML output loads its fonts relative to its script
+            fonts = bb.HTML / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2"
+            assert len(list(fonts.glob("*.woff"))) > 20, f"{chapter}: MathJax's fonts are missing from {fonts}"
+        containers = dom.count("<mjx-container")
+        assert containers >= formulas, \
+            f"{chapter}: MathJax rendered {containers} of {formulas} formulas (is _static/mathjax/ served?)"
+        visible = _visible_text(dom)
+        raw = re.findall(r".{0,40}\\[(\[].{0,40}", visible)
+        assert not raw, f"{chapter}: raw TeX left in the page: {raw[:3]}"
+        assert "<mjx-merror" not in dom, f"{chapter}: MathJax reports a TeX error: " + \
+            _text(dom.split("<mjx-merror", 1)[1])[:200]
 
     # widgets: rendered by the offline embed script when the chapter has any
     executed = json.loads((bb.EXECUTED / f"{chapter}.ipynb").read_text())
