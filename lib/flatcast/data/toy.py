@@ -4,7 +4,9 @@ SAMformer §2.2 generates ``Y = X W_toy + ε`` with ``X ∈ R^{D×L}`` and ``W_t
 normal entries, and shows that a Transformer fails to reach the linear oracle while a linear model does.
 
 Noise level. The paper says ε is Gaussian noise but prints no variance. We take ``noise_std = 1.0`` by default:
-unit-variance noise, on the same scale as the entries of ``X``. With standard-normal ``W_toy`` each target entry
+unit-variance noise, on the same scale as the entries of ``X`` — the value the authors' public code uses too
+(romilbert/samformer, ``utils/data_utils.py``, which also draws ``X`` and ``W`` standard normal and adds a separate
+2 000-sample test set; here ``n_test`` does that). With standard-normal ``W_toy`` each target entry
 ``(X W_toy)_{dh} = Σ_l X_{dl} W_{lh}`` has variance ``Σ_l W_{lh}² ≈ L`` (512 for ``L=512``), so the signal-to-noise
 ratio is about ``L`` (27 dB) and the oracle's validation MSE is about ``noise_std² · (1 + L / (N D))``. We keep the
 paper's scale (targets of variance ≈ L; MSE values are on that scale); ``weight_std = 1/sqrt(L)`` gives
