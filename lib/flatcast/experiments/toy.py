@@ -52,7 +52,7 @@ import torch
 from flatcast.claims import write_verdicts
 from flatcast.data import make_toy, oracle_least_squares
 from flatcast.data.splits import Splits
-from flatcast.diagnostics.attention import attention_entropy, collect_attention
+from flatcast.diagnostics.attention import attention_entropy, collect_attention, nuclear_norm
 from flatcast.diagnostics.hessian import top_eigenvalue
 from flatcast.models import ChannelTransformer
 from flatcast.optim import EEO, SAM
@@ -212,7 +212,7 @@ class ToyRun:
     seed: int
     lr: float
     rho: float | None
-    history: pd.DataFrame  # epoch, train_loss, val_mse, lr, attention_entropy
+    history: pd.DataFrame  # epoch, train_loss, val_mse, lr, attention_entropy, attention_nuclear_norm
     attention: dict[int, np.ndarray]  # epoch -> mean attention matrix (D, D) over the entropy windows
     lambda_max: float
     final_val_mse: float
@@ -246,7 +246,8 @@ def _attention_tracker(config: ToyConfig, epochs: int, store: dict[int, np.ndarr
         attention = collect_attention(model, splits.val.x[: config.entropy_samples])
         if epoch in wanted:
             store[epoch] = attention.mean(dim=0).numpy()
-        return {"attention_entropy": float(attention_entropy(attention))}
+        return {"attention_entropy": float(attention_entropy(attention)),
+                "attention_nuclear_norm": float(nuclear_norm(attention))}
 
     return callback
 
