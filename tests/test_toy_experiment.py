@@ -215,3 +215,35 @@ def test_runner_recomputes_verdicts_from_a_results_file(tiny_study, tmp_path, ca
         assert "(quick profile)" in table.loc[claim_id, "evidence"]
     with pytest.raises(SystemExit, match="no results file"):
         toy.main(["--profile", "quick", "--out", str(tmp_path / "missing.json"), "--verdicts-only"])
+
+
+def test_every_figure_is_labelled(tiny_study):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flatcast.experiments import toy_figures as figs
+
+    study = tiny_study
+    learned = [r for r in study.runs if r.kind != "random_transformer"]
+    made = [
+        figs.plot_learning_curves(study.runs, study.oracle_val_mse),
+        figs.plot_attention_snapshots(study.runs[0]),
+        figs.plot_sharpness_and_entropy(study.runs, 3),
+        figs.plot_nuclear_norm(learned, 3),
+        figs.plot_optimizer_comparison(study.optimizer_runs, study.oracle_val_mse),
+        figs.plot_rho_sweep(study.rho_sweep, study.oracle_val_mse),
+    ]
+    for fig in made:
+        panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        for i, ax in enumerate(panels):
+            assert ax.get_title() and ax.get_xlabel(), (fig, ax.get_title())
+            shares_y_label = fig is made[1] and i > 0  # attention snapshots: one y label for the row
+            assert ax.get_ylabel() or shares_y_label, (fig, ax.get_title())
+        plt.close(fig)
+    # One curve per model kind, each the mean over the seeds, plus the oracle line.
+    lines = made[0].axes[0].get_lines()
+    assert len(lines) == len(toy.MODEL_KINDS) + 1
+    transformer = [r.history["val_mse"].to_numpy() for r in study.runs_of("transformer")]
+    np.testing.assert_allclose(lines[0].get_ydata(), np.mean(transformer, axis=0))

@@ -537,6 +537,11 @@ def summary_table(study: ToyStudy) -> pd.DataFrame:
     return pd.concat([pd.DataFrame([oracle_row]), table], ignore_index=True)
 
 
+def _last(run: ToyRun, column: str) -> float:
+    """The last value of a history column (NaN for results written before the column existed)."""
+    return float(run.history[column].iloc[-1]) if column in run.history else float("nan")
+
+
 def key_numbers(study: ToyStudy) -> pd.Series:
     """The handful of numbers the chapter's discussion rests on (means over seeds), for one study."""
     oracle_mse = study.oracle_val_mse
@@ -568,6 +573,9 @@ def key_numbers(study: ToyStudy) -> pd.Series:
             "transformer", lambda r: float(r.history["attention_entropy"].iloc[-1])),
         "final attention entropy (nats): SAM": mean_of(
             "transformer_sam", lambda r: float(r.history["attention_entropy"].iloc[-1])),
+        "final attention nuclear norm: Transformer": mean_of("transformer", lambda r: _last(r, "attention_nuclear_norm")),
+        "final attention nuclear norm: σReparam": mean_of("sigma_reparam", lambda r: _last(r, "attention_nuclear_norm")),
+        "final attention nuclear norm: SAM": mean_of("transformer_sam", lambda r: _last(r, "attention_nuclear_norm")),
         "gradient evaluations per run: SAM": mean_of("transformer_sam", lambda r: r.grad_evals),
         "gradient evaluations per run: EEO": mean_of("transformer_eeo", lambda r: r.grad_evals),
     })

@@ -16,7 +16,7 @@ from flatcast.plotting import plot_band
 from .toy import MODEL_LABELS, OPTIMIZER_LABELS, ToyRun
 
 __all__ = ["MODEL_COLORS", "plot_learning_curves", "plot_attention_snapshots", "plot_sharpness_and_entropy",
-           "plot_optimizer_comparison", "plot_rho_sweep"]
+           "plot_nuclear_norm", "plot_optimizer_comparison", "plot_rho_sweep"]
 
 MODEL_COLORS = {
     "oracle": "black", "transformer": "tab:red", "random_transformer": "tab:purple", "sigma_reparam": "tab:orange",
@@ -91,6 +91,7 @@ def plot_sharpness_and_entropy(runs: Sequence[ToyRun], n_channels: int, kinds: S
         left.scatter(np.full(len(values), i), values, color="black", s=12, zorder=3)
     left.set_xticks(range(len(kinds)))
     left.set_xticklabels([MODEL_LABELS[k] for k in kinds], rotation=25, ha="right", fontsize=8)
+    left.set_xlabel("model")
     left.set_yscale("log")
     left.set_ylabel("λmax of the training-loss Hessian (log scale)")
     left.set_title("Sharpness at the end of training (bar = mean, dots = seeds)")
@@ -109,6 +110,28 @@ def plot_sharpness_and_entropy(runs: Sequence[ToyRun], n_channels: int, kinds: S
     right.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def plot_nuclear_norm(runs: Sequence[ToyRun], n_channels: int, kinds: Sequence[str] | None = None,
+                      ax: plt.Axes | None = None) -> plt.Figure:
+    """Mean nuclear norm ‖A(X)‖_* of the attention along training (SAMformer Fig. 7's measure of rank).
+
+    For a row-stochastic D × D matrix it lies between 1 (rank one, e.g. uniform attention) and D (the identity).
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.6))
+    groups = _group(runs, "kind")
+    for kind in kinds or list(groups):
+        epochs, values = _curves(groups[kind], "attention_nuclear_norm")
+        plot_band(ax, epochs, values, color=MODEL_COLORS.get(kind), label=MODEL_LABELS[kind])
+    ax.axhline(n_channels, color="gray", ls="-", lw=0.8, label=f"identity attention ({n_channels})")
+    ax.axhline(1.0, color="gray", ls=":", label="rank one, e.g. uniform (1)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nuclear norm of A(X)")
+    ax.set_title("Rank of the attention along training (band = seeds)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax.figure
 
 
 def plot_optimizer_comparison(runs: Sequence[ToyRun], oracle_val_mse: float, ax: plt.Axes | None = None) -> plt.Figure:
