@@ -247,3 +247,13 @@ def test_every_figure_is_labelled(tiny_study):
     assert len(lines) == len(toy.MODEL_KINDS) + 1
     transformer = [r.history["val_mse"].to_numpy() for r in study.runs_of("transformer")]
     np.testing.assert_allclose(lines[0].get_ydata(), np.mean(transformer, axis=0))
+
+
+def test_sigma_reparam_scale_reads_the_runs_and_the_step_budget(tiny_study):
+    scale = toy.sigma_reparam_scale(tiny_study)
+    config = tiny_study.config
+    assert scale["learning rate × steps"] == pytest.approx(config.lr * config.epochs * 4)  # 64 windows / 16 per batch
+    heads = [r.extras["sigma_reparam_gammas"]["head"] for r in tiny_study.runs_of("sigma_reparam")]
+    assert scale["γ of the head W after training"] == pytest.approx(np.mean(heads))
+    w_toy = toy.toy_splits(config).extras["W_toy"]
+    assert scale["spectral norm of W_toy"] == pytest.approx(float(torch.linalg.matrix_norm(w_toy.double(), ord=2)))

@@ -65,7 +65,7 @@ __all__ = [
     "ToyConfig", "TOY_CONFIGS", "toy_config", "MODEL_KINDS", "MODEL_LABELS", "OPTIMIZERS", "OPTIMIZER_LABELS",
     "ToyRun", "toy_splits", "oracle", "build_model", "optimizer_factory", "train_toy", "compare_models",
     "sweep_rho", "compare_optimizers", "summarise", "ToyStudy", "best_rho", "run_study", "toy_verdicts",
-    "summary_table", "key_numbers", "claims_box",
+    "summary_table", "key_numbers", "sigma_reparam_scale", "claims_box",
     "study_to_json", "study_from_json", "results_path", "load_study", "main",
 ]
 
@@ -578,6 +578,31 @@ def key_numbers(study: ToyStudy) -> pd.Series:
         "final attention nuclear norm: SAM": mean_of("transformer_sam", lambda r: _last(r, "attention_nuclear_norm")),
         "gradient evaluations per run: SAM": mean_of("transformer_sam", lambda r: r.grad_evals),
         "gradient evaluations per run: EEO": mean_of("transformer_eeo", lambda r: r.grad_evals),
+    })
+
+
+def sigma_reparam_scale(study: ToyStudy) -> pd.Series:
+    """What σReparam (Eq. 5) can reach: the spectral norm of W_toy against the γ its runs ended with.
+
+    Every σReparam matrix has spectral norm γ (initialised at 1), and Adam moves a scalar by about one learning
+    rate per step, so ``lr × steps`` bounds how far γ can travel in the budget. NaN where a results file predates
+    these records.
+    """
+    config = study.config
+    steps = config.epochs * math.ceil(config.n_train / config.batch_size)
+    gammas = [r.extras.get("sigma_reparam_gammas", {}) for r in study.runs_of("sigma_reparam")]
+
+    def mean_gamma(name: str) -> float:
+        values = [g[name] for g in gammas if name in g]
+        return _mean(values) if values else float("nan")
+
+    return pd.Series({
+        "spectral norm of W_toy": study.oracle.get("w_toy_spectral_norm", float("nan")),
+        "√L + √H": math.sqrt(config.lookback) + math.sqrt(config.horizon),
+        "γ of the head W after training": mean_gamma("head"),
+        "γ of W_V after training": mean_gamma("value"),
+        "γ of W_O after training": mean_gamma("output"),
+        "learning rate × steps": config.lr * steps,
     })
 
 
