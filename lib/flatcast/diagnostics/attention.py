@@ -175,30 +175,28 @@ def collect_attention(model: nn.Module, x: torch.Tensor, batch_size: int = 256) 
     return torch.cat(pieces)
 
 
-def attention_entropy_callback(n_samples: int = 256, split: str = "val", batch_size: int = 256,
-                               key: str = "attention_entropy") -> Callable:
-    """Trainer callback: mean attention entropy on the first ``n_samples`` windows of ``split`` → ``{key: float}``."""
+def _attention_measure_callback(measure: Callable[[torch.Tensor], float], n_samples: int, split: str,
+                                batch_size: int, key: str) -> Callable:
     n_samples = _check_positive(n_samples, "n_samples")
     batch_size = _check_positive(batch_size, "batch_size")
 
     def callback(model: nn.Module, epoch: int, splits) -> dict[str, float]:
         x = _get_split(splits, split).x[:n_samples]
-        return {key: attention_entropy(collect_attention(model, x, batch_size))}
+        return {key: measure(collect_attention(model, x, batch_size))}
 
     return callback
+
+
+def attention_entropy_callback(n_samples: int = 256, split: str = "val", batch_size: int = 256,
+                               key: str = "attention_entropy") -> Callable:
+    """Trainer callback: mean attention entropy on the first ``n_samples`` windows of ``split`` → ``{key: float}``."""
+    return _attention_measure_callback(attention_entropy, n_samples, split, batch_size, key)
 
 
 def attention_nuclear_norm_callback(n_samples: int = 256, split: str = "val", batch_size: int = 256,
                                     key: str = "attention_nuclear_norm") -> Callable:
     """Trainer callback: mean nuclear norm of the attention on the first ``n_samples`` windows → ``{key: float}``."""
-    n_samples = _check_positive(n_samples, "n_samples")
-    batch_size = _check_positive(batch_size, "batch_size")
-
-    def callback(model: nn.Module, epoch: int, splits) -> dict[str, float]:
-        x = _get_split(splits, split).x[:n_samples]
-        return {key: nuclear_norm(collect_attention(model, x, batch_size))}
-
-    return callback
+    return _attention_measure_callback(nuclear_norm, n_samples, split, batch_size, key)
 
 
 def sharpness_callback(n_iter: int = 20, n_samples: int = 256, split: str = "train",
