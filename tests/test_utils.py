@@ -11,7 +11,7 @@ from torch import nn
 
 from flatcast.profiles import PROFILES, get_profile
 from flatcast.provenance import provenance
-from flatcast.utils import (check_positive_int, eval_mode, model_device, resolve_device, seed_everything,
+from flatcast.utils import (check_nonnegative, check_positive_int, eval_mode, model_device, resolve_device, seed_everything,
                             torch_threads)
 
 
@@ -79,3 +79,13 @@ def test_provenance_names_code_machine_and_command():
     assert record["command"] == "python -m flatcast.experiments.toy --profile paper"
     assert record["torch"] == torch.__version__ and record["device"].startswith("cpu")
     assert set(record) >= {"commit", "dirty", "date", "python", "threads"}
+
+
+def test_check_nonnegative():
+    assert check_nonnegative("rho", 0) == 0.0 and check_nonnegative("rho", np.float32(0.5)) == 0.5
+    for bad in (-1e-9, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="rho must be a finite number >= 0"):
+            check_nonnegative("rho", bad)
+    for bad in (True, "0.1", None):
+        with pytest.raises(TypeError, match="rho must be a real number"):
+            check_nonnegative("rho", bad)

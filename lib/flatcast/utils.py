@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from contextlib import contextmanager
@@ -9,7 +10,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "resolve_device", "torch_threads", "eval_mode", "model_device", "check_positive_int"]
+__all__ = ["seed_everything", "resolve_device", "torch_threads", "eval_mode", "model_device", "check_positive_int",
+           "check_nonnegative"]
 
 _DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
 
@@ -102,3 +104,13 @@ def check_positive_int(name: str, value: object) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def check_nonnegative(name: str, value: object) -> float:
+    """Return ``value`` as a float if it is a finite real number ≥ 0; ``TypeError`` for a non-number (bools
+    included), ``ValueError`` naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)

@@ -66,6 +66,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from flatcast.utils import check_nonnegative
+
 __all__ = [
     "fit_ridge",
     "ridge_leave_one_out",
@@ -109,14 +111,6 @@ def _as_tensor(value, name: str) -> torch.Tensor:
 def _check_ndim(t: torch.Tensor, ndim: int, name: str, shape_doc: str) -> None:
     if t.ndim != ndim:
         raise ValueError(f"{name} must have shape {shape_doc}, got {tuple(t.shape)}")
-
-
-def _check_nonnegative(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def _check_design(X, name: str = "X") -> torch.Tensor:
@@ -170,7 +164,7 @@ def fit_ridge(X: torch.Tensor, y: torch.Tensor, ridge: float = 0.0) -> torch.Ten
     """Minimiser ``θ̂ = (XᵀX/n + λI)⁻¹ Xᵀy/n`` of ``(1/n) Σ ½ (y_i − θᵀx_i)² + (λ/2)‖θ‖²`` (OCE-TS Eq. 5 setting)."""
     X = _check_design(X)
     y = _as_tensor(y, "y")
-    ridge = _check_nonnegative(ridge, "ridge")
+    ridge = check_nonnegative("ridge", ridge)
     if y.shape != (X.shape[0],):
         raise ValueError(f"y must have shape (n,)=({X.shape[0]},), got {tuple(y.shape)}")
     n, d = X.shape
@@ -202,7 +196,7 @@ def mse_influence(X: torch.Tensor, y: torch.Tensor, theta: torch.Tensor | None =
     """
     X = _check_design(X)
     y = _as_tensor(y, "y")
-    ridge = _check_nonnegative(ridge, "ridge")
+    ridge = check_nonnegative("ridge", ridge)
     n, d = X.shape
     if y.shape != (n,):
         raise ValueError(f"y must have shape (n,)=({n},), got {tuple(y.shape)}")
@@ -234,7 +228,7 @@ def ce_hessian(X: torch.Tensor, W: torch.Tensor, ridge: float = 0.0) -> torch.Te
     X = _check_design(X)
     W = _as_tensor(W, "W")
     _check_ndim(W, 2, "W", "(K, d)")
-    ridge = _check_nonnegative(ridge, "ridge")
+    ridge = check_nonnegative("ridge", ridge)
     if W.shape[1] != X.shape[1]:
         raise ValueError(f"W has {W.shape[1]} columns but X has d={X.shape[1]} features")
     n, d = X.shape
@@ -278,7 +272,7 @@ def oce_loss_linear(W: torch.Tensor, X: torch.Tensor, p: torch.Tensor) -> torch.
 def oce_hessian(X: torch.Tensor, p: torch.Tensor, W: torch.Tensor, ridge: float = 0.0) -> torch.Tensor:
     """Autograd Hessian of ``mean OCE + (λ/2)‖W‖²`` over ``W.flatten()``, shape ``(Kd, Kd)``."""
     X, p, W = _check_classifier(X, p, W)
-    ridge = _check_nonnegative(ridge, "ridge")
+    ridge = check_nonnegative("ridge", ridge)
     K, d = W.shape
 
     def risk(flat_w: torch.Tensor) -> torch.Tensor:
@@ -312,7 +306,7 @@ def fit_linear_classifier(
         raise ValueError(f"loss must be 'ce' or 'oce', got {loss!r}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
-    ridge = _check_nonnegative(ridge, "ridge")
+    ridge = check_nonnegative("ridge", ridge)
     X = _check_design(X)
     p = _as_tensor(p, "p")
     _check_ndim(p, 2, "p", "(n, K)")
@@ -464,12 +458,12 @@ def _conjugate_gradient(hvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Te
 
 
 def _check_solver_args(damping, method, cg_iters, tol) -> float:
-    damping = _check_nonnegative(damping, "damping")
+    damping = check_nonnegative("damping", damping)
     if method not in ("cg", "exact"):
         raise ValueError(f"method must be 'cg' or 'exact', got {method!r}")
     if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
         raise ValueError(f"cg_iters must be a positive integer, got {cg_iters!r}")
-    if _check_nonnegative(tol, "tol") <= 0:
+    if check_nonnegative("tol", tol) <= 0:
         raise ValueError(f"tol must be > 0, got {tol!r}")
     if method == "cg" and damping == 0:
         warnings.warn("CG with damping=0 needs a positive-definite Hessian", RuntimeWarning, stacklevel=3)
@@ -570,7 +564,7 @@ def theorem1_bounds(
     P = _as_tensor(P, "P")
     residual = _as_tensor(residual, "residual")
     prob_error = _as_tensor(prob_error, "prob_error")
-    damping = _check_nonnegative(damping, "damping")
+    damping = check_nonnegative("damping", damping)
     _check_ndim(sigma_x, 2, "sigma_x", "(d, d)")
     if sigma_x.shape[0] != sigma_x.shape[1]:
         raise ValueError(f"sigma_x must be square, got {tuple(sigma_x.shape)}")
@@ -648,8 +642,8 @@ def theorem1_instance(
     for value, name, low in ((n, "n", 2), (d, "d", 2), (K, "K", 2)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    logit_scale = _check_nonnegative(logit_scale, "logit_scale")
-    damping = _check_nonnegative(damping, "damping")
+    logit_scale = check_nonnegative("logit_scale", logit_scale)
+    damping = check_nonnegative("damping", damping)
     gen = torch.Generator().manual_seed(int(seed))
     X = torch.cat([torch.randn(n, d - 1, generator=gen, dtype=dtype), torch.ones(n, 1, dtype=dtype)], 1)
     theta_star = torch.randn(d, generator=gen, dtype=dtype)
@@ -696,7 +690,7 @@ def theorem1_check(
     to the measured ``R_i`` (:func:`measured_ratio`).  With a shared ``P`` the bound is a theorem; otherwise
     ``holds`` reports what happens."""
     X, p, W = _check_classifier(X, p, W)
-    rtol = _check_nonnegative(rtol, "rtol")
+    rtol = check_nonnegative("rtol", rtol)
     q = torch.softmax(X @ W.T, dim=-1)
     P_i = softmax_covariance(q)
     P_bar = P_i.mean(0)

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
-import numpy as np
 from IPython.display import display
 
 from flatcast.data.splits import Splits
 
 from .toy import MODEL_KINDS, MODEL_LABELS, OPTIMIZER_LABELS, OPTIMIZERS, ToyConfig, ToyRun, train_toy
-from .toy_figures import MODEL_COLORS
+from .toy_figures import plot_attention_matrix, plot_entropy, plot_learning_curves
 
 __all__ = ["ToyExplorer"]
 
@@ -99,30 +98,14 @@ class ToyExplorer:
         return run
 
     def _figure(self, run: ToyRun) -> plt.Figure:
+        """The chapter's own figures, for one run: learning curve, entropy, and the last attention matrix."""
         fig, (curve, entropy, attention) = plt.subplots(1, 3, figsize=(13, 3.4),
                                                         gridspec_kw={"width_ratios": [1.3, 1.0, 0.8]})
-        history = run.history
-        color = MODEL_COLORS.get(run.kind)
-        curve.plot(history["epoch"], history["val_mse"], color=color, label=run.label)
-        curve.axhline(self.oracle_val_mse, color="black", ls="--", lw=1, label="Oracle")
-        curve.set_yscale("log")
-        curve.set_xlabel("epoch")
-        curve.set_ylabel("validation MSE (log)")
-        curve.set_title("Validation loss")
-        curve.legend(fontsize=8)
-        curve.grid(alpha=0.3, which="both")
-        entropy.plot(history["epoch"], history["attention_entropy"], color=color)
-        entropy.axhline(np.log(self.config.n_channels), color="gray", ls=":", label="uniform")
-        entropy.set_ylim(bottom=0)
-        entropy.set_xlabel("epoch")
-        entropy.set_ylabel("attention entropy (nats)")
+        plot_learning_curves([run], self.oracle_val_mse, ax=curve, title="Validation loss")
+        plot_entropy([run], self.config.n_channels, ax=entropy)
         entropy.set_title("Attention entropy")
-        entropy.legend(fontsize=8)
-        entropy.grid(alpha=0.3)
         last = max(run.attention)
-        image = attention.imshow(run.attention[last], vmin=0, vmax=1, cmap="viridis")
-        attention.set_title(f"Attention at epoch {last}")
-        attention.set_xlabel("key channel")
+        image = plot_attention_matrix(attention, run.attention[last], f"Attention at epoch {last}")
         attention.set_ylabel("query channel")
         fig.colorbar(image, ax=attention, shrink=0.8)
         fig.tight_layout()

@@ -15,8 +15,8 @@ from flatcast.plotting import plot_band
 
 from .toy import MODEL_LABELS, OPTIMIZER_LABELS, ToyRun
 
-__all__ = ["MODEL_COLORS", "plot_learning_curves", "plot_attention_snapshots", "plot_sharpness_and_entropy",
-           "plot_nuclear_norm", "plot_optimizer_comparison", "plot_rho_sweep"]
+__all__ = ["MODEL_COLORS", "plot_learning_curves", "plot_entropy", "plot_attention_matrix", "plot_attention_snapshots",
+           "plot_sharpness_and_entropy", "plot_nuclear_norm", "plot_optimizer_comparison", "plot_rho_sweep"]
 
 MODEL_COLORS = {
     "oracle": "black", "transformer": "tab:red", "random_transformer": "tab:purple", "sigma_reparam": "tab:orange",
@@ -41,23 +41,62 @@ def _group(runs: Sequence[ToyRun], attribute: str) -> dict[str, list[ToyRun]]:
     return groups
 
 
+def _bands(ax: plt.Axes, runs: Sequence[ToyRun], column: str, by: str = "kind",
+           keys: Sequence[str] | None = None, with_seeds: bool = False) -> None:
+    """One mean curve with a min–max band over the seeds per model kind (or optimizer), for a history column."""
+    colors, labels = (MODEL_COLORS, MODEL_LABELS) if by == "kind" else (OPTIMIZER_COLORS, OPTIMIZER_LABELS)
+    groups = _group(runs, by)
+    for key in keys or list(groups):
+        epochs, values = _curves(groups[key], column)
+        label = f"{labels[key]} ({len(values)} seeds)" if with_seeds else labels[key]
+        plot_band(ax, epochs, values, color=colors.get(key), label=label)
+
+
+def _finish(ax: plt.Axes, ylabel: str, title: str, log: bool = False) -> plt.Figure:
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both" if log else "major")
+    return ax.figure
+
+
+def _axes(ax: plt.Axes | None, figsize: tuple[float, float]) -> plt.Axes:
+    return plt.subplots(figsize=figsize)[1] if ax is None else ax
+
+
+def plot_attention_matrix(ax: plt.Axes, matrix: np.ndarray, title: str, small: bool = False):
+    """A D × D attention matrix as a heatmap on a fixed [0, 1] colour scale; returns the image."""
+    image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
+    ax.set_title(title, fontsize=9 if small else None)
+    ax.set_xlabel("key channel", fontsize=8 if small else None)
+    ax.set_xticks(range(matrix.shape[1]))
+    ax.set_yticks(range(matrix.shape[0]))
+    if small:
+        ax.tick_params(labelsize=6)
+    return image
+
+
 def plot_learning_curves(runs: Sequence[ToyRun], oracle_val_mse: float, kinds: Sequence[str] | None = None,
                          ax: plt.Axes | None = None, title: str | None = None) -> plt.Figure:
     """Validation MSE along training for each model kind (band over seeds) against the oracle (Figs. 1–2)."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4))
-    groups = _group(runs, "kind")
-    for kind in kinds or list(groups):
-        epochs, values = _curves(groups[kind], "val_mse")
-        plot_band(ax, epochs, values, color=MODEL_COLORS.get(kind), label=f"{MODEL_LABELS[kind]} ({len(values)} seeds)")
+    ax = _axes(ax, (7, 4))
+    _bands(ax, runs, "val_mse", keys=kinds, with_seeds=True)
     ax.axhline(oracle_val_mse, color="black", ls="--", lw=1.2, label=f"Oracle (least squares): {oracle_val_mse:.3f}")
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation MSE (log scale)")
-    ax.set_title(title or "Validation loss along training vs the least-squares oracle")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    return ax.figure
+    return _finish(ax, "validation MSE (log scale)",
+                   title or "Validation loss along training vs the least-squares oracle", log=True)
+
+
+def plot_entropy(runs: Sequence[ToyRun], n_channels: int, kinds: Sequence[str] | None = None,
+                 ax: plt.Axes | None = None) -> plt.Figure:
+    """Mean row entropy of A(X) along training (SAMformer Fig. 3b, right); log D is uniform, 0 the identity."""
+    ax = _axes(ax, (7, 3.6))
+    _bands(ax, runs, "attention_entropy", keys=kinds)
+    ax.axhline(np.log(n_channels), color="gray", ls=":", label=f"uniform attention (log {n_channels})")
+    ax.axhline(0.0, color="gray", ls="-", lw=0.8, label="identity attention (0)")
+    return _finish(ax, "attention entropy (nats)", "Attention entropy along training (band = seeds)")
 
 
 def plot_attention_snapshots(run: ToyRun, epochs: Sequence[int] | None = None) -> plt.Figure:
@@ -66,13 +105,7 @@ def plot_attention_snapshots(run: ToyRun, epochs: Sequence[int] | None = None) -
     fig, axes = plt.subplots(1, len(epochs), figsize=(2.2 * len(epochs) + 0.8, 2.6), squeeze=False)
     image = None
     for ax, epoch in zip(axes[0], epochs):
-        matrix = run.attention[epoch]
-        image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
-        ax.set_title(f"epoch {epoch}", fontsize=9)
-        ax.set_xlabel("key channel", fontsize=8)
-        ax.set_xticks(range(matrix.shape[1]))
-        ax.set_yticks(range(matrix.shape[0]))
-        ax.tick_params(labelsize=6)
+        image = plot_attention_matrix(ax, run.attention[epoch], f"epoch {epoch}", small=True)
     axes[0][0].set_ylabel("query channel", fontsize=8)
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="attention weight")
@@ -96,18 +129,8 @@ def plot_sharpness_and_entropy(runs: Sequence[ToyRun], n_channels: int, kinds: S
     left.set_ylabel("λmax of the training-loss Hessian (log scale)")
     left.set_title("Sharpness at the end of training (bar = mean, dots = seeds)")
     left.grid(alpha=0.3, axis="y", which="both")
-    for kind in kinds:
-        if kind == "random_transformer":
-            continue  # frozen attention: its entropy never moves
-        epochs, values = _curves(groups[kind], "attention_entropy")
-        plot_band(right, epochs, values, color=MODEL_COLORS.get(kind), label=MODEL_LABELS[kind])
-    right.axhline(np.log(n_channels), color="gray", ls=":", label=f"uniform attention (log {n_channels})")
-    right.axhline(0.0, color="gray", ls="-", lw=0.8, label="identity attention (0)")
-    right.set_xlabel("epoch")
-    right.set_ylabel("attention entropy (nats)")
-    right.set_title("Attention entropy along training (band = seeds)")
-    right.legend(fontsize=8)
-    right.grid(alpha=0.3)
+    # The Random Transformer's attention is frozen: its entropy never moves, so it is left out on the right.
+    plot_entropy(runs, n_channels, kinds=[k for k in kinds if k != "random_transformer"], ax=right)
     fig.tight_layout()
     return fig
 
@@ -118,37 +141,20 @@ def plot_nuclear_norm(runs: Sequence[ToyRun], n_channels: int, kinds: Sequence[s
 
     For a row-stochastic D × D matrix it lies between 1 (rank one, e.g. uniform attention) and D (the identity).
     """
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.6))
-    groups = _group(runs, "kind")
-    for kind in kinds or list(groups):
-        epochs, values = _curves(groups[kind], "attention_nuclear_norm")
-        plot_band(ax, epochs, values, color=MODEL_COLORS.get(kind), label=MODEL_LABELS[kind])
+    ax = _axes(ax, (7, 3.6))
+    _bands(ax, runs, "attention_nuclear_norm", keys=kinds)
     ax.axhline(n_channels, color="gray", ls="-", lw=0.8, label=f"identity attention ({n_channels})")
     ax.axhline(1.0, color="gray", ls=":", label="rank one, e.g. uniform (1)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("nuclear norm of A(X)")
-    ax.set_title("Rank of the attention along training (band = seeds)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return ax.figure
+    return _finish(ax, "nuclear norm of A(X)", "Rank of the attention along training (band = seeds)")
 
 
 def plot_optimizer_comparison(runs: Sequence[ToyRun], oracle_val_mse: float, ax: plt.Axes | None = None) -> plt.Figure:
     """Validation MSE of the plain Transformer under SGD, Adam and AdamW (SAMformer Fig. 15)."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4))
-    for name, group in _group(runs, "optimizer").items():
-        epochs, values = _curves(group, "val_mse")
-        plot_band(ax, epochs, values, color=OPTIMIZER_COLORS.get(name), label=OPTIMIZER_LABELS[name])
+    ax = _axes(ax, (7, 4))
+    _bands(ax, runs, "val_mse", by="optimizer")
     ax.axhline(oracle_val_mse, color="black", ls="--", lw=1.2, label="Oracle (least squares)")
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation MSE (log scale)")
-    ax.set_title("The plain Transformer under five optimizers vs the oracle")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    return ax.figure
+    return _finish(ax, "validation MSE (log scale)", "The plain Transformer under five optimizers vs the oracle",
+                   log=True)
 
 
 def plot_rho_sweep(sweep, oracle_val_mse: float) -> plt.Figure:

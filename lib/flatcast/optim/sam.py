@@ -18,11 +18,12 @@ parameter groups shared with the base optimizer so that LR schedulers can drive 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+
+from flatcast.utils import check_nonnegative
 
 __all__ = ["SAM"]
 
@@ -31,11 +32,7 @@ _NORM_EPS = 1e-12
 
 def validate_rho(rho: Any) -> float:
     """Return ``rho`` as a float, raising if it is not a finite number ≥ 0 (the SAM radius)."""
-    if isinstance(rho, bool) or not isinstance(rho, (int, float)):
-        raise TypeError(f"rho must be a real number, got {rho!r}")
-    if not math.isfinite(rho) or rho < 0:
-        raise ValueError(f"rho must be a finite number >= 0, got {rho!r}")
-    return float(rho)
+    return check_nonnegative("rho", rho)
 
 
 def validate_base_optimizer(base_optimizer: Any) -> type[torch.optim.Optimizer]:
@@ -50,11 +47,7 @@ def validate_base_optimizer(base_optimizer: Any) -> type[torch.optim.Optimizer]:
 
 def validate_nonnegative(name: str, value: Any) -> float:
     """Return ``value`` as a float, raising if it is not a finite number ≥ 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+    return check_nonnegative(name, value)
 
 
 class SAM(torch.optim.Optimizer):
