@@ -55,8 +55,8 @@ from flatcast.data.splits import Splits
 from flatcast.diagnostics.attention import attention_entropy, collect_attention, nuclear_norm
 from flatcast.diagnostics.hessian import top_eigenvalue
 from flatcast.models import ChannelTransformer
-from flatcast.optim import EEO, SAM
 from flatcast.profiles import get_profile
+from flatcast.recipes import OPTIMIZERS, optimizer_factory
 from flatcast.provenance import REPO_ROOT, provenance
 from flatcast.trainer import fit
 from flatcast.utils import resolve_device, seed_everything, torch_threads
@@ -79,7 +79,6 @@ MODEL_LABELS = {
     "transformer_eeo": "Transformer + EEO",
 }
 #: Optimizers of SAMformer App. C.3 / Fig. 15 (plain Transformer), plus the two flat-minima optimizers.
-OPTIMIZERS = ("sgd", "adam", "adamw_1e-5", "adamw_1e-4", "adamw_1e-3", "sam", "eeo")
 OPTIMIZER_LABELS = {
     "sgd": "SGD", "adam": "Adam", "adamw_1e-5": "AdamW (wd 1e-5)", "adamw_1e-4": "AdamW (wd 1e-4)",
     "adamw_1e-3": "AdamW (wd 1e-3)", "sam": "SAM (Adam)", "eeo": "EEO (Adam)",
@@ -180,27 +179,6 @@ def build_model(kind: str, config: ToyConfig, seed: int) -> ChannelTransformer:
 def default_optimizer_of(kind: str) -> str:
     """The optimizer SAMformer pairs with each model kind (Adam, except the SAM and EEO variants)."""
     return {"transformer_sam": "sam", "transformer_eeo": "eeo"}.get(kind, "adam")
-
-
-def optimizer_factory(name: str, lr: float, rho: float | None = None, seed: int = 0,
-                      sgd_lr: float | None = None) -> Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]:
-    """A factory ``params -> optimizer`` for one of :data:`OPTIMIZERS` (SAMformer Fig. 15 and §2.4)."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}: use one of {OPTIMIZERS}")
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"learning rate must be a positive number, got {lr!r}")
-    if name in ("sam", "eeo") and (rho is None or rho < 0):
-        raise ValueError(f"{name} needs rho >= 0, got {rho!r}")
-    if name == "sgd":
-        return lambda params: torch.optim.SGD(params, lr=sgd_lr if sgd_lr is not None else lr)
-    if name == "adam":
-        return lambda params: torch.optim.Adam(params, lr=lr)
-    if name.startswith("adamw_"):
-        weight_decay = float(name.split("_", 1)[1])
-        return lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "sam":
-        return lambda params: SAM(params, base_optimizer=torch.optim.Adam, rho=rho, lr=lr)
-    return lambda params: EEO(params, base_optimizer=torch.optim.Adam, rho=rho, lr=lr, seed=seed)
 
 
 @dataclass

@@ -1,0 +1,226 @@
+"""Training recipes that several chapters train: which model, which optimizer, which hyperparameters.
+
+One place for "SAMformer", "Transformer", "σReparam", "EEO", ... so that the sharpness, attention, EEO and
+benchmark chapters train exactly the same thing when they use the same name.
+
+Real-data protocol (SAMformer App. A.1, "Training parameters"; ``data/reference/hyperparameters.csv``):
+Adam, batch 32, cosine annealing, 300 epochs with early stopping (patience 5) on the validation MSE, look-back
+L = 512, the learning rate of Table 3 (ETT 1e-3, Exchange 1e-3, Weather 1e-4, Electricity 1e-4, Traffic 1e-4)
+and the SAM neighbourhood ρ* of Table 4 (per dataset and horizon). Where the paper is silent:
+
+* national_illness is not in SAMformer's tables; it gets the ETT learning rate (1e-3) and ρ = 0.7 (§3.4: "ρ,
+  generally above 0.7"), and :func:`paper_rho` says so by raising unless ``fallback=True``.
+* EEO's SAM step uses the SAMformer ρ* of the same cell (EEO-TFV states no ρ; its settings "follow those of
+  SAMFormer", §4); every other EEO setting is :class:`flatcast.optim.EEO`'s documented default.
+* σReparam (SAMformer Eq. 5) is applied to every weight matrix of the channel transformer.
+
+========================== ===================================================================================
+recipe                      what it is
+========================== ===================================================================================
+``transformer``             channel-wise attention (SAMformer Eq. 3–4) + RevIN, Adam (SAMformer's "Transformer")
+``samformer``               the same model trained with SAM around Adam (SAMformer, the paper's model)
+``sigma_reparam``           Transformer + σReparam on every weight matrix (Eq. 5), Adam (Fig. 8)
+``samformer_sigma_reparam`` σReparam + SAM (Fig. 8, App. B.5 Fig. 11)
+``transformer_eeo``         the same model trained with EEO around Adam (EEO-TFV §3.6)
+``random_transformer``      attention weights frozen at initialisation (SAMformer §2.2 "Random Transformer")
+``identity_sam``            A(X) = I_D, trained with SAM (SAMformer App. C.4 Table 10)
+``temporal``                temporal (L×L) attention, Adam, no SAM (SAMformer App. C.4 Table 9)
+========================== ===================================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from flatcast.optim import EEO, SAM
+from flatcast.reference import load_reference
+from flatcast.utils import check_positive_int, resolve_device, seed_everything, torch_threads
+
+__all__ = ["Recipe", "RECIPES", "recipe", "OPTIMIZERS", "optimizer_factory", "paper_lr", "paper_rho",
+           "build_model", "recipe_optimizer", "fit_recipe", "fit_recipe_seeds", "PAPER_TRAINING"]
+
+#: Optimizer names understood by :func:`optimizer_factory` (SAMformer App. C.3 / Fig. 15, plus SAM and EEO).
+OPTIMIZERS = ("sgd", "adam", "adamw_1e-5", "adamw_1e-4", "adamw_1e-3", "sam", "eeo")
+
+#: SAMformer App. A.1: 300 epochs, early stopping with patience 5, batch 32, cosine annealing, L = 512.
+PAPER_TRAINING = {"epochs": 300, "patience": 5, "batch_size": 32, "cosine": True, "lookback": 512}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A model kind and the optimizer that trains it (see the module docstring's table)."""
+
+    name: str
+    label: str
+    attention: str = "learned"
+    sigma_reparam: bool = False
+    optimizer: str = "adam"
+    where: str = ""
+
+    @property
+    def uses_rho(self) -> bool:
+        return self.optimizer in ("sam", "eeo")
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe("transformer", "Transformer", optimizer="adam", where="SAMformer §2.2, Table 1 'Transformer'"),
+    Recipe("samformer", "SAMformer", optimizer="sam", where="SAMformer §2.4, Table 1"),
+    Recipe("sigma_reparam", "Transformer + σReparam", sigma_reparam=True, optimizer="adam",
+           where="SAMformer Eq. 5, §3.4, Fig. 8"),
+    Recipe("samformer_sigma_reparam", "SAMformer + σReparam", sigma_reparam=True, optimizer="sam",
+           where="SAMformer §3.4, Fig. 8; App. B.5 Fig. 11"),
+    Recipe("transformer_eeo", "Transformer + EEO", optimizer="eeo", where="EEO-TFV §3.6, Eqs. 9–13"),
+    Recipe("random_transformer", "Random Transformer", attention="random", optimizer="adam",
+           where="SAMformer §2.2"),
+    Recipe("identity_sam", "SAMformer with A(X) = I", attention="identity", optimizer="sam",
+           where="SAMformer §3.2, App. C.4 Table 10"),
+    Recipe("temporal", "Transformer, temporal attention", attention="temporal", optimizer="adam",
+           where="SAMformer §3.4, App. C.4 Table 9"),
+]}
+
+# the names the papers' tables use for the datasets of the registry
+_TABLE_NAMES = {"ETTh1": "ETTh1", "ETTh2": "ETTh2", "ETTm1": "ETTm1", "ETTm2": "ETTm2", "exchange_rate": "Exchange",
+                "weather": "Weather", "electricity": "Electricity", "traffic": "Traffic"}
+
+
+def recipe(name: str) -> Recipe:
+    """The :class:`Recipe` called ``name``; ``KeyError`` naming the known recipes otherwise."""
+    try:
+        return RECIPES[name]
+    except (KeyError, TypeError):
+        raise KeyError(f"unknown recipe {name!r}: use one of {sorted(RECIPES)}") from None
+
+
+def _table_name(dataset: str, fallback: bool) -> str | None:
+    if dataset in _TABLE_NAMES:
+        return _TABLE_NAMES[dataset]
+    if fallback:
+        return None
+    raise KeyError(f"SAMformer's tables have no dataset {dataset!r} (they have {sorted(_TABLE_NAMES)}); "
+                   f"pass fallback=True to use the documented default")
+
+
+def paper_lr(dataset: str, fallback: bool = False) -> float:
+    """SAMformer App. A.1 Table 3's learning rate for ``dataset`` (a registry name such as ``"ETTh1"``).
+
+    Datasets outside the table raise ``KeyError``; with ``fallback=True`` they get 1e-3 (the ETT value)."""
+    name = _table_name(dataset, fallback)
+    if name is None:
+        return 1e-3
+    table = load_reference("samformer_table3_lr")
+    row = table[(table["dataset"] == name) & (table["parameter"] == "learning_rate")]
+    return float(row["value"].iloc[0])
+
+
+def paper_rho(dataset: str, horizon: int, model: str = "SAMformer", fallback: bool = False) -> float:
+    """SAMformer App. A.1 Table 4's ρ* for ``dataset`` at ``horizon`` (``model``: "SAMformer" or "TSMixer+SAM").
+
+    Cells outside the table raise ``KeyError``; with ``fallback=True`` they get 0.7 (§3.4 "generally above 0.7").
+    """
+    name = _table_name(dataset, fallback)
+    if name is None:
+        return 0.7
+    table = load_reference("samformer_table4_rho")
+    row = table[(table["dataset"] == name) & (table["horizon"] == int(horizon)) & (table["model"] == model)]
+    if row.empty:
+        if fallback:
+            return 0.7
+        models = sorted(set(table["model"]))
+        raise KeyError(f"SAMformer Table 4 has no ρ* for {model!r} on {name} at H={horizon} (models: {models})")
+    return float(row["value"].iloc[0])
+
+
+def optimizer_factory(name: str, lr: float, rho: float | None = None, seed: int = 0,
+                      sgd_lr: float | None = None,
+                      **eeo_options: Any) -> Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]:
+    """A factory ``params -> optimizer`` for one of :data:`OPTIMIZERS`.
+
+    ``sgd`` uses ``sgd_lr`` when given (else ``lr``); ``adamw_<wd>`` is AdamW with that weight decay (SAMformer
+    App. C.3); ``sam`` is SAM around Adam (SAMformer Eq. 3's ρ); ``eeo`` is EEO around Adam (EEO-TFV Eqs. 9–13,
+    ``eeo_options`` passed to :class:`flatcast.optim.EEO`, e.g. ``escape=False``)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}: use one of {OPTIMIZERS}")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"learning rate must be a positive number, got {lr!r}")
+    if name in ("sam", "eeo") and (rho is None or rho < 0):
+        raise ValueError(f"{name} needs rho >= 0, got {rho!r}")
+    if eeo_options and name != "eeo":
+        raise ValueError(f"options {sorted(eeo_options)} only apply to 'eeo', not {name!r}")
+    if name == "sgd":
+        return lambda params: torch.optim.SGD(params, lr=sgd_lr if sgd_lr is not None else lr)
+    if name == "adam":
+        return lambda params: torch.optim.Adam(params, lr=lr)
+    if name.startswith("adamw_"):
+        weight_decay = float(name.split("_", 1)[1])
+        return lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sam":
+        return lambda params: SAM(params, base_optimizer=torch.optim.Adam, rho=rho, lr=lr)
+    return lambda params: EEO(params, base_optimizer=torch.optim.Adam, rho=rho, lr=lr, seed=seed, **eeo_options)
+
+
+def build_model(name: str, lookback: int, horizon: int, n_channels: int, seed: int, revin: bool = True,
+                d_model: int = 16) -> torch.nn.Module:
+    """The channel transformer of recipe ``name`` (RevIN on by default, as on real data), initialised from
+    ``seed``."""
+    from flatcast.models import ChannelTransformer
+
+    r = recipe(name)
+    return ChannelTransformer(lookback, horizon, n_channels, d_model=d_model, attention=r.attention,
+                              sigma_reparam=r.sigma_reparam, revin=revin, seed=int(seed))
+
+
+def recipe_optimizer(name: str, dataset: str, horizon: int, lr: float | None = None, rho: float | None = None,
+                     seed: int = 0, fallback: bool = True, **eeo_options: Any):
+    """The optimizer factory of recipe ``name`` on ``dataset`` at ``horizon``: the paper's lr (Table 3) and ρ*
+    (Table 4) unless given. Returns ``(factory, lr, rho)`` (``rho`` is ``None`` for optimizers without one)."""
+    r = recipe(name)
+    lr = paper_lr(dataset, fallback=fallback) if lr is None else float(lr)
+    if r.uses_rho:
+        rho = paper_rho(dataset, horizon, fallback=fallback) if rho is None else float(rho)
+    else:
+        rho = None
+    return optimizer_factory(r.optimizer, lr, rho, seed=seed, **eeo_options), lr, rho
+
+
+def fit_recipe(name: str, splits, seed: int, *, epochs: int = PAPER_TRAINING["epochs"],
+               patience: int | None = PAPER_TRAINING["patience"], batch_size: int = PAPER_TRAINING["batch_size"],
+               cosine: bool = PAPER_TRAINING["cosine"], lr: float | None = None, rho: float | None = None,
+               device: str = "auto", callbacks: Sequence = (), max_train_batches: int | None = None,
+               threads: int | None = None, revin: bool = True, eeo_options: dict | None = None,
+               restore_best: bool = True):
+    """Train recipe ``name`` on ``splits`` (a :class:`flatcast.data.Splits` of a registry dataset) from ``seed``.
+
+    The protocol is SAMformer App. A.1's (see the module docstring); every setting can be overridden (quick
+    profiles shorten ``epochs`` and cap ``max_train_batches``). Returns the trainer's ``FitResult``, with
+    ``result.recipe = {"name", "lr", "rho"}`` added."""
+    from flatcast.trainer import fit
+
+    recipe(name)
+    check_positive_int("epochs", epochs)
+    factory, lr, rho = recipe_optimizer(name, splits.name, splits.horizon, lr=lr, rho=rho, seed=seed,
+                                        **(eeo_options or {}))
+    seed_everything(int(seed))
+    model = build_model(name, splits.lookback, splits.horizon, splits.n_channels, seed, revin=revin)
+    cpu = resolve_device(device).type == "cpu"
+    with torch_threads(threads if cpu else None):
+        result = fit(model, splits, optimizer=factory, epochs=epochs, batch_size=batch_size, patience=patience,
+                     cosine=cosine, seed=int(seed), device=device, callbacks=callbacks,
+                     max_train_batches=max_train_batches, restore_best=restore_best)
+    result.recipe = {"name": name, "lr": lr, "rho": rho}
+    return result
+
+
+def fit_recipe_seeds(name: str, splits, seeds: Sequence[int], **options: Any) -> list:
+    """:func:`fit_recipe` for each seed in ``seeds`` (one ``FitResult`` per seed, in order).
+
+    This is the entry point chapters use for "this recipe over several seeds"; it is where several seeds are
+    trained together as one batched model when the trainer offers it."""
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    return [fit_recipe(name, splits, seed, **options) for seed in seeds]

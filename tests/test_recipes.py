@@ -1,0 +1,81 @@
+"""The shared training recipes: the paper's hyperparameters, the models they build, and a short real fit."""
+
+import pytest
+import torch
+
+from flatcast.models import ChannelTransformer
+from flatcast.optim import EEO, SAM
+from flatcast.recipes import (RECIPES, build_model, fit_recipe, fit_recipe_seeds, optimizer_factory, paper_lr,
+                              paper_rho, recipe, recipe_optimizer)
+
+
+def test_paper_learning_rates_follow_table3():
+    assert paper_lr("ETTh1") == 1e-3 and paper_lr("ETTm2") == 1e-3
+    assert paper_lr("exchange_rate") == 1e-3
+    assert paper_lr("weather") == 1e-4
+    with pytest.raises(KeyError, match="national_illness"):
+        paper_lr("national_illness")
+    assert paper_lr("national_illness", fallback=True) == 1e-3
+
+
+def test_paper_rho_follows_table4():
+    assert paper_rho("ETTh1", 96) == 0.5
+    assert paper_rho("ETTm2", 96) == 0.2
+    assert paper_rho("exchange_rate", 192) == 0.8
+    assert paper_rho("ETTh1", 96, model="TSMixer+SAM") == 1.0
+    with pytest.raises(KeyError, match="H=97"):
+        paper_rho("ETTh1", 97)
+    assert paper_rho("ETTh1", 97, fallback=True) == 0.7
+
+
+def test_unknown_names_are_rejected_with_the_allowed_values():
+    with pytest.raises(KeyError, match="samformer"):
+        recipe("samformr")
+    with pytest.raises(ValueError, match="adam"):
+        optimizer_factory("adagrad", 1e-3)
+    with pytest.raises(ValueError, match="rho"):
+        optimizer_factory("sam", 1e-3)
+    with pytest.raises(ValueError, match="only apply to 'eeo'"):
+        optimizer_factory("sam", 1e-3, rho=0.5, escape=False)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_builds_its_model_and_optimizer(name):
+    model = build_model(name, lookback=32, horizon=8, n_channels=3, seed=0)
+    assert isinstance(model, ChannelTransformer)
+    r = recipe(name)
+    assert model.attention_kind == r.attention and model.sigma_reparam == r.sigma_reparam
+    factory, lr, rho = recipe_optimizer(name, "ETTh1", 96)
+    opt = factory([p for p in model.parameters() if p.requires_grad])
+    assert lr == 1e-3
+    if r.optimizer == "sam":
+        assert isinstance(opt, SAM) and rho == 0.5
+    elif r.optimizer == "eeo":
+        assert isinstance(opt, EEO) and rho == 0.5
+    else:
+        assert isinstance(opt, torch.optim.Adam) and rho is None
+
+
+def test_same_seed_same_model():
+    a = build_model("samformer", 32, 8, 3, seed=4)
+    b = build_model("samformer", 32, 8, 3, seed=4)
+    c = build_model("samformer", 32, 8, 3, seed=5)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+
+
+def test_fit_recipe_trains_with_the_paper_settings_and_is_reproducible(etth1_small_splits):
+    kwargs = dict(epochs=2, patience=None, max_train_batches=3, device="cpu")
+    first = fit_recipe("samformer", etth1_small_splits, seed=0, **kwargs)
+    again = fit_recipe_seeds("samformer", etth1_small_splits, seeds=[0], **kwargs)[0]
+    assert first.recipe == {"name": "samformer", "lr": 1e-3, "rho": paper_rho("ETTh1", etth1_small_splits.horizon,
+                                                                               fallback=True)}
+    assert first.test_mse == again.test_mse
+    assert first.grad_evals == 2 * first.n_steps  # SAM: two gradients per step
+
+
+@pytest.fixture(scope="module")
+def etth1_small_splits(benchmark_data_dir):
+    from flatcast.data import make_splits
+
+    return make_splits("ETTh1", lookback=48, horizon=96, data_dir=benchmark_data_dir)
