@@ -1,25 +1,49 @@
-"""Training speed of SAMformer (channel-wise transformer + SAM) on one dataset: optimizer steps per second.
+"""Training speed of SAMformer (channel-wise transformer + SAM around Adam): single runs, batched members, the port.
 
-Times exactly the trainer's step (:class:`flatcast.trainer.TrainingStep`: loss, backward, ``SAM.step(closure)``
-with its second forward/backward at the perturbed weights, SAMformer Eq. 3) on batches gathered from the
-windows kept on the device, as :func:`flatcast.trainer.fit` does. Not a test: it prints a number.
+Prints, on the current machine and in one run (so that the ratios compare like with like):
 
-    python scripts/benchmark_training.py --device auto --steps 200 --dataset ETTh1 --lookback 512 --horizon 96
+1. **single run**: optimizer steps per second of exactly the trainer's step (:class:`flatcast.trainer.TrainingStep`:
+   loss, backward, ``SAM.step(closure)`` with its second forward/backward at the perturbed weights, SAMformer
+   Eq. 3) on batches gathered from the windows kept on the device, as :func:`flatcast.trainer.fit` does;
+2. **batched members**: member-steps per second of :func:`flatcast.trainer.fit_many`'s step (k members of
+   :class:`flatcast.batched.BatchedChannelTransformer`, SAM per member, each member on its own batch) for each
+   k of ``--members``, and the ratio to k sequential single runs (= the single-run rate);
+3. **official port**: ``../shared/peers/bench_official.py`` (the official SAMformer PyTorch port, unchanged) run
+   as a subprocess with the same threads, data and batch, and the ratio single / port;
+4. the projected time of the SAMformer Table 1 grid (6 datasets × 4 horizons × 5 seeds × {SAM, no SAM}) at the
+   measured batched rate, under a stated number of epochs per run.
+
+On a CUDA machine (``--device auto`` picks it) 1, 2 and 4 are measured on the GPU; the port is timed on the CPU
+(it has no device option). Not a test: it prints numbers.
+
+    python scripts/benchmark_training.py --threads 2 --steps 200 --members 1,5,10,20
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import platform
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
+from flatcast.batched import BatchedChannelTransformer
 from flatcast.data import make_splits
 from flatcast.models import ChannelTransformer
 from flatcast.optim import SAM
 from flatcast.trainer import TrainingStep
 from flatcast.utils import resolve_device, seed_everything
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OFFICIAL = REPO_ROOT.parent / "shared" / "peers" / "bench_official.py"
+TABLE1_DATASETS = ("ETTh1", "ETTh2", "ETTm1", "ETTm2", "exchange_rate", "weather")
+TABLE1_HORIZONS = (96, 192, 336, 720)
 
 
 def positive_int(text: str) -> int:
@@ -29,11 +53,23 @@ def positive_int(text: str) -> int:
     return value
 
 
+def member_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    parser.add_argument("--steps", type=positive_int, default=200, help="timed optimizer steps")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch intra-op threads on the CPU")
+    parser.add_argument("--steps", type=positive_int, default=200, help="timed steps of the single run")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (allocator, kernels)")
+    parser.add_argument("--members", type=member_list, default=[1, 5, 10, 20], help="k values of the batched runs")
     parser.add_argument("--dataset", default="ETTh1")
     parser.add_argument("--data-dir", default=None, help="directory holding the CSV (default: FLATCAST_DATA, data/raw)")
     parser.add_argument("--lookback", type=positive_int, default=512)
@@ -42,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rho", type=float, default=0.7, help="SAM radius (SAMformer uses 0.7 on ETTh1, H=96)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-official", action="store_true", help="skip timing the official port")
+    parser.add_argument("--grid-epochs", type=positive_int, default=(30, 300), nargs="+",
+                        help="epochs per run assumed by the Table 1 grid projection (300 = no early stop)")
     args = parser.parse_args(argv)
     if args.warmup < 0:
         parser.error(f"--warmup must be >= 0, got {args.warmup}")
@@ -55,51 +94,157 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def main(argv: list[str] | None = None) -> float:
-    args = parse_args(argv)
-    device = resolve_device(args.device)
-    shuffle_generator = seed_everything(args.seed)
+def _timed(run, warmup: int, steps: int, device: torch.device) -> tuple[float, torch.Tensor]:
+    run(0, warmup)
+    synchronize(device)
+    start = time.perf_counter()
+    last = run(warmup, steps)
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    if not bool(torch.isfinite(last).all()):
+        raise FloatingPointError(f"non-finite training loss {last} during the benchmark")
+    return elapsed, last
 
-    split_kwargs = {} if args.data_dir is None else {"data_dir": args.data_dir}
-    splits = make_splits(args.dataset, args.lookback, args.horizon, **split_kwargs).to(device)
+
+def orders(n_train: int, n_batches: int, batch_size: int, generator: torch.Generator, device) -> torch.Tensor:
+    n_permutations = -(-n_batches * batch_size // n_train)
+    return torch.cat([torch.randperm(n_train, generator=generator) for _ in range(n_permutations)]).to(device)
+
+
+def single_run_rate(args, splits, device) -> dict:
+    """Steps/s of the trainer's own step (fit's path) on one ChannelTransformer + SAM."""
+    generator = seed_everything(args.seed)
     model = ChannelTransformer(args.lookback, args.horizon, splits.n_channels, seed=args.seed).to(device)
     model.train()
     optimizer = SAM(model.parameters(), rho=args.rho, lr=args.lr)
     step = TrainingStep(model, optimizer)
     train_x, train_y = splits.train.x, splits.train.y
-    n_train = len(train_x)
-
-    total = args.warmup + args.steps
-    n_permutations = -(-total * args.batch_size // n_train)
-    order = torch.cat([torch.randperm(n_train, generator=shuffle_generator) for _ in range(n_permutations)])
-    order = order.to(device)
+    order = orders(len(train_x), args.warmup + args.steps, args.batch_size, generator, device)
+    b = args.batch_size
 
     def run(first: int, count: int) -> torch.Tensor:
         loss = torch.zeros((), device=device)
         for i in range(first, first + count):
-            idx = order[i * args.batch_size : (i + 1) * args.batch_size]
+            idx = order[i * b:(i + 1) * b]
             loss = step(train_x[idx], train_y[idx])
         return loss
 
-    run(0, args.warmup)
-    synchronize(device)
-    start = time.perf_counter()
-    last_loss = run(args.warmup, args.steps)
-    synchronize(device)
-    elapsed = time.perf_counter() - start
-    if not torch.isfinite(last_loss):
-        raise FloatingPointError(f"non-finite training loss {last_loss.item()} during the benchmark")
+    elapsed, last = _timed(run, args.warmup, args.steps, device)
+    return {"rate": args.steps / elapsed, "elapsed": elapsed, "steps": args.steps, "loss": float(last),
+            "params": sum(p.numel() for p in model.parameters()),
+            "grad_evals": optimizer.grad_evals / (args.warmup + args.steps)}
 
-    steps_per_second = args.steps / elapsed
+
+def batched_rate(args, splits, device, k: int, steps: int) -> dict:
+    """Member-steps/s of fit_many's step: k members, SAM per member, each member on its own batch."""
+    seed_everything(args.seed)
+    members = [ChannelTransformer(args.lookback, args.horizon, splits.n_channels, seed=args.seed + i)
+               for i in range(k)]
+    net = BatchedChannelTransformer(members).to(device)
+    net.train()
+    optimizer = SAM([net.flat], rho=args.rho, lr=args.lr).per_member(k)
+    train_x, train_y = splits.train.x, splits.train.y
+    b, total = args.batch_size, args.warmup + steps
+    order = torch.stack([orders(len(train_x), total, b, torch.Generator().manual_seed(args.seed + i), device)[: total * b]
+                         for i in range(k)])
+    batch: dict[str, torch.Tensor] = {}
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            losses = net.member_losses(batch["x"], batch["y"])
+            losses.sum().backward()
+        return losses.detach()
+
+    def run(first: int, count: int) -> torch.Tensor:
+        losses = torch.zeros(k, device=device)
+        for i in range(first, first + count):
+            idx = order[:, i * b:(i + 1) * b]
+            batch["x"], batch["y"] = train_x[idx], train_y[idx]
+            losses = closure()
+            optimizer.step(closure)
+        return losses
+
+    elapsed, _ = _timed(run, args.warmup, steps, device)
+    return {"k": k, "rate": k * steps / elapsed, "elapsed": elapsed, "steps": steps}
+
+
+def official_rate(args) -> float | None:
+    """Steps/s printed by ../shared/peers/bench_official.py (run with this interpreter, same threads)."""
+    if not OFFICIAL.is_file():
+        print(f"official port: {OFFICIAL} not found, skipped")
+        return None
+    command = [sys.executable, str(OFFICIAL), "--threads", str(args.threads), "--steps", str(args.steps),
+               "--lookback", str(args.lookback), "--horizon", str(args.horizon), "--batch-size", str(args.batch_size),
+               "--rho", str(args.rho)]
+    env = dict(os.environ)
+    if args.data_dir is not None:
+        env["FLATCAST_DATA"] = str(Path(args.data_dir).resolve())
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    match = re.search(r"([0-9.]+) steps/s", done.stdout)
+    if done.returncode != 0 or match is None:
+        print(f"official port failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+        return None
+    print(done.stdout.strip())
+    return float(match.group(1))
+
+
+def table1_projection(args, member_steps_per_s: float, k: int) -> None:
+    """Projected time of SAMformer Table 1's grid at ``member_steps_per_s`` (batched k seeds per cell)."""
+    steps_per_epoch = {}
+    for dataset in TABLE1_DATASETS:
+        for horizon in TABLE1_HORIZONS:
+            try:
+                kwargs = {} if args.data_dir is None else {"data_dir": args.data_dir}
+                n_train = len(make_splits(dataset, args.lookback, horizon, **kwargs).train)
+            except Exception as error:  # noqa: BLE001 - a missing dataset only drops a cell from the projection
+                print(f"  (projection: {dataset} H={horizon} unavailable: {error})")
+                continue
+            steps_per_epoch[(dataset, horizon)] = math.ceil(n_train / args.batch_size)
+    n_cells = len(steps_per_epoch)
+    seeds, variants = 5, 2
+    total_steps_per_epoch = sum(steps_per_epoch.values()) * seeds * variants
+    for epochs in args.grid_epochs:
+        seconds = total_steps_per_epoch * epochs / member_steps_per_s
+        print(f"  Table 1 grid ({n_cells} dataset×horizon cells × {seeds} seeds × {{SAM, no SAM}}, {epochs} epochs "
+              f"per run, every step costed as a SAM step at the batched k={k} rate of ETTh1 H={args.horizon}): "
+              f"{seconds / 60:.1f} min")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    split_kwargs = {} if args.data_dir is None else {"data_dir": args.data_dir}
+    splits = make_splits(args.dataset, args.lookback, args.horizon, **split_kwargs).to(device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"device: {device} ({device_name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"model: ChannelTransformer + SAM(rho={args.rho}), {sum(p.numel() for p in model.parameters())} "
-          f"parameters; data: {args.dataset} L={args.lookback} H={args.horizon} batch {args.batch_size} "
-          f"({n_train} training windows)")
-    print(f"gradient evaluations per step: {optimizer.grad_evals / total:.1f}; last loss {last_loss.item():.4f}")
-    print(f"{args.steps} steps in {elapsed:.3f} s: {steps_per_second:.1f} steps/s "
-          f"({1000 * elapsed / args.steps:.2f} ms/step)")
-    return steps_per_second
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
+    print(f"device: {device} ({device_name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"data: {args.dataset} L={args.lookback} H={args.horizon} batch {args.batch_size} "
+          f"({len(splits.train)} training windows); SAM(rho={args.rho}) around Adam(lr={args.lr})")
+
+    official = None if args.no_official else official_rate(args)
+    single = single_run_rate(args, splits, device)
+    print(f"single run (fit's TrainingStep, ChannelTransformer {single['params']} parameters, "
+          f"{single['grad_evals']:.1f} gradient evaluations/step): {single['rate']:.1f} steps/s "
+          f"({1000 / single['rate']:.2f} ms/step, {single['steps']} steps)")
+    if official is not None:
+        print(f"single run / official port: {single['rate'] / official:.2f}x")
+    batched = []
+    for k in args.members:
+        steps = max(40, (2 * args.steps) // k)
+        result = batched_rate(args, splits, device, k, steps)
+        batched.append(result)
+        print(f"batched k={k:>3} (fit_many's step, SAM per member): {result['rate']:.1f} member-steps/s "
+              f"({result['rate'] / k:.1f} batched steps/s, {steps} steps); vs {k} sequential single runs: "
+              f"{result['rate'] / single['rate']:.2f}x")
+    reference = next((r for r in batched if r["k"] == 5), batched[-1])
+    table1_projection(args, reference["rate"], reference["k"])
+    if device.type != "cuda":
+        print("no CUDA device here: GPU figures not measured (run this script on a GPU machine for them)")
+    return {"official": official, "single": single, "batched": batched}
 
 
 if __name__ == "__main__":

@@ -186,3 +186,87 @@ def test_state_dict_round_trip_continues_identically():
     assert torch.equal(_flat(model_a), _flat(model_b))
     with pytest.raises(ValueError, match="base_optimizer"):
         sam_b.load_state_dict({"state": {}, "param_groups": [], "counters": {}})
+
+
+class _ReferenceSAM(SAM):
+    """SAM's ascent and restore exactly as before the lean step (per-parameter Python loop, fresh clones)."""
+
+    @torch.no_grad()
+    def _ascend(self):
+        pairs = self._with_grad()
+        if not pairs:
+            return
+        terms = [self._ascent_terms(p, group) for p, group in pairs]
+        shared_device, norm_dtype = pairs[0][0].device, pairs[0][0].dtype
+        global_norm = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(part).to(shared_device, norm_dtype) for _, part in terms])
+        )
+        self._reference_saved = {}
+        for (p, group), (numerator, _) in zip(pairs, terms):
+            self._reference_saved[p] = p.detach().clone()
+            scale = group["rho"] / (global_norm.to(p.device) + 1e-12)
+            p.add_(numerator * scale.to(numerator.dtype))
+
+    @torch.no_grad()
+    def _descend(self):
+        for p, saved in getattr(self, "_reference_saved", {}).items():
+            p.copy_(saved)
+        self._reference_saved = {}
+        self.base_optimizer.step()
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_lean_step_equals_the_previous_step_bit_for_bit(adaptive):
+    """The foreach ascent/restore gives the same weights, number for number, as the per-parameter loop."""
+    from flatcast.models import ChannelTransformer
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, 24, generator=generator)
+    y = torch.randn(16, 3, 6, generator=generator)
+    runs = []
+    for cls in (SAM, _ReferenceSAM):
+        model = ChannelTransformer(24, 6, 3, seed=0)
+        sam = cls(model.parameters(), rho=0.7, adaptive=adaptive, lr=1e-2)
+
+        def closure():
+            sam.zero_grad()
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            return loss
+
+        for _ in range(6):
+            closure()
+            sam.step(closure)
+        runs.append(_flat(model))
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_ascent_without_gradients_does_not_restore_stale_weights():
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    sam = SAM([w], torch.optim.SGD, rho=0.1, lr=0.5)
+    (w**2).sum().backward()
+    sam.first_step()
+    sam.second_step(zero_grad=True)  # a full step: w moved
+    after = w.detach().clone()
+    sam.first_step()  # no gradient now: no ascent ...
+    sam.second_step()  # ... so nothing to restore: w must stay where the last step left it
+    assert torch.equal(w.detach(), after)
+
+
+def test_per_member_ascent_normalises_each_member_alone():
+    """k stacked members: each member's perturbation is ρ·g_i/‖g_i‖, as if it were trained alone."""
+    generator = torch.Generator().manual_seed(1)
+    a = torch.nn.Parameter(torch.randn(3, 4, 2, generator=generator))
+    b = torch.nn.Parameter(torch.randn(3, 5, generator=generator))
+    sam = SAM([a, b], torch.optim.SGD, rho=0.4, lr=0.1).per_member(3)
+    a.grad = torch.randn(3, 4, 2, generator=generator) * torch.tensor([1.0, 10.0, 0.1])[:, None, None]
+    b.grad = torch.randn(3, 5, generator=generator)
+    before = [a.detach().clone(), b.detach().clone()]
+    sam.first_step()
+    for i in range(3):
+        g = torch.cat([a.grad[i].reshape(-1), b.grad[i].reshape(-1)])
+        moved = torch.cat([(a.detach() - before[0])[i].reshape(-1), (b.detach() - before[1])[i].reshape(-1)])
+        torch.testing.assert_close(moved, 0.4 * g / g.norm(), rtol=1e-5, atol=1e-6)
+    sam.second_step()
+    with pytest.raises(ValueError, match="leading dimension of 4"):
+        SAM([a, b], rho=0.1, lr=0.1).per_member(4)

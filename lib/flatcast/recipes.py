@@ -215,12 +215,50 @@ def fit_recipe(name: str, splits, seed: int, *, epochs: int = PAPER_TRAINING["ep
     return result
 
 
-def fit_recipe_seeds(name: str, splits, seeds: Sequence[int], **options: Any) -> list:
+def fit_recipe_seeds(name: str, splits, seeds: Sequence[int], *, batched: bool | None = None,
+                     **options: Any) -> list:
     """:func:`fit_recipe` for each seed in ``seeds`` (one ``FitResult`` per seed, in order).
 
-    This is the entry point chapters use for "this recipe over several seeds"; it is where several seeds are
-    trained together as one batched model when the trainer offers it."""
+    This is the entry point chapters use for "this recipe over several seeds". The seeds are trained together
+    as one batched model (:func:`flatcast.trainer.fit_many`) when the recipe's optimizer allows it (Adam, AdamW,
+    SGD, SAM around them) and its model does (every channel-transformer recipe); each result equals the
+    seed's :func:`fit_recipe` run to float tolerance. EEO recipes (global curvature probes, SGLD noise, EMA)
+    run one seed after the other, and so does a single seed (unless ``batched=True``). ``batched=False`` forces sequential runs, ``batched=True`` raises when the
+    recipe cannot be batched. ``options`` are :func:`fit_recipe`'s."""
+    from flatcast.trainer import fit_many
+
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds must name at least one seed")
-    return [fit_recipe(name, splits, seed, **options) for seed in seeds]
+    r = recipe(name)
+    if r.optimizer == "eeo" or batched is False or (batched is None and len(seeds) == 1):
+        if batched:
+            raise ValueError(f"recipe {name!r} trains with EEO, which the batched trainer does not split per member")
+        return [fit_recipe(name, splits, seed, **options) for seed in seeds]
+    unknown = sorted(set(options) - _FIT_RECIPE_OPTIONS)
+    if unknown:
+        raise TypeError(f"fit_recipe_seeds got unknown options {unknown}")
+    settings = {"epochs": PAPER_TRAINING["epochs"], "patience": PAPER_TRAINING["patience"],
+                "batch_size": PAPER_TRAINING["batch_size"], "cosine": PAPER_TRAINING["cosine"], "lr": None,
+                "rho": None, "device": "auto", "callbacks": (), "max_train_batches": None, "threads": None,
+                "revin": True, "eeo_options": None, "restore_best": True} | options
+    check_positive_int("epochs", settings["epochs"])
+    factory, lr, rho = recipe_optimizer(name, splits.name, splits.horizon, lr=settings["lr"], rho=settings["rho"],
+                                        seed=seeds[0], **(settings["eeo_options"] or {}))
+    seed_everything(seeds[0])
+    models = [build_model(name, splits.lookback, splits.horizon, splits.n_channels, seed, revin=settings["revin"])
+              for seed in seeds]
+    cpu = resolve_device(settings["device"]).type == "cpu"
+    with torch_threads(settings["threads"] if cpu else None):
+        results = fit_many(models, splits, optimizer=factory, epochs=settings["epochs"],
+                           batch_size=settings["batch_size"], patience=settings["patience"],
+                           cosine=settings["cosine"], seeds=seeds, device=settings["device"],
+                           callbacks=settings["callbacks"], max_train_batches=settings["max_train_batches"],
+                           restore_best=settings["restore_best"], batched=batched)
+    for result in results:
+        result.recipe = {"name": name, "lr": lr, "rho": rho}
+    return results
+
+
+_FIT_RECIPE_OPTIONS = {"epochs", "patience", "batch_size", "cosine", "lr", "rho", "device", "callbacks",
+                       "max_train_batches", "threads", "revin", "eeo_options", "restore_best"}

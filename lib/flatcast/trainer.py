@@ -56,7 +56,7 @@ from torch import nn
 
 from flatcast.utils import model_device, resolve_device, seed_everything
 
-__all__ = ["FitResult", "fit", "evaluate", "default_optimizer", "compute_training_loss", "TrainingStep"]
+__all__ = ["FitResult", "fit", "fit_many", "batched_optimizer_unsupported", "evaluate", "default_optimizer", "compute_training_loss", "TrainingStep"]
 
 #: On a non-CPU device the finiteness of the per-step losses is checked (one host sync) every this many steps.
 _FINITE_CHECK_EVERY = 50
@@ -440,3 +440,305 @@ def fit(
         device=str(target_device),
     )
 
+
+
+# ================================================================================================ many runs at once
+_ELEMENTWISE_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
+
+
+def batched_optimizer_unsupported(optimizer: OptimizerFactory) -> str | None:
+    """``None`` when ``optimizer`` (a factory) can train k stacked members as one model, else the reason.
+
+    Elementwise optimizers (Adam, AdamW, SGD) act on each member's slice exactly as on the member alone; SAM
+    around one of them does once its ascent is made per member (:meth:`flatcast.optim.SAM.per_member`).
+    Anything else (EEO: its curvature probes, SGLD noise and EMA are global; LBFGS; custom classes) is not
+    batched. The factory is called once on a probe parameter to find out which optimizer it builds.
+    """
+    from flatcast.optim import SAM
+
+    probe = optimizer([nn.Parameter(torch.zeros(2, 1))])
+    if type(probe) in _ELEMENTWISE_OPTIMIZERS:
+        return None
+    if type(probe) is SAM and type(probe.base_optimizer) in _ELEMENTWISE_OPTIMIZERS:
+        return None
+    name = type(probe).__name__
+    if type(probe) is SAM:
+        name += f" around {type(probe.base_optimizer).__name__}"
+    return f"the optimizer {name} is not one the batched trainer can split per member"
+
+
+def _slice_member_state(state: Any, keep: torch.Tensor, k_old: int) -> Any:
+    """Optimizer state with every per-member tensor (leading dim ``k_old``) restricted to the ``keep`` rows."""
+    if isinstance(state, torch.Tensor):
+        if state.ndim >= 1 and state.shape[0] == k_old:
+            return state.index_select(0, keep.to(state.device)).clone()
+        return state.clone()
+    if isinstance(state, dict):
+        return {key: _slice_member_state(value, keep, k_old) for key, value in state.items()}
+    return state
+
+
+def _member_optimizer(factory: OptimizerFactory, params: list[nn.Parameter], k: int) -> torch.optim.Optimizer:
+    from flatcast.optim import SAM
+
+    opt = factory(params)
+    if isinstance(opt, SAM):
+        opt.per_member(k)
+    return opt
+
+
+def _compact_optimizer(opt, factory, net, keep: list[int], k_old: int) -> torch.optim.Optimizer:
+    """A new optimizer for the compacted ``net.flat`` carrying the kept members' state (Adam moments, step)."""
+    keep_index = torch.as_tensor(keep, dtype=torch.long)
+    saved = opt.state_dict()
+
+    def sliced(state_dict: dict[str, Any]) -> dict[str, Any]:
+        out = dict(state_dict)
+        out["state"] = _slice_member_state(state_dict["state"], keep_index, k_old)
+        if "base_optimizer" in out:
+            out["base_optimizer"] = sliced(state_dict["base_optimizer"])
+        return out
+
+    net.select(keep)
+    new = _member_optimizer(factory, [net.flat], len(keep))
+    new.load_state_dict(sliced(saved))
+    return new
+
+
+def fit_many(
+    models: Iterable[nn.Module],
+    splits: Any,
+    optimizer: OptimizerFactory = default_optimizer,
+    epochs: int = 100,
+    batch_size: int = 32,
+    patience: int | None = 5,
+    cosine: bool = True,
+    seeds: Iterable[int] | None = None,
+    device: str | torch.device = "auto",
+    callbacks: Iterable[Callback] = (),
+    progress: bool = False,
+    max_train_batches: int | None = None,
+    eval_batch_size: int = 1024,
+    min_delta: float = 0.0,
+    restore_best: bool = True,
+    batched: bool | None = None,
+) -> list[FitResult]:
+    """Train several models of one architecture on the same splits; one :class:`FitResult` per model, in order.
+
+    Member ``i`` is trained exactly as ``fit(models[i], splits, optimizer, ..., seed=seeds[i])`` would train it
+    (its own batch order from its seed, its own early stopping, best checkpoint and history) -- to float
+    tolerance, because the arithmetic runs as batched products. With ``batched=None`` (default) the members
+    are trained together as one :class:`flatcast.batched.BatchedChannelTransformer` when both the models
+    (:func:`flatcast.batched.batching_unsupported`) and the optimizer (:func:`batched_optimizer_unsupported`:
+    Adam, AdamW, SGD, SAM around one of them) allow it, else one after the other with :func:`fit`;
+    ``batched=True`` raises instead of falling back, ``batched=False`` always runs :func:`fit` per model.
+
+    Per member: SAM's gradient norm and perturbation (``SAM.per_member``), Adam's moments, the NaN check (the
+    error names the member and its seed), early stopping (a stopped member leaves the batch: the weights and
+    optimizer state of the others are compacted, so it costs nothing afterwards), the best checkpoint and the
+    history. ``seeds`` defaults to 0 for every member (``fit``'s default). Callbacks are called per member with
+    that member's own model, holding its current weights. ``wall_time_s`` of each result is the batched call's
+    wall time divided by the number of members; the history's ``val_mse`` comes from the batched evaluation,
+    the returned ``val_mse``/``test_mse`` from :func:`evaluate` on the member's model.
+    """
+    from flatcast.batched import BatchedChannelTransformer, batching_unsupported
+
+    models = list(models)
+    if not models:
+        raise ValueError("fit_many needs at least one model")
+    k = len(models)
+    seeds = [0] * k if seeds is None else list(seeds)
+    if len(seeds) != k:
+        raise ValueError(f"seeds must give one seed per model: {len(seeds)} seeds for {k} models")
+    callbacks = _validate_fit_arguments(
+        models[0], splits, optimizer, epochs, batch_size, patience, seeds[0], callbacks, max_train_batches,
+        eval_batch_size, min_delta,
+    )
+    for i, (model, seed) in enumerate(zip(models, seeds)):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model {i} must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed {i} must be an integer, got {seed!r}")
+    if len({id(m) for m in models}) != k:
+        raise ValueError("the same model object appears twice in models")
+    if batched not in (None, True, False):
+        raise TypeError(f"batched must be None, True or False, got {batched!r}")
+    target_device = resolve_device(device)
+    reason = None
+    if batched is not False:
+        reason = batching_unsupported(models) or batched_optimizer_unsupported(optimizer)
+        if reason is not None and batched:
+            raise ValueError(f"fit_many(batched=True) cannot batch these runs: {reason}")
+    sequential_kwargs = dict(optimizer=optimizer, epochs=epochs, batch_size=batch_size, patience=patience,
+                             cosine=cosine, device=target_device, callbacks=callbacks, progress=progress,
+                             max_train_batches=max_train_batches, eval_batch_size=eval_batch_size,
+                             min_delta=min_delta, restore_best=restore_best)
+    if batched is False or reason is not None:
+        return [fit(model, splits, seed=int(seed), **sequential_kwargs) for model, seed in zip(models, seeds)]
+    return _fit_batched(models, splits, optimizer, epochs, batch_size, patience, cosine, [int(s) for s in seeds],
+                        target_device, callbacks, progress, max_train_batches, eval_batch_size, min_delta,
+                        restore_best, BatchedChannelTransformer)
+
+
+def _fit_batched(models, splits, optimizer, epochs, batch_size, patience, cosine, seeds, target_device, callbacks,
+                 progress, max_train_batches, eval_batch_size, min_delta, restore_best, batched_class):
+    from flatcast.optim import SAM
+
+    start_time = time.perf_counter()
+    k = len(models)
+    seed_everything(seeds[0])
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    for model in models:
+        model.to(target_device)
+    splits = _move_splits(splits, target_device)
+    train_x, train_y = splits.train.x, splits.train.y
+    n_train = len(train_x)
+
+    net = batched_class(models).to(target_device)
+    net.train()
+    opt = _member_optimizer(optimizer, [net.flat], k)
+    is_sam = isinstance(opt, SAM)
+    # the learning-rate schedule is fit's CosineAnnealingLR, driven on a probe optimizer (same float sequence)
+    # and copied into the members' optimizer, which is rebuilt whenever members leave the batch
+    probe_param = torch.zeros(1, requires_grad=True)
+    lr_probe = torch.optim.SGD([probe_param], lr=float(opt.param_groups[0]["lr"]))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(lr_probe, T_max=epochs) if cosine else None
+
+    def member_callbacks(position: int, member: int, epoch: int) -> dict[str, Any]:
+        if not callbacks:
+            return {}
+        model = models[member]
+        net.write_member(position, model)
+        model.train()
+        row = _run_callbacks(callbacks, model, epoch, splits)
+        net.read_buffers_from(position, model)
+        return row
+
+    histories: list[list[dict[str, Any]]] = [[] for _ in range(k)]
+    init_val, _ = net.evaluate_members(splits.val, eval_batch_size)
+    for member in range(k):
+        row = {"epoch": 0, "train_loss": math.nan, "val_mse": float(init_val[member]), "lr": math.nan}
+        row.update(member_callbacks(member, member, 0))
+        histories[member].append(row)
+
+    best_val = [math.inf] * k
+    best_epoch = [0] * k
+    best_state: list[dict[str, torch.Tensor] | None] = [None] * k
+    without_improvement = [0] * k
+    n_steps = [0] * k
+    active = list(range(k))  # member index of each position of the batch
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    if max_train_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, max_train_batches)
+    on_cpu = _check_every_step(target_device)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            losses = net.member_losses(xb, yb)
+            losses.sum().backward()
+        return losses.detach()
+
+    def raise_non_finite(losses: torch.Tensor, epoch: int, step: int) -> None:
+        position = int((~torch.isfinite(losses)).nonzero()[0, 0])
+        member = active[position]
+        raise FloatingPointError(f"non-finite loss {losses[position].item()} of member {member} (seed "
+                                 f"{seeds[member]}) at epoch {epoch}, step {step}")
+
+    epoch_iterator: Iterable[int] = range(1, epochs + 1)
+    progress_bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        progress_bar = tqdm(epoch_iterator, total=epochs, desc=f"epochs ({k} members)")
+        epoch_iterator = progress_bar
+
+    for epoch in epoch_iterator:
+        net.train()
+        lr_used = float(lr_probe.param_groups[0]["lr"])
+        for group in opt.param_groups:
+            group["lr"] = lr_used
+        permutations = torch.stack([torch.randperm(n_train, generator=generators[m]) for m in active])
+        permutations = permutations.to(target_device)
+        k_active = len(active)
+        step_losses = None if on_cpu else torch.zeros(steps_per_epoch, k_active, device=target_device)
+        loss_sums = torch.zeros(k_active, dtype=torch.float64, device=target_device)
+        n_seen = 0
+        checked_up_to = 0
+        for step in range(steps_per_epoch):
+            index = permutations[:, step * batch_size:(step + 1) * batch_size]
+            xb, yb = train_x[index], train_y[index]
+            first_losses = closure()
+            if is_sam:
+                opt.step(closure)
+            else:
+                opt.step()
+            if on_cpu:
+                if not bool(torch.isfinite(first_losses).all()):
+                    raise_non_finite(first_losses, epoch, step + 1)
+            else:
+                step_losses[step] = first_losses
+                if (step + 1) % _FINITE_CHECK_EVERY == 0 or step + 1 == steps_per_epoch:
+                    window = step_losses[checked_up_to:step + 1]
+                    if not bool(torch.isfinite(window).all()):
+                        bad_step = int((~torch.isfinite(window)).any(dim=1).nonzero()[0, 0]) + checked_up_to
+                        raise_non_finite(step_losses[bad_step], epoch, bad_step + 1)
+                    checked_up_to = step + 1
+            loss_sums += first_losses.to(torch.float64) * index.shape[1]
+            n_seen += index.shape[1]
+        if scheduler is not None:
+            probe_param.grad = None
+            lr_probe.step()
+            scheduler.step()
+        train_losses = (loss_sums / n_seen).tolist()
+        val_mse, _ = net.evaluate_members(splits.val, eval_batch_size)
+        stopped = []
+        for position, member in enumerate(active):
+            n_steps[member] += steps_per_epoch
+            value = float(val_mse[position])
+            row = {"epoch": epoch, "train_loss": train_losses[position], "val_mse": value, "lr": lr_used}
+            row.update(member_callbacks(position, member, epoch))
+            histories[member].append(row)
+            if value < best_val[member] - min_delta:
+                best_val[member], best_epoch[member] = value, epoch
+                without_improvement[member] = 0
+                if restore_best:
+                    best_state[member] = net.member_state(position)
+            else:
+                without_improvement[member] += 1
+            if patience is not None and without_improvement[member] >= patience:
+                stopped.append(position)
+        if progress_bar is not None:
+            progress_bar.set_postfix(active=len(active) - len(stopped))
+        if stopped:
+            for position in stopped:
+                net.write_member(position, models[active[position]])
+            keep = [p for p in range(len(active)) if p not in stopped]
+            active = [active[p] for p in keep]
+            if not active:
+                break
+            opt = _compact_optimizer(opt, optimizer, net, keep, k_active)
+    if progress_bar is not None:
+        progress_bar.close()
+    for position, member in enumerate(active):
+        net.write_member(position, models[member])
+
+    evals_per_step = 2 if is_sam else 1
+    if target_device.type == "cuda":
+        torch.cuda.synchronize(target_device)
+    results = []
+    for member, model in enumerate(models):
+        if restore_best and best_state[member] is not None:
+            net.load_member_state(model, best_state[member])
+        final_val = evaluate(model, splits.val, batch_size=eval_batch_size)["mse"]
+        test_metrics = evaluate(model, splits.test, batch_size=eval_batch_size)
+        model.eval()
+        results.append(FitResult(
+            history=pd.DataFrame(histories[member]), test_mse=test_metrics["mse"], test_mae=test_metrics["mae"],
+            val_mse=final_val, best_epoch=best_epoch[member], wall_time_s=0.0,
+            grad_evals=evals_per_step * n_steps[member], n_steps=n_steps[member], model=model,
+            device=str(target_device)))
+    wall_time = time.perf_counter() - start_time
+    for result in results:
+        result.wall_time_s = wall_time / k
+    return results

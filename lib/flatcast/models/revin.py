@@ -62,8 +62,9 @@ class RevIN(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Standardise ``x`` (``(..., D, L)``) over its last axis and apply the affine map; remember μ and s."""
         self._check(x, "x")
-        self.mean = x.mean(dim=-1, keepdim=True).detach()
-        self.std = torch.sqrt(x.var(dim=-1, keepdim=True, unbiased=False) + self.eps).detach()
+        with torch.no_grad():  # the statistics are constants of the graph (detached): no autograd record
+            variance, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)  # one pass for both
+            self.mean, self.std = mean, variance.add_(self.eps).sqrt_()
         out = (x - self.mean) / self.std
         if self.affine:
             out = out * self.affine_weight[:, None] + self.affine_bias[:, None]

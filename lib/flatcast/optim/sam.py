@@ -110,7 +110,9 @@ class SAM(torch.optim.Optimizer):
         self.param_groups = self.base_optimizer.param_groups
         self.defaults.update(self.base_optimizer.defaults)
         self.grad_evals = 0
+        self.members: int | None = None  # set by per_member(k): parameters stack k models along dim 0
         self._weights_before_ascent: dict[torch.Tensor, torch.Tensor] = {}
+        self._ascended = False
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         """Check the wrapper's per-group settings (a group may override the constructor's ``rho``)."""
@@ -157,32 +159,89 @@ class SAM(torch.optim.Optimizer):
     def _with_grad(self) -> list[tuple[torch.Tensor, dict[str, Any]]]:
         return [(p, group) for group in self.param_groups for p in group["params"] if p.grad is not None]
 
+    def per_member(self, members: int) -> "SAM":
+        """Make the ascent per member: every parameter carries a leading dimension of ``members`` stacked models.
+
+        Each member's perturbation is e_w = ρ · g / (‖g‖ + ε) with ‖g‖ the norm over *that member's* slices of
+        every parameter (SAM Eq. 2 for each model on its own), so k models trained as one batched model take
+        exactly the steps they would take alone. The base optimizer must be elementwise (Adam, AdamW, SGD) for
+        the same reason. Returns ``self``.
+        """
+        if type(self) is not SAM:
+            raise TypeError(f"per_member is only defined for SAM itself, not for {type(self).__name__}")
+        members = int(members)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.ndim < 1 or p.shape[0] != members:
+                    raise ValueError(f"per_member({members}) needs every parameter to have a leading dimension "
+                                     f"of {members}, got shape {tuple(p.shape)}")
+        self.members = members
+        return self
+
+    def _remember(self, params: list[torch.Tensor]) -> None:
+        """Keep a copy of w (reusing the buffers of the previous step when the parameters are the same)."""
+        saved = self._weights_before_ascent
+        if list(saved) == params and all(s.shape == p.shape for s, p in zip(saved.values(), params)):
+            torch._foreach_copy_(list(saved.values()), params)
+        else:
+            saved.clear()
+            saved.update({p: p.detach().clone() for p in params})
+
+    def _member_norms(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """Per-member Euclidean norm over every parameter's slice: shape ``(members,)``."""
+        squares = [part.reshape(part.shape[0], -1).square().sum(dim=1) for part in parts]
+        return torch.stack(squares).sum(dim=0).sqrt() if len(squares) > 1 else squares[0].sqrt()
+
     @torch.no_grad()
     def _ascend(self) -> None:
-        """Move every parameter to w + e_w, remembering w (no counting)."""
+        """Move every parameter to w + e_w, remembering w (no counting).
+
+        Lean form of Eq. 2: the per-tensor norms, the global norm and the update are foreach operations (one
+        call per kind over all tensors), the plain-SAM numerator is the gradient itself (no copies), and w is
+        kept in buffers reused from step to step.
+        """
         pairs = self._with_grad()
         if not pairs:
             return
-        terms = [self._ascent_terms(p, group) for p, group in pairs]
-        shared_device, norm_dtype = pairs[0][0].device, pairs[0][0].dtype
-        global_norm = torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(part).to(shared_device, norm_dtype) for _, part in terms])
-        )
-        for (p, group), (numerator, _) in zip(pairs, terms):
-            saved = self._weights_before_ascent.get(p)
-            if saved is None or saved.shape != p.shape:
-                self._weights_before_ascent[p] = p.detach().clone()
-            else:
-                saved.copy_(p)
+        params = [p for p, _ in pairs]
+        plain = type(self)._ascent_terms is SAM._ascent_terms and not any(g["adaptive"] for _, g in pairs)
+        if plain:
+            numerators = parts = [p.grad for p in params]
+        else:
+            terms = [self._ascent_terms(p, group) for p, group in pairs]
+            numerators, parts = [t[0] for t in terms], [t[1] for t in terms]
+        self._remember(params)
+        self._ascended = True
+        shared_device, norm_dtype = params[0].device, params[0].dtype
+        if self.members is not None:
+            norm = self._member_norms(parts)  # (members,)
+            for (p, group), numerator in zip(pairs, numerators):
+                scale = (group["rho"] / (norm + _NORM_EPS)).to(p.device, numerator.dtype)
+                p.add_(numerator * scale.view(-1, *([1] * (p.ndim - 1))))
+            return
+        if all(part.device == shared_device and part.dtype == norm_dtype for part in parts):
+            norms = torch._foreach_norm(parts)
+            global_norm = torch.linalg.vector_norm(torch.stack(norms))
+        else:
+            global_norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(part).to(shared_device, norm_dtype) for part in parts])
+            )
+        rhos = {group["rho"] for _, group in pairs}
+        if len(rhos) == 1 and all(p.device == shared_device and p.dtype == norm_dtype for p in params):
+            scale = rhos.pop() / (global_norm + _NORM_EPS)
+            torch._foreach_add_(params, torch._foreach_mul(numerators, scale))
+            return
+        for (p, group), numerator in zip(pairs, numerators):
             scale = group["rho"] / (global_norm.to(p.device) + _NORM_EPS)
             p.add_(numerator * scale.to(numerator.dtype))
 
     @torch.no_grad()
     def _descend(self) -> None:
         """Put the weights back at w (exactly) and take the base optimizer's step with g(w + e_w)."""
-        for p, saved in self._weights_before_ascent.items():
-            p.copy_(saved)
-        self._weights_before_ascent.clear()
+        saved = self._weights_before_ascent
+        if self._ascended and saved:
+            torch._foreach_copy_(list(saved), list(saved.values()))
+        self._ascended = False
         self.base_optimizer.step()
 
     def first_step(self, zero_grad: bool = False) -> None:

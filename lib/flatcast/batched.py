@@ -1,0 +1,314 @@
+"""k channel transformers of one architecture as one batched model (for :func:`flatcast.trainer.fit_many`).
+
+Many small trainings of the same model (seeds, ρ values) cost mostly per-operation overhead on a CPU and leave a
+GPU idle. :class:`BatchedChannelTransformer` holds the weights of k :class:`~flatcast.models.ChannelTransformer`
+members with a leading member dimension and runs SAMformer Eq. 3–4 and Algorithm 1 (RevIN) for all of them with
+batched matrix products (``torch.baddbmm``), each member on its own batch of windows:
+
+* every trainable weight of every member lives in **one** flat parameter ``flat`` of shape ``(k, P)``; the layers
+  read views of it. The optimizer therefore updates one tensor (Adam's update is elementwise, so each member's
+  slice follows exactly the update it would get alone), and SAM's per-member gradient norm is one reduction
+  over dim 1 (:meth:`flatcast.optim.SAM.per_member`);
+* the loss is the **sum** of the members' MSEs, so each member's gradient is that of its own loss;
+* frozen weights (the Random Transformer's W_Q, W_K) and σReparam's power-iteration vectors u, v are buffers with
+  the same leading dimension; σReparam takes one power step per member per training forward, as
+  :class:`~flatcast.models.sigma_reparam.SigmaReparamLinear` does.
+
+Supported: ``attention`` ∈ {learned, random, identity, temporal}, with or without σReparam (estimated or exact
+spectral norm), with or without RevIN, with or without biases. Any other module makes
+:func:`batching_unsupported` return the reason (the trainer then trains the models one after the other).
+The members' initial weights are copied from the given models, so a member starts exactly where its single run
+starts; :meth:`write_member` copies a member's trained weights back into its model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["BatchedChannelTransformer", "batching_unsupported", "stack_windows"]
+
+_LAYERS = ("query", "key", "value", "output", "head")
+
+
+def _layer_kind(layer: nn.Module | None) -> str:
+    from flatcast.models.channel_transformer import FrozenLinear
+    from flatcast.models.sigma_reparam import SigmaReparamLinear
+
+    if layer is None:
+        return "absent"
+    if type(layer) is nn.Linear:
+        return "linear"
+    if type(layer) is FrozenLinear:
+        return "frozen"
+    if type(layer) is SigmaReparamLinear:
+        return "sigma"
+    return "unknown"
+
+
+def _signature(model: nn.Module) -> tuple:
+    from flatcast.models.revin import RevIN
+
+    revin = model.revin
+    revin_sig = None if revin is None else (type(revin) is RevIN, revin.n_channels, revin.eps, revin.affine)
+    layers = []
+    for name in _LAYERS:
+        layer = getattr(model, name)
+        kind = _layer_kind(layer)
+        shapes = tuple((n, tuple(t.shape)) for n, t in layer.state_dict().items()) if layer is not None else ()
+        exact = getattr(layer, "exact_spectral_norm", None)
+        layers.append((name, kind, shapes, exact))
+    return (model.lookback, model.horizon, model.n_channels, model.d_model, model.attention_kind,
+            model.use_revin, revin_sig, tuple(layers))
+
+
+def batching_unsupported(models: Sequence[nn.Module]) -> str | None:
+    """``None`` when ``models`` can be trained as one :class:`BatchedChannelTransformer`, else the reason."""
+    from flatcast.models.channel_transformer import ChannelTransformer
+
+    if len(models) == 0:
+        return "no models"
+    for i, model in enumerate(models):
+        if type(model) is not ChannelTransformer:
+            return f"model {i} is a {type(model).__name__}, not a ChannelTransformer"
+        if model.attention_kind not in ("learned", "random", "identity", "temporal"):
+            return f"model {i} has attention {model.attention_kind!r}"
+        if hasattr(model, "training_loss"):
+            return f"model {i} defines its own training_loss"
+    signature = _signature(models[0])
+    for layer in signature[-1]:
+        if layer[1] == "unknown":
+            return f"layer {layer[0]!r} is of a kind the batched model does not know"
+    if signature[6] is not None and not signature[6][0]:
+        return "the RevIN module is not flatcast's RevIN"
+    for i, model in enumerate(models[1:], start=1):
+        if _signature(model) != signature:
+            return f"model {i} differs in architecture from model 0"
+    devices = {t.device for m in models for t in m.state_dict().values()}
+    dtypes = {p.dtype for m in models for p in m.parameters()}
+    if len(devices) > 1 or len(dtypes) > 1:
+        return "the models do not share one device and dtype"
+    return None
+
+
+def stack_windows(windows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Gather a batch per member: ``windows`` ``(N, D, T)``, ``index`` ``(k, B)`` → ``(k, B, D, T)``."""
+    return windows[index]
+
+
+def _unit_rows(vectors: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    return vectors / torch.linalg.vector_norm(vectors, dim=1, keepdim=True).clamp_min(eps)
+
+
+class BatchedChannelTransformer(nn.Module):
+    """k :class:`~flatcast.models.ChannelTransformer` members of one architecture, weights stacked on dim 0.
+
+    ``forward(x)`` takes ``(k, B, D, L)`` (one batch per member) or ``(B, D, L)`` (the same windows for every
+    member) and returns ``(k, B, D, H)``. :meth:`member_losses` returns the k MSEs (SAMformer Eq. 1).
+    """
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        super().__init__()
+        reason = batching_unsupported(models)
+        if reason is not None:
+            raise ValueError(f"cannot batch these models: {reason}")
+        first = models[0]
+        self.k = len(models)
+        self.lookback, self.horizon, self.n_channels = first.lookback, first.horizon, first.n_channels
+        self.d_model, self.attention_kind = first.d_model, first.attention_kind
+        self.temporal = first.attention_kind == "temporal"
+        self.kinds = {name: _layer_kind(getattr(first, name)) for name in _LAYERS}
+        self.has_revin = first.revin is not None
+        self.revin_affine = self.has_revin and first.revin.affine
+        self.revin_eps = first.revin.eps if self.has_revin else 0.0
+        self.exact_norm = {name: bool(getattr(getattr(first, name), "exact_spectral_norm", False))
+                           for name in _LAYERS}
+
+        trainable = [name for name, p in first.named_parameters() if p.requires_grad]
+        # W_Q, W_K, W_V (and their biases) side by side, so one view feeds one product for all three
+        fused = [f"{layer}.{part}" for part in ("weight", "bias") for layer in ("query", "key", "value")]
+        order = [n for n in fused if n in trainable] + [n for n in trainable if n not in fused]
+        self.layout: dict[str, tuple[int, tuple[int, ...]]] = {}
+        offset = 0
+        for name in order:
+            shape = tuple(first.get_parameter(name).shape)
+            self.layout[name] = (offset, shape)
+            offset += math.prod(shape)
+        self.n_per_member = offset
+        with torch.no_grad():
+            rows = [torch.cat([m.get_parameter(n).detach().reshape(-1) for n in order]) for m in models]
+        self.flat = nn.Parameter(torch.stack(rows))
+        self.fused_qkv = (self.kinds["query"] == self.kinds["key"] == self.kinds["value"] == "linear")
+
+        # buffers: frozen W_Q/W_K (and biases), σReparam's u/v; stored under dotted names with "__" for "."
+        self.buffer_names = [name for name, _ in first.named_buffers()]
+        for name in self.buffer_names:
+            stacked = torch.stack([m.get_buffer(name).detach() for m in models])
+            self.register_buffer(name.replace(".", "__"), stacked.clone())
+        self.mutable_buffers = [n for n in self.buffer_names if n.endswith(".u") or n.endswith(".v")]
+
+    # ------------------------------------------------------------------ weights
+    def param(self, name: str) -> torch.Tensor:
+        """Member-stacked view ``(k, *shape)`` of the trainable tensor ``name`` of the single model."""
+        offset, shape = self.layout[name]
+        return self.flat[:, offset:offset + math.prod(shape)].view(self.k, *shape)
+
+    def buffer(self, name: str) -> torch.Tensor:
+        return getattr(self, name.replace(".", "__"))
+
+    def _has(self, name: str) -> bool:
+        return name in self.layout or name in self.buffer_names
+
+    def _get(self, name: str) -> torch.Tensor:
+        return self.param(name) if name in self.layout else self.buffer(name)
+
+    def _bias(self, layer: str) -> torch.Tensor | None:
+        name = f"{layer}.bias"
+        return self._get(name) if self._has(name) else None
+
+    def _weight(self, layer: str) -> torch.Tensor:
+        """The layer's (effective) weight ``(k, out, in)`` in nn.Linear's layout (σReparam Eq. 5 applied)."""
+        weight = self._get(f"{layer}.weight")
+        if self.kinds[layer] != "sigma":
+            return weight
+        gamma = self.param(f"{layer}.gamma")  # (k,)
+        if self.exact_norm[layer]:
+            sigma = torch.linalg.matrix_norm(weight, ord=2)
+        else:
+            u, v = self.buffer(f"{layer}.u"), self.buffer(f"{layer}.v")
+            if self.training and torch.is_grad_enabled():  # one power step, as SigmaReparamLinear.forward
+                with torch.no_grad():
+                    detached = weight.detach()
+                    v_new = _unit_rows(torch.einsum("koi,ko->ki", detached, u))
+                    u_new = _unit_rows(torch.einsum("koi,ki->ko", detached, v_new))
+                    u.copy_(u_new)
+                    v.copy_(v_new)
+            sigma = torch.einsum("ko,ko->k", u.clone(), torch.einsum("koi,ki->ko", weight, v.clone()))
+        return (gamma / sigma)[:, None, None] * weight
+
+    @staticmethod
+    def _linear(tokens: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``tokens`` ``(k, n, in)`` @ ``weightᵀ`` + ``bias``: ``(k, n, out)``."""
+        if bias is None:
+            return torch.bmm(tokens, weight.transpose(1, 2))
+        return torch.baddbmm(bias.unsqueeze(1), tokens, weight.transpose(1, 2))
+
+    # ------------------------------------------------------------------ the model (Eq. 3–4, Algorithm 1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, dm = self.k, self.d_model
+        if x.ndim == 3:
+            x = x.unsqueeze(0).expand(k, *x.shape)
+        if x.ndim != 4 or x.shape[0] != k or x.shape[2] != self.n_channels or x.shape[3] != self.lookback:
+            raise ValueError(f"x must be (k={k}, B, D={self.n_channels}, L={self.lookback}) or (B, D, L), "
+                             f"got {tuple(x.shape)}")
+        batch = x.shape[1]
+        if self.has_revin:
+            with torch.no_grad():
+                variance, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)
+                std = variance.add_(self.revin_eps).sqrt_()
+            z = (x - mean) / std
+            if self.revin_affine:
+                z = z * self.param("revin.affine_weight")[:, None, :, None] \
+                    + self.param("revin.affine_bias")[:, None, :, None]
+        else:
+            z = x
+        tokens = z.transpose(2, 3) if self.temporal else z  # (k, B, n_tokens, token_dim)
+        n_tokens, token_dim = tokens.shape[2], tokens.shape[3]
+        flat_tokens = tokens.reshape(k, batch * n_tokens, token_dim)
+
+        if self.kinds["query"] == "absent":  # identity attention: A = I
+            mixed_values = self._linear(flat_tokens, self._weight("value"), self._bias("value"))
+        else:
+            if self.fused_qkv:
+                offset, _ = self.layout["query.weight"]
+                weight = self.flat[:, offset:offset + 3 * dm * token_dim].view(k, 3 * dm, token_dim)
+                bias = None
+                if "query.bias" in self.layout:
+                    offset, _ = self.layout["query.bias"]
+                    bias = self.flat[:, offset:offset + 3 * dm]
+            else:
+                weight = torch.cat([self._weight(n) for n in ("query", "key", "value")], dim=1)
+                biases = [self._bias(n) for n in ("query", "key", "value")]
+                bias = None if biases[0] is None else torch.cat(biases, dim=1)
+            qkv = self._linear(flat_tokens, weight, bias).view(k * batch, n_tokens, 3 * dm)
+            queries, keys, values = qkv.split(dm, dim=2)
+            scores = torch.bmm(queries, keys.transpose(1, 2)) / math.sqrt(dm)
+            attention = torch.softmax(scores, dim=-1)
+            mixed_values = torch.bmm(attention, values).view(k, batch * n_tokens, dm)
+        mixed = flat_tokens + self._linear(mixed_values, self._weight("output"), self._bias("output"))
+        if self.temporal:
+            mixed = mixed.view(k, batch, n_tokens, token_dim).transpose(2, 3).reshape(k, batch * token_dim, n_tokens)
+        out = self._linear(mixed, self._weight("head"), self._bias("head")).view(k, batch, self.n_channels,
+                                                                               self.horizon)
+        if self.has_revin:
+            if self.revin_affine:
+                out = (out - self.param("revin.affine_bias")[:, None, :, None]) / (
+                    self.param("revin.affine_weight")[:, None, :, None] + self.revin_eps * self.revin_eps)
+            out = out * std + mean
+        return out
+
+    def member_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The k members' MSEs ``(k,)`` of their forecasts of ``x`` ``(k, B, D, L)`` against ``y`` ``(k, B, D, H)``."""
+        return (self(x) - y).square().mean(dim=(1, 2, 3))
+
+    @torch.no_grad()
+    def evaluate_members(self, windowset, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every member's MSE and MAE ``(k,)`` float64 over all elements of ``windowset`` (as
+        :func:`flatcast.trainer.evaluate`: float64 sums divided by the element count), in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            chunk = max(1, batch_size // self.k)
+            squared = torch.zeros(self.k, dtype=torch.float64, device=self.flat.device)
+            absolute = torch.zeros_like(squared)
+            n_elements = 0
+            for start in range(0, len(windowset.x), chunk):
+                x = windowset.x[start:start + chunk].to(self.flat.device)
+                y = windowset.y[start:start + chunk].to(self.flat.device)
+                error = self(x).to(torch.float64) - y.to(torch.float64)
+                squared += error.square().sum(dim=(1, 2, 3))
+                absolute += error.abs().sum(dim=(1, 2, 3))
+                n_elements += y.numel()
+        finally:
+            self.train(was_training)
+        return squared / n_elements, absolute / n_elements
+
+    # ------------------------------------------------------------------ members in and out
+    @torch.no_grad()
+    def member_state(self, index: int) -> dict[str, torch.Tensor]:
+        """Copies of member ``index``'s trainable tensors and changing buffers, by the single model's names."""
+        state = {name: self.param(name)[index].clone() for name in self.layout}
+        state.update({name: self.buffer(name)[index].clone() for name in self.mutable_buffers})
+        return state
+
+    @staticmethod
+    @torch.no_grad()
+    def load_member_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Copy a :meth:`member_state` into the single ``model`` (its parameters and σReparam buffers)."""
+        parameters, buffers = dict(model.named_parameters()), dict(model.named_buffers())
+        for name, tensor in state.items():
+            (parameters[name] if name in parameters else buffers[name]).copy_(tensor)
+
+    def write_member(self, index: int, model: nn.Module) -> None:
+        """Copy member ``index``'s current weights into ``model``."""
+        self.load_member_state(model, self.member_state(index))
+
+    @torch.no_grad()
+    def read_buffers_from(self, index: int, model: nn.Module) -> None:
+        """Take σReparam's u, v of member ``index`` back from ``model`` (after a callback ran it)."""
+        buffers = dict(model.named_buffers())
+        for name in self.mutable_buffers:
+            self.buffer(name)[index].copy_(buffers[name])
+
+    @torch.no_grad()
+    def select(self, keep: Sequence[int]) -> None:
+        """Keep only the members at positions ``keep`` (in that order): ``flat`` becomes a new leaf parameter."""
+        index = torch.as_tensor(list(keep), dtype=torch.long, device=self.flat.device)
+        self.flat = nn.Parameter(self.flat.detach().index_select(0, index).clone())
+        for name in self.buffer_names:
+            attribute = name.replace(".", "__")
+            setattr(self, attribute, getattr(self, attribute).index_select(0, index).clone())
+        self.k = len(keep)

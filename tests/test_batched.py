@@ -1,0 +1,242 @@
+"""Tests of flatcast.batched and flatcast.trainer.fit_many: a batched member equals its single run."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from flatcast.batched import BatchedChannelTransformer, batching_unsupported
+from flatcast.data import make_toy
+from flatcast.models import ChannelTransformer
+from flatcast.optim import EEO, SAM
+from flatcast.trainer import batched_optimizer_unsupported, evaluate, fit, fit_many
+
+LOOKBACK, HORIZON, CHANNELS = 16, 4, 3
+
+
+def toy_splits(seed: int = 0, revin_scale: bool = False):
+    splits = make_toy(n_train=96, n_val=40, lookback=LOOKBACK, horizon=HORIZON, n_channels=CHANNELS, seed=seed)
+    return splits
+
+
+def models(seeds, **kwargs):
+    return [ChannelTransformer(LOOKBACK, HORIZON, CHANNELS, seed=s, **kwargs) for s in seeds]
+
+
+def _params(model):
+    """Every weight except W_K's bias: it adds q·b_K to a whole row of scores, which the softmax ignores, so its
+    exact gradient is 0 and Adam turns float noise in it into moves of ~lr per step (no effect on any output)."""
+    return torch.cat([p.detach().reshape(-1) for name, p in model.named_parameters() if name != "key.bias"])
+
+
+KINDS = [
+    dict(attention="learned"),
+    dict(attention="random"),
+    dict(attention="identity"),
+    dict(attention="temporal"),
+    dict(attention="learned", sigma_reparam=True),
+    dict(attention="random", sigma_reparam=True),
+    dict(attention="learned", revin=False),
+    dict(attention="learned", bias=False),
+]
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: "-".join(f"{v}" for v in k.values()))
+def test_batched_forward_equals_each_member(kind):
+    torch.manual_seed(0)
+    members = models([0, 1, 2], **kind)
+    net = BatchedChannelTransformer(members)
+    x = torch.randn(3, 5, CHANNELS, LOOKBACK) * 2 + 1
+    y = torch.randn(3, 5, CHANNELS, HORIZON)
+    net.eval()
+    out = net(x)
+    for i, m in enumerate(members):
+        m.eval()
+        torch.testing.assert_close(out[i], m(x[i]), rtol=1e-5, atol=1e-5)
+    shared = net(x[0])  # the same windows for every member
+    for i, m in enumerate(members):
+        torch.testing.assert_close(shared[i], m(x[0]), rtol=1e-5, atol=1e-5)
+    # gradients: the sum of member losses gives each member the gradient of its own loss
+    net.train()
+    for m in members:
+        m.train()
+    net.member_losses(x, y).sum().backward()
+    for i, m in enumerate(members):
+        torch.nn.functional.mse_loss(m(x[i]), y[i]).backward()
+        for name, p in m.named_parameters():
+            if p.requires_grad:
+                offset, shape = net.layout[name]
+                grad = net.flat.grad[i, offset:offset + p.numel()].view(shape)
+                torch.testing.assert_close(grad, p.grad, rtol=1e-4, atol=1e-6, msg=f"{name}")
+
+
+def test_member_state_round_trip_and_select():
+    members = models([3, 4, 5], attention="learned", sigma_reparam=True)
+    net = BatchedChannelTransformer(members)
+    fresh = ChannelTransformer(LOOKBACK, HORIZON, CHANNELS, seed=99, sigma_reparam=True)
+    net.write_member(1, fresh)
+    for (name, a), b in zip(fresh.state_dict().items(), members[1].state_dict().values()):
+        assert torch.equal(a, b), name
+    net.select([2, 0])
+    assert net.k == 2 and net.flat.shape[0] == 2 and net.flat.is_leaf
+    torch.testing.assert_close(net.flat[0], BatchedChannelTransformer(members).flat[2])
+
+
+def test_unsupported_models_and_optimizers_are_named():
+    assert batching_unsupported([nn.Linear(2, 2)]).startswith("model 0 is a Linear")
+    assert "differs" in batching_unsupported(models([0]) + models([1], attention="random"))
+    assert batching_unsupported(models([0, 1])) is None
+    assert batched_optimizer_unsupported(lambda p: SAM(p, rho=0.5, lr=1e-3)) is None
+    assert batched_optimizer_unsupported(lambda p: torch.optim.Adam(p, lr=1e-3)) is None
+    assert "EEO" in batched_optimizer_unsupported(lambda p: EEO(p, rho=0.5, lr=1e-3))
+    assert "LBFGS" in batched_optimizer_unsupported(lambda p: torch.optim.LBFGS(p))
+    with pytest.raises(ValueError, match="EEO"):
+        fit_many(models([0, 1]), toy_splits(), optimizer=lambda p: EEO(p, rho=0.5, lr=1e-3), epochs=1,
+                 device="cpu", batched=True)
+
+
+def _compare(single, batched, rtol=2e-4):
+    assert list(single.history.columns) == list(batched.history.columns)
+    assert list(single.history.epoch) == list(batched.history.epoch)
+    assert single.best_epoch == batched.best_epoch
+    assert single.n_steps == batched.n_steps and single.grad_evals == batched.grad_evals
+    np.testing.assert_allclose(single.history.lr.to_numpy(), batched.history.lr.to_numpy(), rtol=0)
+    for column in single.history.columns:
+        if column not in ("epoch", "lr"):
+            np.testing.assert_allclose(single.history[column].to_numpy(), batched.history[column].to_numpy(),
+                                       rtol=rtol, err_msg=column)
+    assert batched.val_mse == pytest.approx(single.val_mse, rel=rtol)
+    assert batched.test_mse == pytest.approx(single.test_mse, rel=rtol)
+    torch.testing.assert_close(_params(batched.model), _params(single.model), rtol=rtol, atol=1e-4)
+
+
+@pytest.mark.parametrize("name, factory, kind", [
+    ("sam", lambda p: SAM(p, rho=0.7, lr=1e-2), dict()),
+    ("adam", lambda p: torch.optim.Adam(p, lr=1e-2), dict()),
+    ("sam-sigma", lambda p: SAM(p, rho=0.3, lr=1e-2), dict(sigma_reparam=True)),
+    ("adam-random", lambda p: torch.optim.Adam(p, lr=1e-2), dict(attention="random")),
+    ("asam-identity", lambda p: SAM(p, rho=0.2, adaptive=True, lr=1e-2), dict(attention="identity")),
+])
+def test_each_batched_member_equals_its_single_run(name, factory, kind):
+    splits = toy_splits()
+    seeds = [0, 1, 2]
+    singles = [fit(m, splits, optimizer=factory, epochs=3, batch_size=16, patience=None, seed=s, device="cpu")
+               for m, s in zip(models(seeds, **kind), seeds)]
+    many = fit_many(models(seeds, **kind), splits, optimizer=factory, epochs=3, batch_size=16, patience=None,
+                    seeds=seeds, device="cpu", batched=True)
+    assert len(many) == 3
+    for single, batched in zip(singles, many):
+        _compare(single, batched)
+    # members really differ (different seeds, different batch orders)
+    assert not torch.allclose(_params(many[0].model), _params(many[1].model))
+
+
+def test_early_stopping_best_checkpoint_and_compaction_per_member():
+    """Members stop at different epochs (large lr); each one's history, best epoch and weights match fit."""
+    splits = toy_splits(seed=2)
+    seeds = [0, 1, 2, 3]
+    factory = lambda p: SAM(p, rho=0.5, lr=0.05)  # noqa: E731
+    kwargs = dict(optimizer=factory, epochs=8, batch_size=16, patience=2, device="cpu")
+    singles = [fit(m, splits, seed=s, **kwargs) for m, s in zip(models(seeds), seeds)]
+    stops = {len(r.history) for r in singles}
+    assert len(stops) > 1, "the test needs members that stop at different epochs"
+    many = fit_many(models(seeds), splits, seeds=seeds, batched=True, **kwargs)
+    for single, batched in zip(singles, many):
+        _compare(single, batched, rtol=1e-3)
+        assert evaluate(batched.model, splits.val)["mse"] == batched.val_mse
+    # restore_best=False keeps each member's weights from the epoch it stopped at
+    last = fit_many(models(seeds), splits, seeds=seeds, batched=True, restore_best=False, **kwargs)
+    for single, batched in zip(fit_many(models(seeds), splits, seeds=seeds, batched=False, restore_best=False,
+                                        **kwargs), last):
+        _compare(single, batched, rtol=1e-3)
+
+
+def test_callbacks_see_each_member_and_fallback_is_sequential():
+    splits = toy_splits()
+    seen = []
+
+    def record(model, epoch, _splits):
+        seen.append((id(model), epoch))
+        return {"w_norm": float(torch.linalg.vector_norm(model.head.weight.detach()))}
+
+    members = models([0, 1])
+    results = fit_many(members, splits, optimizer=lambda p: torch.optim.Adam(p, lr=1e-2), epochs=2, batch_size=32,
+                       seeds=[0, 1], device="cpu", callbacks=[record])
+    assert sorted(seen) == sorted((id(m), e) for m in members for e in range(3))
+    single = fit(models([1])[0], splits, optimizer=lambda p: torch.optim.Adam(p, lr=1e-2), epochs=2,
+                 batch_size=32, seed=1, device="cpu", callbacks=[record])
+    np.testing.assert_allclose(results[1].history.w_norm, single.history.w_norm, rtol=1e-5)
+    # EEO is not batched: fit_many falls back to fit, number for number
+    factory = lambda p: EEO(p, rho=0.1, lr=1e-2, escape=False, seed=0)  # noqa: E731
+    fallback = fit_many(models([0, 1]), splits, optimizer=factory, epochs=2, seeds=[0, 1], device="cpu")
+    direct = [fit(m, splits, optimizer=factory, epochs=2, seed=s, device="cpu") for m, s in zip(models([0, 1]),
+                                                                                                 [0, 1])]
+    for a, b in zip(fallback, direct):
+        pd.testing.assert_frame_equal(a.history, b.history)
+
+
+class _NaNAfter(torch.optim.Adam):
+    """Adam that poisons member 1's weights after a given number of steps."""
+
+    def __init__(self, params, after):
+        super().__init__(params, lr=1e-3)
+        self.after, self.calls = after, 0
+
+    def step(self, closure=None):
+        out = super().step(closure)
+        self.calls += 1
+        if self.calls == self.after:
+            with torch.no_grad():
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        p[1].fill_(float("nan"))
+        return out
+
+
+def test_non_finite_loss_names_member_seed_epoch_and_step(monkeypatch):
+    import flatcast.trainer as trainer
+
+    monkeypatch.setattr(trainer, "_ELEMENTWISE_OPTIMIZERS", trainer._ELEMENTWISE_OPTIMIZERS + (_NaNAfter,))
+    splits = toy_splits()
+    steps_per_epoch = math.ceil(96 / 32)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss nan of member 1 \(seed 7\) at epoch 2, step 2$"):
+        fit_many(models([5, 6, 7]), splits, optimizer=lambda p: _NaNAfter(p, steps_per_epoch + 1), epochs=3,
+                 batch_size=32, seeds=[3, 7, 9], device="cpu", batched=True)
+    monkeypatch.setattr(trainer, "_check_every_step", lambda device: False)  # the deferred (accelerator) check
+    with pytest.raises(FloatingPointError, match=r"of member 1 \(seed 7\) at epoch 2, step 2$"):
+        fit_many(models([5, 6, 7]), splits, optimizer=lambda p: _NaNAfter(p, steps_per_epoch + 1), epochs=3,
+                 batch_size=32, seeds=[3, 7, 9], device="cpu", batched=True)
+
+
+def test_fit_many_argument_errors():
+    splits = toy_splits()
+    with pytest.raises(ValueError, match="at least one model"):
+        fit_many([], splits)
+    with pytest.raises(ValueError, match="one seed per model"):
+        fit_many(models([0, 1]), splits, seeds=[0], device="cpu")
+    with pytest.raises(ValueError, match="epochs"):
+        fit_many(models([0, 1]), splits, epochs=0, device="cpu")
+    same = models([0])[0]
+    with pytest.raises(ValueError, match="twice"):
+        fit_many([same, same], splits, device="cpu")
+
+
+@pytest.mark.parametrize("name", ["samformer", "random_transformer", "samformer_sigma_reparam"])
+def test_fit_recipe_seeds_batched_equals_fit_recipe(name, benchmark_data_dir):
+    from flatcast.data import make_splits
+    from flatcast.recipes import fit_recipe, fit_recipe_seeds
+
+    splits = make_splits("ETTh1", lookback=48, horizon=24, data_dir=benchmark_data_dir)
+    kwargs = dict(epochs=2, patience=None, max_train_batches=4, device="cpu")
+    many = fit_recipe_seeds(name, splits, seeds=[0, 1], batched=True, **kwargs)
+    for seed, batched in zip([0, 1], many):
+        single = fit_recipe(name, splits, seed=seed, **kwargs)
+        assert batched.recipe == single.recipe
+        _compare(single, batched, rtol=1e-4)
+    with pytest.raises(ValueError, match="EEO"):
+        fit_recipe_seeds("transformer_eeo", splits, seeds=[0, 1], batched=True, **kwargs)
