@@ -5,7 +5,7 @@
 #
 # Options: PROFILE=quick|paper  CHAPTERS="intro data"  FORCE=1 (re-execute)  DEVICE=cpu|cuda  SEED=0
 #          TIMEOUT=<s per chapter>  DATA=<folder with the dataset CSVs> (sets FLATCAST_DATA)
-#          PYTEST_ARGS="-k data"
+#          PYTEST_ARGS="-k data"  BENCH_ARGS="--threads 2" (make benchmark)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -65,8 +65,11 @@ strip: $(STAMP)
 check-stripped: $(STAMP)
 	$(VPY) scripts/build_book.py strip --check
 
+# Training speed: single run, batched members (k = 1, 5, 10, 20) and the official port, in one run.
+# BENCH_ARGS="--threads 2 --steps 200" (see scripts/benchmark_training.py --help)
+BENCH_ARGS ?=
 benchmark: $(STAMP)
-	$(VPY) scripts/benchmark_training.py
+	FLATCAST_DATA="$${FLATCAST_DATA:-../shared/data}" $(VPY) scripts/benchmark_training.py $(BENCH_ARGS)
 
 clean:
 	rm -rf _build

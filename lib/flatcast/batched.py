@@ -29,6 +29,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from flatcast.models.revin import instance_statistics, standardize
+
 __all__ = ["BatchedChannelTransformer", "batching_unsupported", "stack_windows"]
 
 _LAYERS = ("query", "key", "value", "output", "head")
@@ -142,6 +144,17 @@ class BatchedChannelTransformer(nn.Module):
             rows = [torch.cat([m.get_parameter(n).detach().reshape(-1) for n in order]) for m in models]
         self.flat = nn.Parameter(torch.stack(rows))
         self.fused_qkv = (self.kinds["query"] == self.kinds["key"] == self.kinds["value"] == "linear")
+        # the pieces one split of ``flat`` yields: W_Q, W_K, W_V (and their biases) as one piece when fused
+        self._chunks: list[tuple[str, tuple[int, ...]]] = []
+        for name in order:
+            layer, part = name.split(".", 1)
+            if self.fused_qkv and layer in ("query", "key", "value"):
+                if layer == "query":
+                    shape = self.layout[name][1]
+                    self._chunks.append((f"qkv.{part}", (3 * shape[0], *shape[1:])))
+                continue
+            self._chunks.append((name, self.layout[name][1]))
+        self._chunk_sizes = [math.prod(shape) for _, shape in self._chunks]
 
         # buffers: frozen W_Q/W_K (and biases), σReparam's u/v; stored under dotted names with "__" for "."
         self.buffer_names = [name for name, _ in first.named_buffers()]
@@ -159,22 +172,36 @@ class BatchedChannelTransformer(nn.Module):
     def buffer(self, name: str) -> torch.Tensor:
         return getattr(self, name.replace(".", "__"))
 
-    def _has(self, name: str) -> bool:
-        return name in self.layout or name in self.buffer_names
+    def _views(self) -> dict[str, torch.Tensor]:
+        """Every trainable tensor as a ``(k, *shape)`` view of ``flat``, from one ``split`` (one autograd node,
+        whose backward writes all gradients into one ``(k, P)`` tensor), plus ``qkv.weight``/``qkv.bias``
+        (W_Q, W_K, W_V stacked, ``(k, 3 d_m, in)``) when all three are plain trainable linear maps."""
+        pieces = self.flat.split(self._chunk_sizes, dim=1)
+        views = {}
+        for (name, shape), piece in zip(self._chunks, pieces):
+            views[name] = piece.view(self.k, *shape)
+        return views
 
-    def _get(self, name: str) -> torch.Tensor:
-        return self.param(name) if name in self.layout else self.buffer(name)
+    def _get(self, name: str, views: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        if name in views:
+            return views[name]
+        if name in self.layout:  # inside a fused chunk
+            fused = views[f"qkv.{name.split('.')[1]}"]
+            index = ("query", "key", "value").index(name.split(".")[0])
+            return fused.chunk(3, dim=1)[index]
+        if name in self.buffer_names:
+            return self.buffer(name)
+        return None
 
-    def _bias(self, layer: str) -> torch.Tensor | None:
-        name = f"{layer}.bias"
-        return self._get(name) if self._has(name) else None
+    def _bias(self, layer: str, views: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        return self._get(f"{layer}.bias", views)
 
-    def _weight(self, layer: str) -> torch.Tensor:
+    def _weight(self, layer: str, views: dict[str, torch.Tensor]) -> torch.Tensor:
         """The layer's (effective) weight ``(k, out, in)`` in nn.Linear's layout (σReparam Eq. 5 applied)."""
-        weight = self._get(f"{layer}.weight")
+        weight = self._get(f"{layer}.weight", views)
         if self.kinds[layer] != "sigma":
             return weight
-        gamma = self.param(f"{layer}.gamma")  # (k,)
+        gamma = views[f"{layer}.gamma"]  # (k,)
         if self.exact_norm[layer]:
             sigma = torch.linalg.matrix_norm(weight, ord=2)
         else:
@@ -205,14 +232,15 @@ class BatchedChannelTransformer(nn.Module):
             raise ValueError(f"x must be (k={k}, B, D={self.n_channels}, L={self.lookback}) or (B, D, L), "
                              f"got {tuple(x.shape)}")
         batch = x.shape[1]
+        views = self._views()
         if self.has_revin:
-            with torch.no_grad():
-                variance, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)
-                std = variance.add_(self.revin_eps).sqrt_()
-            z = (x - mean) / std
+            mean, std = instance_statistics(x, self.revin_eps)
             if self.revin_affine:
-                z = z * self.param("revin.affine_weight")[:, None, :, None] \
-                    + self.param("revin.affine_bias")[:, None, :, None]
+                affine_weight = views["revin.affine_weight"][:, None, :, None]
+                affine_bias = views["revin.affine_bias"][:, None, :, None]
+                z = standardize(x, mean, std, affine_weight, affine_bias)
+            else:
+                z = standardize(x, mean, std)
         else:
             z = x
         tokens = z.transpose(2, 3) if self.temporal else z  # (k, B, n_tokens, token_dim)
@@ -220,33 +248,35 @@ class BatchedChannelTransformer(nn.Module):
         flat_tokens = tokens.reshape(k, batch * n_tokens, token_dim)
 
         if self.kinds["query"] == "absent":  # identity attention: A = I
-            mixed_values = self._linear(flat_tokens, self._weight("value"), self._bias("value"))
+            mixed_values = self._linear(flat_tokens, self._weight("value", views), self._bias("value", views))
         else:
             if self.fused_qkv:
-                offset, _ = self.layout["query.weight"]
-                weight = self.flat[:, offset:offset + 3 * dm * token_dim].view(k, 3 * dm, token_dim)
-                bias = None
-                if "query.bias" in self.layout:
-                    offset, _ = self.layout["query.bias"]
-                    bias = self.flat[:, offset:offset + 3 * dm]
+                weight, bias = views["qkv.weight"], views.get("qkv.bias")
             else:
-                weight = torch.cat([self._weight(n) for n in ("query", "key", "value")], dim=1)
-                biases = [self._bias(n) for n in ("query", "key", "value")]
+                weight = torch.cat([self._weight(n, views) for n in ("query", "key", "value")], dim=1)
+                biases = [self._bias(n, views) for n in ("query", "key", "value")]
                 bias = None if biases[0] is None else torch.cat(biases, dim=1)
             qkv = self._linear(flat_tokens, weight, bias).view(k * batch, n_tokens, 3 * dm)
             queries, keys, values = qkv.split(dm, dim=2)
             scores = torch.bmm(queries, keys.transpose(1, 2)) / math.sqrt(dm)
             attention = torch.softmax(scores, dim=-1)
             mixed_values = torch.bmm(attention, values).view(k, batch * n_tokens, dm)
-        mixed = flat_tokens + self._linear(mixed_values, self._weight("output"), self._bias("output"))
+        output_weight, output_bias = self._weight("output", views), self._bias("output", views)
+        head_weight, head_bias = self._weight("head", views), self._bias("head", views)
         if self.temporal:
+            mixed = flat_tokens + self._linear(mixed_values, output_weight, output_bias)
             mixed = mixed.view(k, batch, n_tokens, token_dim).transpose(2, 3).reshape(k, batch * token_dim, n_tokens)
-        out = self._linear(mixed, self._weight("head"), self._bias("head")).view(k, batch, self.n_channels,
-                                                                               self.horizon)
+        else:
+            # T + A T W_V W_O: the residual is the product's accumulator; W_O's bias b_O is added to every token
+            # and so passes through the head as b_O W (+ b): folded into the head's bias (one full-size op less)
+            mixed = torch.baddbmm(flat_tokens, mixed_values, output_weight.transpose(1, 2))
+            if output_bias is not None:
+                folded = torch.bmm(output_bias.unsqueeze(1), head_weight.transpose(1, 2)).squeeze(1)
+                head_bias = folded if head_bias is None else head_bias + folded
+        out = self._linear(mixed, head_weight, head_bias).view(k, batch, self.n_channels, self.horizon)
         if self.has_revin:
             if self.revin_affine:
-                out = (out - self.param("revin.affine_bias")[:, None, :, None]) / (
-                    self.param("revin.affine_weight")[:, None, :, None] + self.revin_eps * self.revin_eps)
+                out = (out - affine_bias) / (affine_weight + self.revin_eps * self.revin_eps)
             out = out * std + mean
         return out
 
