@@ -240,3 +240,28 @@ def test_fit_recipe_seeds_batched_equals_fit_recipe(name, benchmark_data_dir):
         _compare(single, batched, rtol=1e-4)
     with pytest.raises(ValueError, match="EEO"):
         fit_recipe_seeds("transformer_eeo", splits, seeds=[0, 1], batched=True, **kwargs)
+
+
+def test_lean_revin_equals_the_written_formula():
+    """RevIN's fused form (sum/norm statistics, one multiply-add) equals γ(x − μ)/sqrt(Var x + ε) + β and its
+    inverse, values and gradients, to float rounding."""
+    from flatcast.models.revin import RevIN
+
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.randn(4, 3, 50, generator=generator) * 3 + 5).requires_grad_(True)
+    revin = RevIN(3)
+    with torch.no_grad():
+        revin.affine_weight.copy_(torch.tensor([0.5, 2.0, -1.0]))
+        revin.affine_bias.copy_(torch.tensor([0.1, -0.3, 2.0]))
+    out = revin.normalize(x)
+    mean = x.detach().mean(-1, keepdim=True)
+    std = torch.sqrt(x.detach().var(-1, keepdim=True, unbiased=False) + 1e-5)
+    expected = (x - mean) / std * revin.affine_weight[:, None] + revin.affine_bias[:, None]
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(revin.std, std, rtol=1e-6, atol=0)
+    weights = torch.randn(out.shape, generator=generator)
+    grads = torch.autograd.grad((out * weights).sum(), [x, revin.affine_weight, revin.affine_bias])
+    expected_grads = torch.autograd.grad((expected * weights).sum(), [x, revin.affine_weight, revin.affine_bias])
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(revin.denormalize(out.detach()), x.detach(), rtol=1e-5, atol=1e-4)

@@ -162,6 +162,8 @@ class BatchedChannelTransformer(nn.Module):
             stacked = torch.stack([m.get_buffer(name).detach() for m in models])
             self.register_buffer(name.replace(".", "__"), stacked.clone())
         self.mutable_buffers = [n for n in self.buffer_names if n.endswith(".u") or n.endswith(".v")]
+        # RevIN statistics of the last training batch: SAM evaluates the same batch twice (Eq. 2)
+        self._statistics_cache: tuple | None = None
 
     # ------------------------------------------------------------------ weights
     def param(self, name: str) -> torch.Tensor:
@@ -234,7 +236,12 @@ class BatchedChannelTransformer(nn.Module):
         batch = x.shape[1]
         views = self._views()
         if self.has_revin:
-            mean, std = instance_statistics(x, self.revin_eps)
+            cached = self._statistics_cache
+            if cached is not None and cached[0] is x and cached[1] == x._version:
+                mean, std = cached[2], cached[3]  # SAM's second pass on the same batch: same μ, s
+            else:
+                mean, std = instance_statistics(x, self.revin_eps)
+                self._statistics_cache = (x, x._version, mean, std) if self.training else None
             if self.revin_affine:
                 affine_weight = views["revin.affine_weight"][:, None, :, None]
                 affine_bias = views["revin.affine_bias"][:, None, :, None]
