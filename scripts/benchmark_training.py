@@ -113,15 +113,15 @@ def orders(n_train: int, n_batches: int, batch_size: int, generator: torch.Gener
     return torch.cat([torch.randperm(n_train, generator=generator) for _ in range(n_permutations)]).to(device)
 
 
-def single_run_rate(args, splits, device) -> dict:
-    """Steps/s of the trainer's own step (fit's path) on one ChannelTransformer + SAM."""
+def single_stepper(args, splits, device, total: int):
+    """``run(first, count)`` of the trainer's own step (fit's path) on one ChannelTransformer + SAM."""
     generator = seed_everything(args.seed)
     model = ChannelTransformer(args.lookback, args.horizon, splits.n_channels, seed=args.seed).to(device)
     model.train()
     optimizer = SAM(model.parameters(), rho=args.rho, lr=args.lr)
     step = TrainingStep(model, optimizer)
     train_x, train_y = splits.train.x, splits.train.y
-    order = orders(len(train_x), args.warmup + args.steps, args.batch_size, generator, device)
+    order = orders(len(train_x), total, args.batch_size, generator, device)
     b = args.batch_size
 
     def run(first: int, count: int) -> torch.Tensor:
@@ -131,14 +131,21 @@ def single_run_rate(args, splits, device) -> dict:
             loss = step(train_x[idx], train_y[idx])
         return loss
 
+    run.model, run.optimizer = model, optimizer
+    return run
+
+
+def single_run_rate(args, splits, device) -> dict:
+    """Steps/s of the trainer's own step (fit's path) on one ChannelTransformer + SAM."""
+    run = single_stepper(args, splits, device, args.warmup + args.steps)
     elapsed, last = _timed(run, args.warmup, args.steps, device)
     return {"rate": args.steps / elapsed, "elapsed": elapsed, "steps": args.steps, "loss": float(last),
-            "params": sum(p.numel() for p in model.parameters()),
-            "grad_evals": optimizer.grad_evals / (args.warmup + args.steps)}
+            "params": sum(p.numel() for p in run.model.parameters()),
+            "grad_evals": run.optimizer.grad_evals / (args.warmup + args.steps)}
 
 
-def batched_rate(args, splits, device, k: int, steps: int) -> dict:
-    """Member-steps/s of fit_many's step: k members, SAM per member, each member on its own batch."""
+def batched_stepper(args, splits, device, k: int, total: int):
+    """``run(first, count)`` of fit_many's step: k members, SAM per member, each member on its own batch."""
     seed_everything(args.seed)
     members = [ChannelTransformer(args.lookback, args.horizon, splits.n_channels, seed=args.seed + i)
                for i in range(k)]
@@ -146,7 +153,7 @@ def batched_rate(args, splits, device, k: int, steps: int) -> dict:
     net.train()
     optimizer = SAM([net.flat], rho=args.rho, lr=args.lr).per_member(k)
     train_x, train_y = splits.train.x, splits.train.y
-    b, total = args.batch_size, args.warmup + steps
+    b = args.batch_size
     order = torch.stack([orders(len(train_x), total, b, torch.Generator().manual_seed(args.seed + i), device)[: total * b]
                          for i in range(k)])
     batch: dict[str, torch.Tensor] = {}
@@ -167,8 +174,31 @@ def batched_rate(args, splits, device, k: int, steps: int) -> dict:
             optimizer.step(closure)
         return losses
 
-    elapsed, _ = _timed(run, args.warmup, steps, device)
-    return {"k": k, "rate": k * steps / elapsed, "elapsed": elapsed, "steps": steps}
+    return run
+
+
+def batched_vs_sequential(args, splits, device, k: int, rounds: int) -> dict:
+    """Member-steps/s of the batched step and steps/s of the single run, timed in alternating chunks (so that
+    both see the same machine load): each round times ``2`` batched steps (2k member-steps) and ``min(2k, 20)``
+    single steps."""
+    batched_chunk, single_chunk = 2, min(2 * k, 20)
+    batched = batched_stepper(args, splits, device, k, args.warmup + rounds * batched_chunk)
+    single = single_stepper(args, splits, device, args.warmup + rounds * single_chunk)
+    batched(0, args.warmup)
+    single(0, args.warmup)
+    times = {"batched": 0.0, "single": 0.0}
+    for r in range(rounds):
+        for name, run, chunk in (("batched", batched, batched_chunk), ("single", single, single_chunk)):
+            synchronize(device)
+            start = time.perf_counter()
+            last = run(args.warmup + r * chunk, chunk)
+            synchronize(device)
+            times[name] += time.perf_counter() - start
+            if not bool(torch.isfinite(last).all()):
+                raise FloatingPointError(f"non-finite training loss {last} during the benchmark")
+    member_rate = k * rounds * batched_chunk / times["batched"]
+    single_rate = rounds * single_chunk / times["single"]
+    return {"k": k, "rate": member_rate, "single_rate": single_rate, "steps": rounds * batched_chunk}
 
 
 def official_rate(args) -> float | None:
@@ -245,12 +275,13 @@ def main(argv: list[str] | None = None) -> dict:
               + (f", official port {official:.1f} steps/s, ratio {single['rate'] / official:.2f}x" if official else ""))
     batched = []
     for k in args.members:
-        steps = max(40, (2 * args.steps) // k)
-        result = batched_rate(args, splits, device, k, steps)
+        rounds = max(4, args.steps // (2 * k))
+        result = batched_vs_sequential(args, splits, device, k, rounds)
         batched.append(result)
         print(f"batched k={k:>3} (fit_many's step, SAM per member): {result['rate']:.1f} member-steps/s "
-              f"({result['rate'] / k:.1f} batched steps/s, {steps} steps); vs {k} sequential single runs: "
-              f"{result['rate'] / single['rate']:.2f}x"
+              f"({result['rate'] / k:.1f} batched steps/s, {result['steps']} steps); single run alternating with "
+              f"it: {result['single_rate']:.1f} steps/s; vs {k} sequential single runs: "
+              f"{result['rate'] / result['single_rate']:.2f}x"
               + (f"; vs the official port: {result['rate'] / official:.2f}x" if official and k == 1 else ""))
     reference = next((r for r in batched if r["k"] == 5), batched[-1])
     table1_projection(args, reference["rate"], reference["k"])
