@@ -265,3 +265,22 @@ def test_lean_revin_equals_the_written_formula():
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(revin.denormalize(out.detach()), x.detach(), rtol=1e-5, atol=1e-4)
+
+
+def test_members_with_different_rho_and_a_plain_adam_member():
+    """A ρ sweep and SAM beside plain Adam in one batch: each member equals its own single run."""
+    splits = toy_splits(seed=1)
+    factories = [lambda p: SAM(p, rho=0.2, lr=1e-2), lambda p: SAM(p, rho=1.5, lr=1e-2),
+                 lambda p: torch.optim.Adam(p, lr=1e-2)]
+    kwargs = dict(epochs=2, batch_size=16, patience=None, device="cpu")
+    singles = [fit(m, splits, optimizer=f, seed=3, **kwargs) for m, f in zip(models([0, 0, 0]), factories)]
+    many = fit_many(models([0, 0, 0]), splits, optimizer=factories, seeds=[3, 3, 3], batched=True, **kwargs)
+    for single, batched in zip(singles, many):
+        _compare(single, batched)
+    assert [r.grad_evals for r in many] == [2 * many[0].n_steps, 2 * many[0].n_steps, many[0].n_steps]
+    assert not torch.allclose(_params(many[0].model), _params(many[1].model))  # ρ matters
+    with pytest.raises(ValueError, match="more than SAM's rho"):
+        fit_many(models([0, 1]), splits, optimizer=[lambda p: SAM(p, rho=0.2, lr=1e-2),
+                                                    lambda p: SAM(p, rho=0.2, lr=1e-3)], batched=True, **kwargs)
+    with pytest.raises(ValueError, match="one factory per model"):
+        fit_many(models([0, 1]), splits, optimizer=factories, **kwargs)

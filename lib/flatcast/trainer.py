@@ -45,7 +45,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -467,6 +467,41 @@ def batched_optimizer_unsupported(optimizer: OptimizerFactory) -> str | None:
     return f"the optimizer {name} is not one the batched trainer can split per member"
 
 
+def _plan_member_optimizers(optimizer: Any, k: int):
+    """How k members are optimized as one: ``(reason, factory, member_rho, gradient evaluations per step of each
+    member)``; ``reason`` is ``None`` when they can be batched. ``optimizer`` is one factory for every member or
+    a sequence of k factories that may differ only in SAM's ρ (a plain base optimizer counts as ρ = 0: SAM with
+    ρ = 0 is that optimizer number for number)."""
+    from flatcast.optim import SAM
+
+    factories = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
+    for factory in factories:
+        reason = batched_optimizer_unsupported(factory)
+        if reason is not None:
+            return reason, None, None, None
+    probes = [factory([nn.Parameter(torch.zeros(2, 1))]) for factory in factories]
+    if len(factories) == 1:
+        return None, factories[0], None, [2 if isinstance(probes[0], SAM) else 1] * k
+
+    def settings(probe):
+        base = probe.base_optimizer if isinstance(probe, SAM) else probe
+        wrapper = ("params", "rho", "adaptive", "adaptive_xi")
+        return type(base), {key: value for key, value in base.param_groups[0].items() if key not in wrapper}
+
+    first = settings(probes[0])
+    for i, probe in enumerate(probes[1:], start=1):
+        if settings(probe) != first:
+            return (f"member {i}'s optimizer differs from member 0's in more than SAM's rho", None, None, None)
+    sams = [probe for probe in probes if isinstance(probe, SAM)]
+    if not sams:
+        return None, factories[0], None, [1] * k
+    if len({(p.param_groups[0]["adaptive"], p.param_groups[0]["adaptive_xi"]) for p in sams}) > 1:
+        return "the members' SAM optimizers differ in adaptive/adaptive_xi", None, None, None
+    rhos = [float(p.param_groups[0]["rho"]) if isinstance(p, SAM) else 0.0 for p in probes]
+    evals = [2 if isinstance(p, SAM) else 1 for p in probes]
+    return None, factories[probes.index(sams[0])], rhos, evals
+
+
 def _slice_member_state(state: Any, keep: torch.Tensor, k_old: int) -> Any:
     """Optimizer state with every per-member tensor (leading dim ``k_old``) restricted to the ``keep`` rows."""
     if isinstance(state, torch.Tensor):
@@ -478,16 +513,18 @@ def _slice_member_state(state: Any, keep: torch.Tensor, k_old: int) -> Any:
     return state
 
 
-def _member_optimizer(factory: OptimizerFactory, params: list[nn.Parameter], k: int) -> torch.optim.Optimizer:
+def _member_optimizer(factory: OptimizerFactory, params: list[nn.Parameter], k: int,
+                      rho: list[float] | None = None) -> torch.optim.Optimizer:
     from flatcast.optim import SAM
 
     opt = factory(params)
     if isinstance(opt, SAM):
-        opt.per_member(k)
+        opt.per_member(k, rho=rho)
     return opt
 
 
-def _compact_optimizer(opt, factory, net, keep: list[int], k_old: int) -> torch.optim.Optimizer:
+def _compact_optimizer(opt, factory, net, keep: list[int], k_old: int,
+                       rho: list[float] | None = None) -> torch.optim.Optimizer:
     """A new optimizer for the compacted ``net.flat`` carrying the kept members' state (Adam moments, step)."""
     keep_index = torch.as_tensor(keep, dtype=torch.long)
     saved = opt.state_dict()
@@ -500,7 +537,7 @@ def _compact_optimizer(opt, factory, net, keep: list[int], k_old: int) -> torch.
         return out
 
     net.select(keep)
-    new = _member_optimizer(factory, [net.flat], len(keep))
+    new = _member_optimizer(factory, [net.flat], len(keep), rho)
     new.load_state_dict(sliced(saved))
     return new
 
@@ -508,7 +545,7 @@ def _compact_optimizer(opt, factory, net, keep: list[int], k_old: int) -> torch.
 def fit_many(
     models: Iterable[nn.Module],
     splits: Any,
-    optimizer: OptimizerFactory = default_optimizer,
+    optimizer: OptimizerFactory | Sequence[OptimizerFactory] = default_optimizer,
     epochs: int = 100,
     batch_size: int = 32,
     patience: int | None = 5,
@@ -532,6 +569,9 @@ def fit_many(
     (:func:`flatcast.batched.batching_unsupported`) and the optimizer (:func:`batched_optimizer_unsupported`:
     Adam, AdamW, SGD, SAM around one of them) allow it, else one after the other with :func:`fit`;
     ``batched=True`` raises instead of falling back, ``batched=False`` always runs :func:`fit` per model.
+    ``optimizer`` may also be a list of one factory per model that differ only in SAM's ρ (e.g. a ρ sweep, or
+    SAM and plain Adam side by side: a plain base optimizer is batched as ρ = 0, which is that optimizer
+    number for number, and is counted as 1 gradient evaluation per step).
 
     Per member: SAM's gradient norm and perturbation (``SAM.per_member``), Adam's moments, the NaN check (the
     error names the member and its seed), early stopping (a stopped member leaves the batch: the weights and
@@ -550,10 +590,14 @@ def fit_many(
     seeds = [0] * k if seeds is None else list(seeds)
     if len(seeds) != k:
         raise ValueError(f"seeds must give one seed per model: {len(seeds)} seeds for {k} models")
-    callbacks = _validate_fit_arguments(
-        models[0], splits, optimizer, epochs, batch_size, patience, seeds[0], callbacks, max_train_batches,
-        eval_batch_size, min_delta,
-    )
+    factories = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer] * k
+    if len(factories) != k:
+        raise ValueError(f"optimizer must be one factory or one factory per model: {len(factories)} for {k} models")
+    for factory in factories:
+        callbacks = _validate_fit_arguments(
+            models[0], splits, factory, epochs, batch_size, patience, seeds[0], callbacks, max_train_batches,
+            eval_batch_size, min_delta,
+        )
     for i, (model, seed) in enumerate(zip(models, seeds)):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model {i} must be a torch.nn.Module, got {type(model).__name__}")
@@ -564,18 +608,22 @@ def fit_many(
     if batched not in (None, True, False):
         raise TypeError(f"batched must be None, True or False, got {batched!r}")
     target_device = resolve_device(device)
-    reason = None
+    reason = plan = None
     if batched is not False:
-        reason = batching_unsupported(models) or batched_optimizer_unsupported(optimizer)
+        reason = batching_unsupported(models)
+        if reason is None:
+            plan = _plan_member_optimizers(optimizer, k)
+            reason = plan[0]
         if reason is not None and batched:
             raise ValueError(f"fit_many(batched=True) cannot batch these runs: {reason}")
-    sequential_kwargs = dict(optimizer=optimizer, epochs=epochs, batch_size=batch_size, patience=patience,
+    sequential_kwargs = dict(epochs=epochs, batch_size=batch_size, patience=patience,
                              cosine=cosine, device=target_device, callbacks=callbacks, progress=progress,
                              max_train_batches=max_train_batches, eval_batch_size=eval_batch_size,
                              min_delta=min_delta, restore_best=restore_best)
     if batched is False or reason is not None:
-        return [fit(model, splits, seed=int(seed), **sequential_kwargs) for model, seed in zip(models, seeds)]
-    return _fit_batched(models, splits, optimizer, epochs, batch_size, patience, cosine, [int(s) for s in seeds],
+        return [fit(model, splits, optimizer=factory, seed=int(seed), **sequential_kwargs)
+                for model, factory, seed in zip(models, factories, seeds)]
+    return _fit_batched(models, splits, plan[1:], epochs, batch_size, patience, cosine, [int(s) for s in seeds],
                         target_device, callbacks, progress, max_train_batches, eval_batch_size, min_delta,
                         restore_best, BatchedChannelTransformer)
 
@@ -594,9 +642,10 @@ def _fit_batched(models, splits, optimizer, epochs, batch_size, patience, cosine
     train_x, train_y = splits.train.x, splits.train.y
     n_train = len(train_x)
 
+    optimizer, member_rho, evals_per_step = optimizer  # the plan of _plan_member_optimizers
     net = batched_class(models).to(target_device)
     net.train()
-    opt = _member_optimizer(optimizer, [net.flat], k)
+    opt = _member_optimizer(optimizer, [net.flat], k, member_rho)
     is_sam = isinstance(opt, SAM)
     # the learning-rate schedule is fit's CosineAnnealingLR, driven on a probe optimizer (same float sequence)
     # and copied into the members' optimizer, which is rebuilt whenever members leave the batch
@@ -717,13 +766,13 @@ def _fit_batched(models, splits, optimizer, epochs, batch_size, patience, cosine
             active = [active[p] for p in keep]
             if not active:
                 break
-            opt = _compact_optimizer(opt, optimizer, net, keep, k_active)
+            opt = _compact_optimizer(opt, optimizer, net, keep, k_active,
+                                     None if member_rho is None else [member_rho[m] for m in active])
     if progress_bar is not None:
         progress_bar.close()
     for position, member in enumerate(active):
         net.write_member(position, models[member])
 
-    evals_per_step = 2 if is_sam else 1
     if target_device.type == "cuda":
         torch.cuda.synchronize(target_device)
     results = []
@@ -736,7 +785,7 @@ def _fit_batched(models, splits, optimizer, epochs, batch_size, patience, cosine
         results.append(FitResult(
             history=pd.DataFrame(histories[member]), test_mse=test_metrics["mse"], test_mae=test_metrics["mae"],
             val_mse=final_val, best_epoch=best_epoch[member], wall_time_s=0.0,
-            grad_evals=evals_per_step * n_steps[member], n_steps=n_steps[member], model=model,
+            grad_evals=evals_per_step[member] * n_steps[member], n_steps=n_steps[member], model=model,
             device=str(target_device)))
     wall_time = time.perf_counter() - start_time
     for result in results:

@@ -111,6 +111,7 @@ class SAM(torch.optim.Optimizer):
         self.defaults.update(self.base_optimizer.defaults)
         self.grad_evals = 0
         self.members: int | None = None  # set by per_member(k): parameters stack k models along dim 0
+        self._member_rho: list[float] | None = None
         self._weights_before_ascent: dict[torch.Tensor, torch.Tensor] = {}
         self._ascended = False
 
@@ -159,13 +160,14 @@ class SAM(torch.optim.Optimizer):
     def _with_grad(self) -> list[tuple[torch.Tensor, dict[str, Any]]]:
         return [(p, group) for group in self.param_groups for p in group["params"] if p.grad is not None]
 
-    def per_member(self, members: int) -> "SAM":
+    def per_member(self, members: int, rho: Any = None) -> "SAM":
         """Make the ascent per member: every parameter carries a leading dimension of ``members`` stacked models.
 
         Each member's perturbation is e_w = ρ · g / (‖g‖ + ε) with ‖g‖ the norm over *that member's* slices of
         every parameter (SAM Eq. 2 for each model on its own), so k models trained as one batched model take
         exactly the steps they would take alone. The base optimizer must be elementwise (Adam, AdamW, SGD) for
-        the same reason. Returns ``self``.
+        the same reason. ``rho`` optionally gives each member its own radius (a sequence of k numbers ≥ 0; a
+        member with ρ = 0 takes plain base-optimizer steps, number for number). Returns ``self``.
         """
         if type(self) is not SAM:
             raise TypeError(f"per_member is only defined for SAM itself, not for {type(self).__name__}")
@@ -176,6 +178,12 @@ class SAM(torch.optim.Optimizer):
                     raise ValueError(f"per_member({members}) needs every parameter to have a leading dimension "
                                      f"of {members}, got shape {tuple(p.shape)}")
         self.members = members
+        self._member_rho = None
+        if rho is not None:
+            values = [validate_rho(r) for r in rho]
+            if len(values) != members:
+                raise ValueError(f"per_member({members}) needs one rho per member, got {len(values)}")
+            self._member_rho = values
         return self
 
     def _remember(self, params: list[torch.Tensor]) -> None:
@@ -216,7 +224,8 @@ class SAM(torch.optim.Optimizer):
         if self.members is not None:
             norm = self._member_norms(parts)  # (members,)
             for (p, group), numerator in zip(pairs, numerators):
-                scale = (group["rho"] / (norm + _NORM_EPS)).to(p.device, numerator.dtype)
+                rho = group["rho"] if self._member_rho is None else norm.new_tensor(self._member_rho)
+                scale = (rho / (norm + _NORM_EPS)).to(p.device, numerator.dtype)
                 p.add_(numerator * scale.view(-1, *([1] * (p.ndim - 1))))
             return
         if all(part.device == shared_device and part.dtype == norm_dtype for part in parts):
