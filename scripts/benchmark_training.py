@@ -271,8 +271,13 @@ def main(argv: list[str] | None = None) -> dict:
     single = sorted(singles, key=lambda s: s["rate"])[len(singles) // 2]
     official = sorted(officials)[len(officials) // 2] if officials else None
     if args.repeats > 1:
-        print(f"median of {args.repeats}: single run {single['rate']:.1f} steps/s"
-              + (f", official port {official:.1f} steps/s, ratio {single['rate'] / official:.2f}x" if official else ""))
+        line = f"median of {args.repeats}: single run {single['rate']:.1f} steps/s"
+        if officials:
+            ratios = [s["rate"] / o for s, o in zip(singles, officials)]
+            line += (f", official port {official:.1f} steps/s; single / port per alternating pair: "
+                     f"{', '.join(f'{r:.2f}x' for r in ratios)} (geometric mean "
+                     f"{math.exp(sum(map(math.log, ratios)) / len(ratios)):.2f}x)")
+        print(line)
     batched = []
     for k in args.members:
         rounds = max(4, args.steps // (2 * k))
