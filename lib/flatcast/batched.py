@@ -80,6 +80,20 @@ def batching_unsupported(models: Sequence[nn.Module]) -> str | None:
             return f"model {i} has attention {model.attention_kind!r}"
         if hasattr(model, "training_loss"):
             return f"model {i} defines its own training_loss"
+    known = {"linear": ({"weight", "bias"}, set()), "frozen": (set(), {"weight", "bias"}),
+             "sigma": ({"weight", "bias", "gamma"}, {"u", "v"})}
+    first = models[0]
+    for name in _LAYERS:  # only the tensors this module knows how to use (a new one would be silently ignored)
+        layer = getattr(first, name)
+        kind = _layer_kind(layer)
+        if kind in known:
+            params, buffers = known[kind]
+            if not ({n for n, _ in layer.named_parameters()} <= params
+                    and {n for n, _ in layer.named_buffers()} <= buffers):
+                return f"layer {name!r} holds tensors the batched model does not know"
+    top_level = {n.split(".")[0] for n, _ in list(first.named_parameters()) + list(first.named_buffers())}
+    if not top_level <= set(_LAYERS) | {"revin"}:
+        return f"the model holds tensors outside its known layers: {sorted(top_level - set(_LAYERS) - {'revin'})}"
     signature = _signature(models[0])
     for layer in signature[-1]:
         if layer[1] == "unknown":
