@@ -201,7 +201,7 @@ def test_chapter_page(chapter, tmp_path):
 # drives the system Chromium, with the network blocked, moves every control of every explorer, and compares the
 # picture shown (bytes of the <img>) and its caption with the ones the page's widget state saved for that choice.
 
-from _widget_state import explorers, page_state, text_of  # noqa: E402
+from _widget_state import STATE_SCRIPT, explorers, page_state, text_of  # noqa: E402
 
 from flatcast.explorer import PAGE_BUDGET_BYTES, choice_class  # noqa: E402
 
@@ -329,7 +329,7 @@ def _set_control(control, kind: str, index: int, current: int) -> None:
 
 
 @pytest.mark.parametrize("chapter", list(CHAPTERS))
-def test_explorers_respond_offline(chapter, tmp_path):
+def test_explorers_respond_offline(chapter):
     """Move every control of every explorer in the built page (file://, network blocked): the picture and caption
     shown must become the ones saved for the new choice, and no request may leave the machine."""
     path = _built(chapter)
@@ -338,10 +338,38 @@ def test_explorers_respond_offline(chapter, tmp_path):
         if chapter in EXPLORER_CHAPTERS:
             pytest.fail(f"{chapter}: the page has no explorer (class flatcast-explorer in its widget state)")
         pytest.skip(f"{chapter} has no explorer")
+    moves = _exercise(path, found, chapter, shots=EXPLORER_SHOTS)
+    print(f"{chapter}: {len(found)} explorer(s), {moves} control moves checked offline; screenshots in "
+          f"{EXPLORER_SHOTS}")
+
+
+def test_a_dead_control_fails_the_check():
+    """The check above can fail: in a copy of the toy page whose link models are removed from the widget state,
+    moving a control changes nothing, and _exercise says so."""
+    path = _built("toy_problem")
+    text = path.read_text()
+    state_json = STATE_SCRIPT.search(text)
+    data = json.loads(state_json.group(1))
+    dead = {k: v for k, v in data["state"].items() if v["model_name"] not in ("LinkModel", "DirectionalLinkModel")}
+    assert len(dead) < len(data["state"]), "the toy page has no link models"
+    found = explorers(data["state"])
+    data["state"] = dead
+    copy = path.with_name(path.stem + "-dead-links.html")  # beside the page, so its relative _static/ paths hold
+    copy.write_text(text[:state_json.start(1)] + json.dumps(data) + text[state_json.end(1):])
+    try:
+        with pytest.raises(AssertionError, match="did not switch"):
+            _exercise(copy, found, "toy_problem without links", shots=None, wait_s=2)
+    finally:
+        copy.unlink()
+
+
+def _exercise(path: Path, found: list, label: str, shots: Path | None, wait_s: float = 10) -> int:
+    """Open ``path`` offline, move each control of each explorer in ``found`` and check what is shown."""
     exe = _chromium()
     sync_playwright = _playwright()
-    EXPLORER_SHOTS.mkdir(parents=True, exist_ok=True)
-    requests, errors = [], []
+    if shots is not None:
+        shots.mkdir(parents=True, exist_ok=True)
+    requests, errors, moves = [], [], 0
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, headless=True, args=PW_FLAGS)
         try:
@@ -358,31 +386,35 @@ def test_explorers_respond_offline(chapter, tmp_path):
                 root.locator(".flatcast-choice img").first.wait_for(state="visible", timeout=30_000)
                 root.scroll_into_view_if_needed()
                 current = [0] * len(ex.controls)
-                _expect_shown(page, root, ex, current, f"{chapter} explorer {e} on load")
-                root.screenshot(path=EXPLORER_SHOTS / f"{chapter}-{e}-0-before.png")
+                _expect_shown(page, root, ex, current, f"{label} explorer {e} on load", wait_s)
+                if shots is not None:
+                    root.screenshot(path=shots / f"{label}-{e}-0-before.png")
                 controls = root.locator(".flatcast-control")
-                assert controls.count() == len(ex.controls), f"{chapter}: {controls.count()} controls on the page"
+                assert controls.count() == len(ex.controls), f"{label}: {controls.count()} controls on the page"
                 for level, (kind, name, n) in enumerate(ex.controls):
                     if n < 2:
                         continue
                     for target in (n - 1, 0) if level == 0 else (n - 1,):  # there and back for the first
                         _set_control(controls.nth(level), kind, target, current[level])
                         current[level] = target
-                        _expect_shown(page, root, ex, current, f"{chapter} explorer {e} after {name} → {target}")
-                        root.screenshot(path=EXPLORER_SHOTS / f"{chapter}-{e}-{level + 1}-after-{name}-{target}.png")
+                        _expect_shown(page, root, ex, current, f"{label} explorer {e} after {name} → {target}", wait_s)
+                        moves += 1
+                        if shots is not None:
+                            root.screenshot(path=shots / f"{label}-{e}-{level + 1}-after-{name}-{target}.png")
         finally:
             browser.close()
-    assert not errors, f"{chapter}: JavaScript errors: {errors[:3]}"
+    assert not errors, f"{label}: JavaScript errors: {errors[:3]}"
     remote = [u for u in requests if not u.startswith(LOCAL_SCHEMES)]
-    assert not remote, f"{chapter}: requests left the machine: {remote[:5]}"
+    assert not remote, f"{label}: requests left the machine: {remote[:5]}"
     assert any(u.startswith("file:") for u in requests), "no request was recorded at all: is the recording broken?"
+    return moves
 
 
-def _expect_shown(page, root, ex, indices, what: str) -> None:
-    """Wait (≤ 10 s) until the choice ``indices`` is on screen; check its picture bytes and caption."""
+def _expect_shown(page, root, ex, indices, what: str, wait_s: float = 10) -> None:
+    """Wait (≤ ``wait_s``) until the choice ``indices`` is on screen; check its picture bytes and caption."""
     want = choice_class(indices)
     shown = _shown(root)
-    for _ in range(100):
+    for _ in range(int(wait_s * 10)):
         if shown["cls"] == want:
             break
         page.wait_for_timeout(100)
@@ -391,8 +423,8 @@ def _expect_shown(page, root, ex, indices, what: str) -> None:
     expected = ex.choices[tuple(indices)]
     png = base64.b64decode(page.evaluate(_IMAGE_BYTES, shown["src"]))
     assert hashlib.sha256(png).hexdigest() == expected.sha256, f"{what}: the picture is not the one saved for {want}"
-    if expected.caption:
-        assert text_of(shown["text"]) == expected.caption, \
+    if expected.caption:  # compared without whitespace: tags become spaces in text_of, not in innerText
+        assert re.sub(r"\s+", "", shown["text"]) == re.sub(r"\s+", "", expected.caption), \
             f"{what}: caption {text_of(shown['text'])!r} != saved {expected.caption!r}"
     twins = [k for k, c in ex.choices.items()
              if k != tuple(indices) and (c.sha256, c.caption) == (expected.sha256, expected.caption)]
