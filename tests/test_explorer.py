@@ -1,6 +1,7 @@
 """The static-interactive explorer: every combination precomputed, controls linked to nested stacks."""
 
 import base64
+import itertools
 
 import ipywidgets as widgets
 import matplotlib
@@ -110,3 +111,25 @@ def _render2(model, rho):
 
 def _render3(model, seed, rho):
     return _render(model, f"{seed}/{rho}")
+
+
+def test_the_saved_widget_state_holds_every_choice_and_its_links():
+    """What the page embeds (ipywidgets.embed, as nbclient saves it): the links as models, each picture once."""
+    from ipywidgets.embed import embed_data
+
+    from _widget_state import explorers
+
+    ex = static_explorer({"model": ["a", "b", "c"], "seed": [0, 1]}, _render, slider=["seed"],
+                         caption=lambda model, seed: f"<i>{model}</i> seed {seed}")
+    state = embed_data(views=[ex.ui])["manager_state"]["state"]  # every live widget, as nbclient saves them
+    controls = {f"IPY_MODEL_{w.model_id}" for w in ex.controls.values()}
+    links = [m for m in state.values() if m["model_name"] == "LinkModel" and m["state"]["source"][0] in controls]
+    assert len(links) == len(ex.links) == 4
+    (found,) = [e for e in explorers(state) if e.control_ids == [w.model_id for w in ex.controls.values()]]
+    assert found.key == ex.key
+    assert found.controls == [("DropdownModel", "model", 3), ("SelectionSliderModel", "seed", 2)]
+    assert sorted(found.stacks.values()) == [0, 1, 1, 1]
+    for (i, model), (j, seed) in itertools.product(enumerate("abc"), enumerate((0, 1))):
+        choice = found.choices[i, j]
+        assert choice.png == ex.picture(model=model, seed=seed)
+        assert choice.caption == f"{model} seed {seed}"
