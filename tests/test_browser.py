@@ -58,7 +58,8 @@ def _screenshot(url: str, shot: Path, tmp_path: Path) -> None:
     """Screenshot the whole page: grow the window until its bottom is blank, then crop the blank tail."""
     from PIL import Image
 
-    for height in (4000, 8000, 16000, 24000):
+    # at most 16000 px: taller windows exceed Chromium's 16384-px surface limit and the screenshot hangs
+    for height in (4000, 8000, 16000):
         _run(["--virtual-time-budget=5000", f"--window-size=1280,{height}", f"--screenshot={shot}", url], tmp_path)
         with Image.open(shot) as im:
             gray = im.convert("L")
@@ -66,7 +67,7 @@ def _screenshot(url: str, shot: Path, tmp_path: Path) -> None:
             # footer sits at the bottom of the window, so the page fits when a long blank gap precedes it
             inked = [y for y in range(0, height - 400, 20) if gray.crop((300, y, 950, y + 20)).getextrema()[0] <= 235]
             end = inked[-1] + 20 if inked else 0
-            if height - 400 - end >= 400 or height == 24000:
+            if height - 400 - end >= 400 or height == 16000:
                 im.crop((0, 0, 1280, min(height, end + 80))).save(shot)
                 return
 
