@@ -56,8 +56,10 @@ test: $(STAMP)
 	MPLBACKEND=Agg $(VPY) -m pytest -m "not browser" $(PYTEST_ARGS)
 
 # Opens every built page in headless Chromium (run after `make book`); screenshots in _build/screenshots/.
+# Moves every explorer's controls on the page loaded from file:// with the network blocked (Playwright from
+# requirements.txt driving the system chromium) and checks the page-weight budgets; -rs lists what was skipped.
 browser: $(STAMP)
-	$(VPY) -m pytest -m browser $(PYTEST_ARGS)
+	$(VPY) -m pytest -m browser -rs $(PYTEST_ARGS)
 
 strip: $(STAMP)
 	$(VPY) scripts/build_book.py strip

@@ -7,6 +7,8 @@ are kept in ``_build/screenshots/<chapter>.png`` to look at.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 import os
@@ -47,7 +49,7 @@ def _chromium() -> str:
 
 def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     cmd = [_chromium(), *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=180)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
     assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-2000:]}"
     return proc
 
@@ -56,7 +58,8 @@ def _screenshot(url: str, shot: Path, tmp_path: Path) -> None:
     """Screenshot the whole page: grow the window until its bottom is blank, then crop the blank tail."""
     from PIL import Image
 
-    for height in (4000, 8000, 16000, 24000):
+    # at most 16000 px: taller windows exceed Chromium's 16384-px surface limit and the screenshot hangs
+    for height in (4000, 8000, 16000):
         _run(["--virtual-time-budget=5000", f"--window-size=1280,{height}", f"--screenshot={shot}", url], tmp_path)
         with Image.open(shot) as im:
             gray = im.convert("L")
@@ -64,7 +67,7 @@ def _screenshot(url: str, shot: Path, tmp_path: Path) -> None:
             # footer sits at the bottom of the window, so the page fits when a long blank gap precedes it
             inked = [y for y in range(0, height - 400, 20) if gray.crop((300, y, 950, y + 20)).getextrema()[0] <= 235]
             end = inked[-1] + 20 if inked else 0
-            if height - 400 - end >= 400 or height == 24000:
+            if height - 400 - end >= 400 or height == 16000:
                 im.crop((0, 0, 1280, min(height, end + 80))).save(shot)
                 return
 
@@ -191,3 +194,239 @@ def test_chapter_page(chapter, tmp_path):
     if state.get("state") and views:
         rendered = [c for c in page.classes if c == "jupyter-widgets"]
         assert rendered, f"{chapter}: {views} widget(s) in the page but none rendered (is embed-amd.js served?)"
+
+
+# ------------------------------------------------------------------------------------ static-interactive explorers
+# flatcast.explorer.static_explorer precomputes every choice and links the controls to stacks in the browser
+# (jslink). These tests prove it works in the built page, offline: Playwright (PyPI package, no browser download)
+# drives the system Chromium, with the network blocked, moves every control of every explorer, and compares the
+# picture shown (bytes of the <img>) and its caption with the ones the page's widget state saved for that choice.
+
+from _widget_state import STATE_SCRIPT, explorers, page_state, text_of  # noqa: E402
+
+from flatcast.explorer import PAGE_BUDGET_BYTES, choice_class  # noqa: E402
+
+#: Chapters that must have an explorer (the test fails when its page has none).
+EXPLORER_CHAPTERS = ("toy_problem",)
+#: Whole page budget: the HTML (with its widget state) plus the figures it references; the book's shared
+#: scripts under _static/ (widget manager, require.js, MathJax), loaded once for every page, are not counted.
+PAGE_WEIGHT_BUDGET_BYTES = 6_000_000
+EXPLORER_SHOTS = bb.BUILD / "screenshots" / "explorers"
+LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
+PW_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars",
+            "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
+
+_SHOWN = """root => [...root.querySelectorAll('.flatcast-choice')]
+    .filter(el => el.checkVisibility())
+    .map(el => {
+        const img = el.tagName === 'IMG' ? el : el.querySelector('img');
+        return {cls: [...el.classList].find(c => /^flatcast-choice-[0-9]/.test(c)) || '',
+                src: img ? img.src : '', text: el.innerText || ''};
+    })"""
+_IMAGE_BYTES = """async src => {
+    const bytes = new Uint8Array(await (await fetch(src)).arrayBuffer());
+    let s = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(s);
+}"""
+
+
+def _built(chapter: str) -> Path:
+    path = _page_path(chapter)
+    if not path.is_file():
+        problem = f"{path} was not built: is {chapter!r} in the last `make book CHAPTERS=...`?"
+        if os.environ.get("FLATCAST_REQUIRE_BROWSER") == "1" or (bb.HTML / "index.html").is_file():
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return path
+
+
+def _page_weight(path: Path) -> dict[str, int]:
+    """Bytes of a built page: its HTML (widget state inline) and the distinct figures under _images/ it shows."""
+    page = _Page()
+    text = path.read_text()
+    page.feed(text)
+    images = {(path.parent / src.split("?")[0]).resolve() for src in page.images if "_images/" in src}
+    state = page_state(text)
+    explorer_bytes = sum(ex.state_bytes for ex in explorers(state)) if state else 0
+    return {"html": path.stat().st_size, "images": sum(p.stat().st_size for p in images if p.is_file()),
+            "widget_state": sum(len(m.group(0)) for m in re.finditer(
+                r'<script type="application/vnd\.jupyter\.widget-state\+json">.*?</script>', text, re.S)),
+            "explorers": explorer_bytes}
+
+
+@pytest.mark.parametrize("chapter", list(CHAPTERS))
+def test_page_weight_budget(chapter):
+    """Explorers add ≤ PAGE_BUDGET_BYTES (3 MB) to a chapter page; the whole page (HTML + figures) ≤ 6 MB."""
+    path = _built(chapter)
+    w = _page_weight(path)
+    total = w["html"] + w["images"]
+    print(f"{chapter}: page {total / 1e6:.2f} MB = HTML {w['html'] / 1e6:.2f} MB (widget state "
+          f"{w['widget_state'] / 1e6:.2f} MB, of which explorers {w['explorers'] / 1e6:.2f} MB) + figures "
+          f"{w['images'] / 1e6:.2f} MB")
+    assert w["explorers"] <= PAGE_BUDGET_BYTES, \
+        f"{chapter}: explorers weigh {w['explorers'] / 1e6:.2f} MB, over the {PAGE_BUDGET_BYTES / 1e6:.0f} MB budget"
+    assert total <= PAGE_WEIGHT_BUDGET_BYTES, \
+        f"{chapter}: the page weighs {total / 1e6:.2f} MB, over the {PAGE_WEIGHT_BUDGET_BYTES / 1e6:.0f} MB budget"
+
+
+@pytest.mark.parametrize("chapter", list(CHAPTERS))
+def test_explorer_links_are_saved(chapter):
+    """Without a browser: each explorer's controls are linked (jslink models in the page) to every stack of their
+    level, and every combination of the controls' values has its precomputed picture."""
+    path = _built(chapter)
+    found = explorers(page_state(path.read_text()))
+    if not found:
+        if chapter in EXPLORER_CHAPTERS:
+            pytest.fail(f"{chapter}: the page has no explorer (class flatcast-explorer in its widget state)")
+        pytest.skip(f"{chapter} has no explorer")
+    for ex in found:
+        sizes = [n for _, _, n in ex.controls]
+        assert sizes, f"{chapter}: explorer {ex.key} has no control"
+        expected = 1
+        for n in sizes:
+            expected *= n
+        assert len(ex.choices) == expected, f"{chapter}: {len(ex.choices)} pictures for {sizes} values"
+        levels = sorted(set(ex.stacks.values()))
+        assert levels == list(range(len(sizes))), f"{chapter}: controls without a link to a stack: {levels}"
+        stacks_per_level = [sum(1 for v in ex.stacks.values() if v == level) for level in levels]
+        assert stacks_per_level == [expected // _prod(sizes[level:]) for level in levels]
+
+
+def _prod(values):
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def _playwright():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        problem = "the playwright package is not installed (it is in requirements.txt: make venv)"
+        if os.environ.get("FLATCAST_REQUIRE_BROWSER") == "1":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return sync_playwright
+
+
+def _shown(root) -> dict:
+    shown = root.evaluate(_SHOWN)
+    assert len(shown) == 1, f"expected one precomputed choice on screen, got {[s['cls'] for s in shown]}"
+    return shown[0]
+
+
+def _set_control(control, kind: str, index: int, current: int) -> None:
+    if kind == "DropdownModel":
+        control.locator("select").select_option(index=index)
+    else:  # a SelectionSlider (noUiSlider): keyboard on its handle, one step per value
+        handle = control.locator(".noUi-handle").first
+        handle.focus()
+        key = "ArrowRight" if index > current else "ArrowLeft"
+        for _ in range(abs(index - current)):
+            handle.press(key)
+
+
+@pytest.mark.parametrize("chapter", list(CHAPTERS))
+def test_explorers_respond_offline(chapter):
+    """Move every control of every explorer in the built page (file://, network blocked): the picture and caption
+    shown must become the ones saved for the new choice, and no request may leave the machine."""
+    path = _built(chapter)
+    found = explorers(page_state(path.read_text()))
+    if not found:
+        if chapter in EXPLORER_CHAPTERS:
+            pytest.fail(f"{chapter}: the page has no explorer (class flatcast-explorer in its widget state)")
+        pytest.skip(f"{chapter} has no explorer")
+    moves = _exercise(path, found, chapter, shots=EXPLORER_SHOTS)
+    print(f"{chapter}: {len(found)} explorer(s), {moves} control moves checked offline; screenshots in "
+          f"{EXPLORER_SHOTS}")
+
+
+def test_a_dead_control_fails_the_check():
+    """The check above can fail: in a copy of the toy page whose link models are removed from the widget state,
+    moving a control changes nothing, and _exercise says so."""
+    path = _built("toy_problem")
+    text = path.read_text()
+    state_json = STATE_SCRIPT.search(text)
+    data = json.loads(state_json.group(1))
+    dead = {k: v for k, v in data["state"].items() if v["model_name"] not in ("LinkModel", "DirectionalLinkModel")}
+    assert len(dead) < len(data["state"]), "the toy page has no link models"
+    found = explorers(data["state"])
+    data["state"] = dead
+    copy = path.with_name(path.stem + "-dead-links.html")  # beside the page, so its relative _static/ paths hold
+    copy.write_text(text[:state_json.start(1)] + json.dumps(data) + text[state_json.end(1):])
+    try:
+        with pytest.raises(AssertionError, match="did not switch"):
+            _exercise(copy, found, "toy_problem without links", shots=None, wait_s=2)
+    finally:
+        copy.unlink()
+
+
+def _exercise(path: Path, found: list, label: str, shots: Path | None, wait_s: float = 10) -> int:
+    """Open ``path`` offline, move each control of each explorer in ``found`` and check what is shown."""
+    exe = _chromium()
+    sync_playwright = _playwright()
+    if shots is not None:
+        shots.mkdir(parents=True, exist_ok=True)
+    requests, errors, moves = [], [], 0
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, headless=True, args=PW_FLAGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 1600}, offline=True,
+                                          service_workers="block")
+            context.on("request", lambda request: requests.append(request.url))
+            context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(LOCAL_SCHEMES)
+                          else route.abort("internetdisconnected"))
+            page = context.new_page()
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(path.resolve().as_uri(), wait_until="load")
+            for e, ex in enumerate(found):
+                root = page.locator(f".flatcast-explorer-{ex.key}")
+                root.locator(".flatcast-choice img").first.wait_for(state="visible", timeout=30_000)
+                root.scroll_into_view_if_needed()
+                current = [0] * len(ex.controls)
+                _expect_shown(page, root, ex, current, f"{label} explorer {e} on load", wait_s)
+                if shots is not None:
+                    root.screenshot(path=shots / f"{label}-{e}-0-before.png")
+                controls = root.locator(".flatcast-control")
+                assert controls.count() == len(ex.controls), f"{label}: {controls.count()} controls on the page"
+                for level, (kind, name, n) in enumerate(ex.controls):
+                    if n < 2:
+                        continue
+                    for target in (n - 1, 0) if level == 0 else (n - 1,):  # there and back for the first
+                        _set_control(controls.nth(level), kind, target, current[level])
+                        current[level] = target
+                        _expect_shown(page, root, ex, current, f"{label} explorer {e} after {name} → {target}", wait_s)
+                        moves += 1
+                        if shots is not None:
+                            root.screenshot(path=shots / f"{label}-{e}-{level + 1}-after-{name}-{target}.png")
+        finally:
+            browser.close()
+    assert not errors, f"{label}: JavaScript errors: {errors[:3]}"
+    remote = [u for u in requests if not u.startswith(LOCAL_SCHEMES)]
+    assert not remote, f"{label}: requests left the machine: {remote[:5]}"
+    assert any(u.startswith("file:") for u in requests), "no request was recorded at all: is the recording broken?"
+    return moves
+
+
+def _expect_shown(page, root, ex, indices, what: str, wait_s: float = 10) -> None:
+    """Wait (≤ ``wait_s``) until the choice ``indices`` is on screen; check its picture bytes and caption."""
+    want = choice_class(indices)
+    shown = _shown(root)
+    for _ in range(int(wait_s * 10)):
+        if shown["cls"] == want:
+            break
+        page.wait_for_timeout(100)
+        shown = _shown(root)
+    assert shown["cls"] == want, f"{what}: shows {shown['cls']}, expected {want} (the control did not switch)"
+    expected = ex.choices[tuple(indices)]
+    png = base64.b64decode(page.evaluate(_IMAGE_BYTES, shown["src"]))
+    assert hashlib.sha256(png).hexdigest() == expected.sha256, f"{what}: the picture is not the one saved for {want}"
+    if expected.caption:  # compared without whitespace: tags become spaces in text_of, not in innerText
+        assert re.sub(r"\s+", "", shown["text"]) == re.sub(r"\s+", "", expected.caption), \
+            f"{what}: caption {text_of(shown['text'])!r} != saved {expected.caption!r}"
+    twins = [k for k, c in ex.choices.items()
+             if k != tuple(indices) and (c.sha256, c.caption) == (expected.sha256, expected.caption)]
+    assert not twins, f"{what}: choices {twins} show the same picture and caption, so the check cannot tell them apart"

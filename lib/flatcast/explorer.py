@@ -7,17 +7,29 @@ the ``selected_index`` of every stack at its level with :func:`ipywidgets.jslink
 models that the html-manager restores from the saved widget state and evaluates in the browser, so moving a
 control in the static HTML switches the picture with no kernel and no network (ipywidgets docs, "Widget
 Events": "Javascript links persist when embedding widgets in html web pages without a kernel").
+``tests/test_browser.py::test_explorers_respond_offline`` checks this in headless Chromium against the built
+book: it moves every control of every explorer and compares the picture shown with the one saved for that choice.
 
-A product of controls with ``n_1 × … × n_k`` values costs one picture per combination (page weight: the
-sum of the PNGs, base64 inside the page) and ``n_1 + n_1 n_2 + …`` links. Keep grids small (tens of
-pictures); :func:`static_explorer` refuses more than ``max_choices``.
+Cost of a product of controls with ``n_1 × … × n_k`` values: one picture per combination, stored base64
+inside the page's widget state (:attr:`StaticExplorer.page_bytes` measures it), and ``n_1 + n_1 n_2 + …``
+stacks and links (a few hundred bytes of JSON each). The budget is :data:`PAGE_BUDGET_BYTES` (3 MB) of
+explorer pictures per chapter page; :func:`static_explorer` refuses more than ``max_choices`` combinations
+before rendering anything, and more than ``max_bytes`` of pictures once they are drawn (lower ``dpi`` or the
+figure size, or shrink the grid).
 
-In Jupyter with a live kernel, ``live`` (optional) adds a button that calls ``live(**choice)`` for values
-outside the precomputed grid (e.g. a retrain); its result replaces the picture below the controls.
+In Jupyter with a live kernel, ``live`` (optional) adds a button that calls ``live(**choice)`` with the
+current choice (e.g. a retrain); its figure replaces the picture below the controls. Controls for values
+outside the grid belong to the chapter's own live panel (see ``flatcast.experiments.toy_explorer``).
+
+DOM hooks (for tests and styling): the explorer's box has the classes ``flatcast-explorer`` and
+``flatcast-explorer-<key>`` (:attr:`StaticExplorer.key`, a digest of its pictures); its controls
+``flatcast-control``; each precomputed choice (a picture, with its caption when ``caption`` is given) the
+classes ``flatcast-choice`` and ``flatcast-choice-<i>-<j>…`` (the index of each control's value).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +38,10 @@ from typing import Any
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 
-__all__ = ["static_explorer", "figure_png", "StaticExplorer"]
+__all__ = ["static_explorer", "figure_png", "StaticExplorer", "PAGE_BUDGET_BYTES", "choice_class"]
+
+#: Page weight that a chapter's explorers may add to its HTML page (pictures, base64): 3 MB.
+PAGE_BUDGET_BYTES = 3_000_000
 
 
 def figure_png(figure: Any, dpi: int = 80) -> bytes:
@@ -39,22 +54,34 @@ def figure_png(figure: Any, dpi: int = 80) -> bytes:
     return buffer.getvalue()
 
 
+def choice_class(indices: Sequence[int]) -> str:
+    """The DOM class of the precomputed choice whose controls show the values at ``indices``."""
+    return "flatcast-choice-" + "-".join(str(int(i)) for i in indices)
+
+
+def _label(value: Any) -> str:
+    return value if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _labelled(values: Sequence[Any]) -> list[tuple[str, int]]:
-    return [(value if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value), i)
-            for i, value in enumerate(values)]
+    return [(_label(value), i) for i, value in enumerate(values)]
 
 
 class StaticExplorer:
     """The widget tree built by :func:`static_explorer` (``explorer.ui``; it displays itself in a notebook).
 
     ``controls`` maps a control name to its widget (a Dropdown or SelectionSlider whose ``index`` is linked),
-    ``pictures`` maps each choice (a tuple of values, in control order) to its PNG bytes, and ``links`` holds the
-    jslink objects (kept alive so that they are saved with the notebook's widget state).
+    ``pictures`` maps each choice (a tuple of values, in control order) to its PNG bytes, ``captions`` to its
+    caption (HTML; empty without ``caption``), and ``links`` holds the jslink objects (kept alive so that they
+    are saved with the notebook's widget state).
     """
 
     def __init__(self, controls: Mapping[str, Sequence[Any]], render: Callable[..., Any], *,
                  live: Callable[..., Any] | None = None, title: str = "", dpi: int = 80,
-                 max_choices: int = 64, slider: Sequence[str] = ()) -> None:
+                 max_choices: int = 64, slider: Sequence[str] = (),
+                 caption: Callable[..., str] | None = None, labels: Mapping[str, Sequence[str]] | None = None,
+                 max_bytes: int = PAGE_BUDGET_BYTES, live_description: str = "Recompute live (kernel only)"
+                 ) -> None:
         if not controls:
             raise ValueError("an explorer needs at least one control")
         names = list(controls)
@@ -67,6 +94,13 @@ class StaticExplorer:
         unknown = set(slider) - set(names)
         if unknown:
             raise ValueError(f"slider names unknown controls {sorted(unknown)}; controls are {names}")
+        labels = dict(labels or {})
+        unknown = set(labels) - set(names)
+        if unknown:
+            raise ValueError(f"labels name unknown controls {sorted(unknown)}; controls are {names}")
+        for name, vals in zip(names, values):
+            if name in labels and len(labels[name]) != len(vals):
+                raise ValueError(f"control {name!r} has {len(vals)} values but {len(labels[name])} labels")
         n_choices = 1
         for vals in values:
             n_choices *= len(vals)
@@ -74,17 +108,26 @@ class StaticExplorer:
             raise ValueError(f"{n_choices} combinations exceed max_choices={max_choices}: reduce the grid")
         self.names, self.values = names, values
         self.pictures: dict[tuple, bytes] = {}
+        self.captions: dict[tuple, str] = {}
         for combo in itertools.product(*values):
-            self.pictures[combo] = figure_png(render(**dict(zip(names, combo))), dpi=dpi)
+            choice = dict(zip(names, combo))
+            self.pictures[combo] = figure_png(render(**choice), dpi=dpi)
+            self.captions[combo] = caption(**choice) if caption is not None else ""
+        if self.page_bytes > max_bytes:
+            raise ValueError(f"the explorer's {n_choices} pictures weigh {self.page_bytes / 1e6:.2f} MB in the page "
+                             f"(base64), over max_bytes={max_bytes / 1e6:.2f} MB: lower dpi (now {dpi}), draw "
+                             f"smaller figures or shrink the grid")
 
         style = {"description_width": "initial"}
         self.controls: dict[str, widgets.Widget] = {}
         for name, vals in zip(names, values):
+            options = list(zip(labels[name], range(len(vals)))) if name in labels else _labelled(vals)
             if name in slider:
-                w = widgets.SelectionSlider(options=_labelled(vals), value=0, description=name, style=style,
+                w = widgets.SelectionSlider(options=options, value=0, description=name, style=style,
                                             continuous_update=True)
             else:
-                w = widgets.Dropdown(options=_labelled(vals), value=0, description=name, style=style)
+                w = widgets.Dropdown(options=options, value=0, description=name, style=style)
+            w.add_class("flatcast-control")
             self.controls[name] = w
 
         self.links: list[Any] = []
@@ -99,16 +142,40 @@ class StaticExplorer:
         parts.append(self.display_area)
         self.live = live
         if live is not None:
-            self.button = widgets.Button(description="Recompute live (kernel only)", icon="play")
+            self.button = widgets.Button(description=live_description, icon="play",
+                                         layout=widgets.Layout(width="auto"))
             self.button.on_click(lambda _: self.recompute())
             parts += [self.button, self.status, self.live_output]
         self.ui = widgets.VBox(parts)
+        self.ui.add_class("flatcast-explorer")
+        self.ui.add_class(f"flatcast-explorer-{self.key}")
 
-    def _build(self, level: int, prefix: tuple) -> widgets.Widget:
+    @property
+    def key(self) -> str:
+        """A short digest of the pictures (in grid order): tells this explorer's box from others on a page."""
+        digest = hashlib.sha1()
+        for picture in self.pictures.values():
+            digest.update(hashlib.sha1(picture).digest())
+        return digest.hexdigest()[:12]
+
+    @property
+    def page_bytes(self) -> int:
+        """Bytes the precomputed choices add to the page: the pictures base64-encoded, plus the captions."""
+        return sum(4 * ((len(p) + 2) // 3) for p in self.pictures.values()) + \
+            sum(len(c.encode()) for c in self.captions.values())
+
+    def _leaf(self, prefix: tuple, indices: tuple[int, ...]) -> widgets.Widget:
+        image = widgets.Image(value=self.pictures[prefix], format="png", layout=widgets.Layout(max_width="100%"))
+        text = self.captions[prefix]
+        leaf: widgets.Widget = widgets.VBox([widgets.HTML(value=text), image]) if text else image
+        leaf.add_class("flatcast-choice")
+        leaf.add_class(choice_class(indices))
+        return leaf
+
+    def _build(self, level: int, prefix: tuple, indices: tuple[int, ...] = ()) -> widgets.Widget:
         if level == len(self.names):
-            return widgets.Image(value=self.pictures[prefix], format="png",
-                                 layout=widgets.Layout(max_width="100%"))
-        children = [self._build(level + 1, prefix + (v,)) for v in self.values[level]]
+            return self._leaf(prefix, indices)
+        children = [self._build(level + 1, prefix + (v,), indices + (i,)) for i, v in enumerate(self.values[level])]
         stack = widgets.Stack(children, selected_index=0)
         self.stacks_by_level[level].append(stack)
         self.links.append(widgets.jslink((self.controls[self.names[level]], "index"), (stack, "selected_index")))
@@ -145,6 +212,9 @@ def static_explorer(controls: Mapping[str, Sequence[Any]], render: Callable[...,
 
     ``render`` returns a matplotlib figure (or PNG bytes). Options: ``live`` (a function of the same keywords,
     called by a button in Jupyter), ``title``, ``dpi`` (default 80), ``max_choices`` (default 64), ``slider``
-    (names of controls drawn as sliders instead of dropdowns).
+    (names of controls drawn as sliders instead of dropdowns), ``caption`` (a function of the same keywords
+    returning HTML shown above each picture, precomputed too), ``labels`` (``{control: [label per value]}``
+    shown instead of the values), ``max_bytes`` (default :data:`PAGE_BUDGET_BYTES`), ``live_description``
+    (the live button's text).
     """
     return StaticExplorer(controls, render, **options)

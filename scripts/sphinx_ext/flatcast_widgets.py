@@ -4,7 +4,8 @@ myst-nb registers the widget scripts (require.js, the html-manager embed script 
 through ``app.add_js_file`` during ``html-page-context``, which in Sphinx 7 also puts them in the global
 registry: every page ends up loading them, and a page with widgets loads them twice (rendering each widget
 twice). This handler runs after myst-nb's and, per page, drops duplicate
-scripts and removes the widget scripts from pages that have no widget state. The MathJax scripts that
+scripts and removes the widget scripts from pages that have no widget state. Pages with widget state also get a small MathJax 2 → 3 shim
+(``MATHJAX2_SHIM``) that the widget controls need to typeset their labels. The MathJax scripts that
 ``sphinx.ext.mathjax`` adds the same way are likewise removed from pages without math.
 
 MathJax: ``_config.yml`` sets ``mathjax_path`` to ``mathjax/<component>.js`` (relative, i.e. under the HTML's
@@ -24,6 +25,18 @@ from pathlib import Path
 from sphinx.errors import ExtensionError
 
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+# The widget controls typeset labels with MathJax 2's ``MathJax.Hub.Queue(["Typeset", MathJax.Hub, el])``
+# whenever ``window.MathJax`` exists (@jupyter-widgets/controls ``typeset``); the book loads MathJax 3, which
+# has no ``Hub``, so every labelled widget threw "Cannot read properties of undefined (reading 'Queue')" on pages
+# with math. This shim, put before the widget scripts on pages with widget state, maps ``Hub.Queue`` to MathJax 3's
+# ``typesetPromise`` once MathJax (a deferred script) has run, i.e. before the widgets render on ``load``.
+MATHJAX2_SHIM = (
+    "document.addEventListener('DOMContentLoaded', function () {"
+    " var mj = window.MathJax; if (!mj || mj.Hub) { return; }"
+    " mj.Hub = {Queue: function (job) {"
+    "  var el = job && job[2];"
+    "  if (el && mj.typesetPromise) { (mj.startup && mj.startup.promise || Promise.resolve())"
+    "   .then(function () { return mj.typesetPromise([el]); }).catch(function () {}); } }}; });")
 MATHJAX_PREFIX = "mathjax/"  # mathjax_path values under _static/ that this extension serves
 MATHJAX_ES5 = Path("node_modules") / "mathjax" / "es5"
 
@@ -51,6 +64,8 @@ def _tidy_scripts(app, pagename, templatename, context, doctree):
         if not has_state and (name in widget_js or attrs.get("type") == WIDGET_STATE):
             continue
         if not has_math and (name == mathjax_js or str(attrs.get("body", "")).startswith("window.MathJax =")):
+            continue
+        if not has_state and str(attrs.get("body", "")) == MATHJAX2_SHIM:
             continue
         seen.add(key)
         kept.append(js)
@@ -106,6 +121,7 @@ def _copy_mathjax(app, exception):
 
 
 def setup(app):
+    app.add_js_file(None, body=MATHJAX2_SHIM, priority=100)  # early: before require.js and the embed script
     app.connect("html-page-context", _tidy_scripts, priority=900)
     app.connect("builder-inited", _check_mathjax)
     app.connect("build-finished", _copy_mathjax)
