@@ -10,7 +10,7 @@ Protocols (``profile``):
 * ``paper`` — each paper's appendix: SAMformer App. A.1 (L = 512, batch 32, Adam/SAM, cosine, 300 epochs, early
   stopping patience 5, Table 3 lr, Table 4 ρ*, 5 seeds); OCE-TS "Experimental Settings" (w = 336, ILI w = 104 and
   H 24–60, batch 32, 15 epochs, lr 0.005, patience 5). Seeds 0–4 (no paper states its seed values).
-* ``quick`` — the same code path at toy size for CI: L = 96 (ILI 36), 2 epochs, at most 8 optimizer steps per
+* ``quick`` — the same code path at toy size for CI: L = 96 (ILI 36), 2 epochs, at most 4 optimizer steps per
   epoch, 2 seeds, one dataset and horizon.
 """
 
@@ -90,7 +90,7 @@ class Grid:
 
     def protocol(self, profile: str) -> dict:
         if profile == "quick":
-            return {"epochs": 2, "patience": 5, "batch_size": 32, "max_train_batches": 8}
+            return {"epochs": 2, "patience": 5, "batch_size": 32, "max_train_batches": 4}
         if self.family == "samformer":
             return {"epochs": 300, "patience": 5, "batch_size": 32, "max_train_batches": None}
         return {"epochs": 15, "patience": 5, "batch_size": 32, "max_train_batches": None}

@@ -32,7 +32,8 @@ from flatcast.provenance import provenance
 from flatcast.reference import load_reference
 
 __all__ = ["TABLE_NAMES", "seed_frame", "comparison_table", "parameter_counts", "grid_progress",
-           "our_summary", "verdicts", "run_quick", "main"]
+           "our_summary", "verdicts", "run_quick", "main", "paper_frame", "grid_table", "paper_results",
+           "EXPLORER_TABLES"]
 
 #: registry name → the name the papers' tables use
 TABLE_NAMES = {"ETTh1": "ETTh1", "ETTh2": "ETTh2", "ETTm1": "ETTm1", "ETTm2": "ETTm2", "exchange_rate": "Exchange",
@@ -210,6 +211,7 @@ def verdicts(audit_df: pd.DataFrame, comp: pd.DataFrame, summary: dict, progress
 
     v = {}
     o = arow("overall MSE improvement of SAMformer")
+    o = o[o.table == "Table 1"]
     matched = o[o.match]
     ours = imp.get("SAMformer vs TSMixer (MSE)")
     ours_txt = (f"our runs: SAMformer vs TSMixer {_fmt_pct(ours['pooled_pct'])} on {ours['cells']} cells"
@@ -235,6 +237,7 @@ def verdicts(audit_df: pd.DataFrame, comp: pd.DataFrame, summary: dict, progress
                                "no cell with both TSMixer and TSMixer+SAM finished yet")
                             + f"; {done_text('samformer-table1')}."}
     o6 = arow("overall MAE improvement of SAMformer")
+    o6 = o6[o6.table == "Table 6"]
     v["S17"] = {"verdict": "partly supported",
                 "evidence": f"Audit of Table 6: {int(o6.match.sum())} of {len(o6)} printed MAE gains recompute "
                             f"(pooled); MAE gains over iTrans/PatchTST are negative on the printed cells "
@@ -307,11 +310,56 @@ def verdicts(audit_df: pd.DataFrame, comp: pd.DataFrame, summary: dict, progress
     o_std = std[std.model.isin(["OCE-TS", "DLinear"])] if not std.empty else std
     v["O15"] = {"verdict": "inconclusive",
                 "evidence": "OCE-TS reports no std and no seeds. "
-                            + (f"Our seed std of test MSE: OCE-TS {o_std[o_std.model == 'OCE-TS'].test_mse.mean():.4f}"
-                               f", DLinear {o_std[o_std.model == 'DLinear'].test_mse.mean():.4f} (mean over "
-                               f"finished cells)" if not o_std.empty else "No OCE-TS cell finished yet")
+                            + ("Our seed std of test MSE (mean over finished cells): " + ", ".join(
+                                f"{m} {o_std[o_std.model == m].test_mse.mean():.4f}" for m in ("OCE-TS", "DLinear")
+                                if (o_std.model == m).any()) if not o_std.empty else "No OCE-TS cell finished yet")
                             + f"; {done_text('oce-table2')}."}
     return v
+
+
+EXPLORER_TABLES = {"SAMformer Tables 1/6": ("samformer_table1_mse", "samformer_table6_mae",
+                                           ("SAMformer", "TSMixer+SAM", "Transformer", "TSMixer")),
+                   "EEO-TFV Table 5": ("eeo_table5_long", "eeo_table5_long", ("EEO-TFV", "SAMformer")),
+                   "OCE-TS Table 2": ("oce_table2_main", "oce_table2_main", ("OCE-TS", "DLinear"))}
+
+
+def paper_frame(table: str, comparison: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The paper's values of the models we run for one of :data:`EXPLORER_TABLES`, with our columns merged in
+    where a cell finished (``ours_*`` NaN elsewhere) — the frame the dot plots and the explorer draw."""
+    t_mse, t_mae, models = EXPLORER_TABLES[table]
+    frames = []
+    for name, metric in ((t_mse, "MSE"), (t_mae, "MAE")):
+        df = load_reference(name)
+        df = df[(df.metric == metric) & df.model.isin(models) & (df.horizon != "avg")]
+        frames.append(df[["dataset", "horizon", "model", "value"]].rename(columns={"value": f"paper_{metric.lower()}"}))
+    out = frames[0].merge(frames[1], on=["dataset", "horizon", "model"], how="outer")
+    out["horizon"] = out["horizon"].astype(int)
+    if comparison is not None and not comparison.empty:
+        ours = comparison[["dataset", "horizon", "model", "ours_mse", "ours_mse_std", "ours_mae", "ours_mae_std",
+                           "mse_diff", "mae_diff"]]
+        out = out.merge(ours, on=["dataset", "horizon", "model"], how="left")
+    return out
+
+
+def grid_table() -> pd.DataFrame:
+    """The declared paper grids: recipes, datasets, horizons, look-back, protocol, cells."""
+    from flatcast.benchmark import GRIDS
+
+    rows = []
+    for name in PAPER_GRIDS:
+        g = GRIDS[name]
+        cells = expand(name, "paper")
+        rows.append({"grid": name, "reproduces": g.title, "recipes": ", ".join(g.recipes),
+                     "datasets": ", ".join(g.datasets), "look-back": ", ".join(sorted({str(c.lookback) for c in cells})),
+                     "epochs / patience / batch": f"{cells[0].epochs} / {cells[0].patience} / {cells[0].batch_size}",
+                     "seeds": len(cells[0].seeds), "cells": len(cells), "note": g.notes})
+    return pd.DataFrame(rows)
+
+
+def paper_results(store: ResultStore | None = None) -> list[dict]:
+    """The committed paper-profile cells of the store."""
+    store = store or ResultStore()
+    return [r for r in store.all_results() if r["identity"]["config"].get("profile") == "paper"]
 
 
 def run_quick(store_dir: str | Path | None = None, progress: bool = False) -> tuple[list[dict], object]:
@@ -331,8 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile == "quick":
         results, _ = run_quick()
     else:
-        results = store.all_results()
-        results = [r for r in results if r["identity"]["config"].get("profile") == "paper"]
+        results = paper_results(store)
     a = audit()
     comp = comparison_table(results)
     summary = our_summary(results)

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_ours_vs_paper", "plot_diff_heatmap", "plot_cd_diagram"]
+__all__ = ["plot_ours_vs_paper", "plot_diff_heatmap", "plot_cd_diagram", "plot_table_dataset"]
 
 _COLORS = {"SAMformer": "C0", "TSMixer+SAM": "C1", "Transformer": "C3", "TSMixer": "C2", "EEO-TFV": "C4",
            "DLinear": "C5", "OCE-TS": "C6"}
@@ -114,4 +114,41 @@ def plot_cd_diagram(ranks: pd.Series, cd: float, title: str = "", ax: plt.Axes |
         ax.text(1 + cd_alt + 0.05, 0.97, f"Demšar CD = {cd_alt:.2f}", ha="left", fontsize=8, color="C1")
     ax.set_axis_off()
     ax.set_title(title or "critical difference diagram (average rank, 1 = best)")
+    return fig
+
+
+def plot_table_dataset(frame: pd.DataFrame, dataset: str, title: str = "") -> plt.Figure:
+    """MSE and MAE side by side for one dataset of a :func:`~flatcast.experiments.benchmark.paper_frame`:
+    the paper's value (◇) of each model per horizon, and our mean ± std over seeds (●, bar) where it ran."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    f = frame[frame.dataset == dataset]
+    if f.empty:
+        for ax in axes:
+            ax.text(0.5, 0.5, f"{dataset} is not in this table", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        return fig
+    horizons = sorted(f.horizon.unique())
+    models = [m for m in _COLORS if m in set(f.model)]
+    width = 0.8 / max(len(models), 1)
+    for ax, metric in zip(axes, ("mse", "mae")):
+        for j, m in enumerate(models):
+            for i, h in enumerate(horizons):
+                x = i + (j - (len(models) - 1) / 2) * width
+                row = f[(f.model == m) & (f.horizon == h)]
+                if row.empty:
+                    continue
+                p = row[f"paper_{metric}"].iloc[0]
+                if pd.notna(p):
+                    ax.scatter([x], [p], marker="D", facecolors="none", edgecolors=_COLORS[m], s=36,
+                               label=f"{m} (paper)" if i == 0 else None)
+                if f"ours_{metric}" in row and pd.notna(row[f"ours_{metric}"].iloc[0]):
+                    ax.errorbar([x], [row[f"ours_{metric}"].iloc[0]], yerr=[row[f"ours_{metric}_std"].iloc[0]],
+                                fmt="o", color=_COLORS[m], ms=4, label=f"{m} (ours)" if i == 0 else None)
+        ax.set_xticks(range(len(horizons)), [f"H={h}" for h in horizons])
+        ax.set_xlabel("prediction horizon")
+        ax.set_ylabel(f"test {metric.upper()}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, frameon=False)
+    fig.suptitle(title or f"{dataset}: paper (◇) and ours (● mean ± std over seeds, where finished)", fontsize=10)
+    fig.tight_layout()
     return fig
