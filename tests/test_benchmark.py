@@ -124,7 +124,7 @@ def test_failed_cell_is_recorded_the_grid_goes_on_and_retry_reruns_it(tmp_path, 
     cells = expand("quick", "quick")
     calls = []
 
-    def fake(config, device, threads, data_dir, cell_fn=None):
+    def fake(config, device, threads, data_dir, cell_fn=None, command=None):
         calls.append(config["recipe"])
         if config["recipe"] == "tsmixer":
             raise RuntimeError("boom")
@@ -205,3 +205,18 @@ def test_killed_runner_resumes_with_only_the_unfinished_cells(tmp_path, sig):
     assert sorted(rerun) == sorted(c.label for c in cells if c.label not in labels_done)
     assert all(st.has(c) for c in cells) and len(_done_files(store)) == len(cells)
     assert not list((store / "cells").glob(".*.tmp"))
+
+
+def test_status_and_report_read_the_store(tmp_path):
+    from flatcast.benchmark.testing import sleepy_cell
+
+    cells = expand("oce-table2", datasets=["national_illness"], horizons=[24])
+    store = ResultStore(tmp_path)
+    store.put(cells[0], cell_key(cells[0]), sleepy_cell(cells[0].config(), str(tmp_path / "log"), "0"))
+    args = ["--grid", "oce-table2", "--datasets", "national_illness", "--horizons", "24", "--store", str(tmp_path)]
+    out = subprocess.run([sys.executable, "-m", "flatcast.benchmark", "status", *args], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and "2 cells: 1 done, 0 failed, 1 pending" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "flatcast.benchmark", "report", *args], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and "OCE-TS" in out.stdout and "ILI" in out.stdout

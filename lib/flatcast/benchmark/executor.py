@@ -44,7 +44,7 @@ def _resolve_cell_fn(spec: str):
 
 
 def run_cell(config: dict, device: str = "cpu", threads: int = 1, data_dir: str | None = None,
-             cell_fn: str | None = None) -> dict:
+             cell_fn: str | None = None, command: list[str] | None = None) -> dict:
     """Train one cell (all its seeds) and return its result record (per-seed metrics, provenance).
 
     ``config`` is :meth:`Cell.config`. Runs in a Ray worker (or inline); it never writes to the store.
@@ -81,7 +81,11 @@ def run_cell(config: dict, device: str = "cpu", threads: int = 1, data_dir: str 
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"per_seed": per_seed, "recipe_settings": results[0].recipe, "n_parameters": int(n_params),
             "wall_time_s": wall, "device": str(dev),
-            "provenance": provenance(dev, command=[sys.executable, "-m", "flatcast.benchmark", "run"])}
+            "provenance": provenance(dev, command=command or [sys.executable, "-m", "flatcast.benchmark", "run"])}
+
+
+def _driver_command() -> list[str]:
+    return [os.path.basename(sys.executable), *sys.argv] if sys.argv and sys.argv[0] else [sys.executable]
 
 
 @dataclass
@@ -184,7 +188,7 @@ def run_cells(cells: Sequence[Cell], store: ResultStore | None = None, *, backen
             if backend == "inline":
                 for c, k in todo:
                     try:
-                        res, err = run_cell(c.config(), device, threads, data_dir, cell_fn), None
+                        res, err = run_cell(c.config(), device, threads, data_dir, cell_fn, _driver_command()), None
                     except Exception:  # noqa: BLE001 - a failed cell is recorded and the grid goes on
                         res, err = None, traceback.format_exc()
                     record(c, k, res, err)
@@ -219,7 +223,7 @@ def _run_ray(todo, record, *, workers, threads, device, gpu_fraction, address, d
         while pending or in_flight:
             while pending and len(in_flight) < workers:
                 c, k = pending.pop(0)
-                in_flight[task.remote(c.config(), device, threads, data_dir, cell_fn)] = (c, k)
+                in_flight[task.remote(c.config(), device, threads, data_dir, cell_fn, _driver_command())] = (c, k)
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             ref = ready[0]
             c, k = in_flight.pop(ref)
