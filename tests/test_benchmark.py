@@ -220,3 +220,20 @@ def test_status_and_report_read_the_store(tmp_path):
     out = subprocess.run([sys.executable, "-m", "flatcast.benchmark", "report", *args], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and "OCE-TS" in out.stdout and "ILI" in out.stdout
+
+
+def test_a_real_cell_trains_and_repeats_exactly_on_cpu(tmp_path):
+    """The real training path of one quick cell (DLinear, 2 seeds): a complete record, the same numbers twice."""
+    from flatcast.benchmark import run_cell
+
+    cell = [c for c in expand("quick", "quick") if c.recipe == "dlinear"][0]
+    a = run_cell(cell.config(), "cpu", 1)
+    b = run_cell(cell.config(), "cpu", 1)
+    assert [s["seed"] for s in a["per_seed"]] == [0, 1]
+    for key in ("test_mse", "test_mae", "val_mse", "best_epoch", "epochs_run", "grad_evals"):
+        assert [s[key] for s in a["per_seed"]] == [s[key] for s in b["per_seed"]], key
+    assert a["per_seed"][0]["test_mse"] != a["per_seed"][1]["test_mse"]  # seeds differ
+    assert a["provenance"]["commit"] and a["n_parameters"] == 2 * (96 * 96 + 96)
+    store = ResultStore(tmp_path)
+    store.put(cell, cell_key(cell), a)
+    assert store.get(cell)["per_seed"] == a["per_seed"]
