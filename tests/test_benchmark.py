@@ -237,3 +237,13 @@ def test_a_real_cell_trains_and_repeats_exactly_on_cpu(tmp_path):
     store = ResultStore(tmp_path)
     store.put(cell, cell_key(cell), a)
     assert store.get(cell)["per_seed"] == a["per_seed"]
+
+
+def test_an_unavailable_device_fails_before_any_cell(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        run_cells(expand("quick", "quick"), ResultStore(tmp_path), device="cuda", progress=False)
+    assert not (tmp_path / "cells").exists()

@@ -129,8 +129,9 @@ class _Progress:
     def update(self, advance: int, done: int, running: int, failed: int, remaining: int) -> None:
         if self.bar is not None:
             self.bar.set_postfix_str(f"done={done} running={running} failed={failed} remaining={remaining}",
-                                     refresh=False)
-            self.bar.update(advance)
+                                     refresh=advance == 0)
+            if advance:
+                self.bar.update(advance)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -151,6 +152,12 @@ def run_cells(cells: Sequence[Cell], store: ResultStore | None = None, *, backen
         raise ValueError(f"unknown backend {backend!r}: use one of {BACKENDS}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        from flatcast.utils import resolve_device
+
+        device = str(resolve_device(device))  # an unavailable device fails here, before any cell runs
+        if device.startswith("cuda") and gpu_fraction <= 0:
+            gpu_fraction = 1.0 / workers  # the workers share the local GPU (Ray hides it from tasks with 0 GPUs)
     store = store or ResultStore()
     start = time.perf_counter()
     summary = RunSummary(total=len(cells))
@@ -170,6 +177,9 @@ def run_cells(cells: Sequence[Cell], store: ResultStore | None = None, *, backen
         if max_cells is not None:
             todo = todo[:max_cells]
         bar = _Progress(summary.total, summary.done_before, progress)
+        bar.update(0, summary.done_before, min(workers, len(todo)) if backend == "ray" else min(1, len(todo)),
+                   summary.skipped_failed, len(todo) - (min(workers, len(todo)) if backend == "ray" else
+                                                        min(1, len(todo))))
         def record(cell: Cell, key: str, result: dict | None, error: str | None, running: int = 0) -> None:
             if error is None:
                 store.put(cell, key, result)
