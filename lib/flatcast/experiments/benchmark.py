@@ -49,7 +49,8 @@ def seed_frame(results: list[dict]) -> pd.DataFrame:
         for s in res["per_seed"]:
             rows.append({"recipe": cfg["recipe"], "model": RECIPE_LABELS.get(cfg["recipe"], cfg["recipe"]),
                          "dataset": TABLE_NAMES.get(cfg["dataset"], cfg["dataset"]), "horizon": cfg["horizon"],
-                         "profile": cfg.get("profile", "paper"), "key": res["key"], **s,
+                         "profile": cfg.get("profile", "paper"), "key": res["key"],
+                         "current_code": res.get("current", True), **s,
                          "device": res.get("device", ""), "cell_wall_s": res.get("wall_time_s", np.nan)})
     return pd.DataFrame(rows)
 
@@ -95,6 +96,7 @@ def comparison_table(results: list[dict]) -> pd.DataFrame:
             row[f"{metric}_diff"] = v.mean() - paper
             row[f"paper_{metric}_in_seed_range"] = bool(v.min() <= paper <= v.max()) if pd.notna(paper) else None
         row["paper_mse_std"] = p_mse_std
+        row["current_code"] = bool(g["current_code"].all())
         row["epochs_run"] = g["epochs_run"].mean()
         row["wall_s"] = g["cell_wall_s"].iloc[0]
         rows.append(row)
@@ -359,8 +361,20 @@ def grid_table() -> pd.DataFrame:
 
 def paper_results(store: ResultStore | None = None) -> list[dict]:
     """The committed paper-profile cells of the store."""
+    from flatcast.benchmark import Cell, cell_key
+
     store = store or ResultStore()
-    return [r for r in store.all_results() if r["identity"]["config"].get("profile") == "paper"]
+    out = []
+    for r in store.all_results():
+        cfg = r["identity"]["config"]
+        if cfg.get("profile") != "paper":
+            continue
+        try:  # a cell computed by older code (or data) than the checkout's is kept, and labelled as such
+            r["current"] = cell_key(Cell(**{**cfg, "seeds": tuple(cfg["seeds"])})) == r["key"]
+        except (KeyError, TypeError, ValueError):
+            r["current"] = False
+        out.append(r)
+    return out
 
 
 def run_quick(store_dir: str | Path | None = None, progress: bool = False) -> tuple[list[dict], object]:
