@@ -27,7 +27,7 @@ endif
 BOOK_ARGS := --profile $(PROFILE) $(if $(strip $(CHAPTERS)),--chapters "$(CHAPTERS)") $(if $(FORCE),--force) \
              $(if $(DEVICE),--device $(DEVICE)) $(if $(SEED),--seed $(SEED)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
-.PHONY: book test browser venv widgets strip check-stripped benchmark clean distclean
+.PHONY: book test browser venv widgets strip check-stripped benchmark benchmark-grid clean distclean
 
 venv: $(STAMP)
 
@@ -72,6 +72,15 @@ check-stripped: $(STAMP)
 BENCH_ARGS ?=
 benchmark: $(STAMP)
 	FLATCAST_DATA="$${FLATCAST_DATA:-../shared/data}" $(VPY) scripts/benchmark_training.py $(BENCH_ARGS)
+
+# Resumable paper grids on Ray (data/results/benchmark/): make benchmark-grid GRID=samformer-table1 [DEVICE=cuda]
+#   [GRID_ARGS="--datasets ETTh1 --horizons 96 --workers 4 --gpu-fraction 0.25"]; rerun the same command to resume.
+GRID ?= samformer-table1
+GRID_ARGS ?=
+benchmark-grid: $(STAMP)
+	$(VPY) -m flatcast.benchmark run --grid $(GRID) $(if $(DEVICE),--device $(DEVICE)) $(GRID_ARGS)
+	$(VPY) -m flatcast.benchmark status --grid $(GRID)
+	$(VPY) -m flatcast.experiments.benchmark --profile paper
 
 clean:
 	rm -rf _build

@@ -262,3 +262,116 @@ def fit_recipe_seeds(name: str, splits, seeds: Sequence[int], *, batched: bool |
 
 _FIT_RECIPE_OPTIONS = {"epochs", "patience", "batch_size", "cosine", "lr", "rho", "device", "callbacks",
                        "max_train_batches", "threads", "revin", "eeo_options", "restore_best"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Baselines of the benchmark chapter (issue 14): TSMixer ± SAM (SAMformer Table 1) and DLinear / OCE-TS (OCE-TS
+# Table 2). They are not channel transformers, so they have their own small table and fit function; the benchmark
+# runner calls :func:`fit_any_seeds`, which sends the channel-transformer recipes to :func:`fit_recipe_seeds`.
+# ---------------------------------------------------------------------------------------------------------------
+
+#: OCE-TS "Experimental Settings": w = 336 (ILI 104), H 96–720 (ILI 24–60), batch 32, 15 epochs, Adam with lr 0.005,
+#: patience 5; K = 100 bins (main text; App. C calls 75 the default). The paper's "dynamic learning rate adjustment
+#: based on validation performance" is not in the trainer: the lr stays constant (cosine=False).
+OCE_TRAINING = {"epochs": 15, "patience": 5, "batch_size": 32, "cosine": False, "lr": 0.005, "lookback": 336,
+                "lookback_ili": 104, "n_bins": 100}
+
+
+@dataclass(frozen=True)
+class BaselineRecipe:
+    """A non-transformer model of the benchmark and the optimizer that trains it."""
+
+    name: str
+    label: str
+    model: str  # "tsmixer" | "dlinear" | "dlinear_oce"
+    optimizer: str = "adam"
+    where: str = ""
+
+    @property
+    def uses_rho(self) -> bool:
+        return self.optimizer == "sam"
+
+
+BASELINE_RECIPES: dict[str, BaselineRecipe] = {r.name: r for r in [
+    BaselineRecipe("tsmixer", "TSMixer", "tsmixer", "adam", "Chen et al. 2023; SAMformer Table 1 'TSMixer'"),
+    BaselineRecipe("tsmixer_sam", "TSMixer+SAM", "tsmixer", "sam",
+                   "SAMformer Table 1 'TSMixer (with SAM)', ρ* of Table 4"),
+    BaselineRecipe("dlinear", "DLinear (MSE)", "dlinear", "adam", "OCE-TS Table 2 'DLinear'"),
+    BaselineRecipe("dlinear_oce", "OCE-TS", "dlinear_oce", "adam", "OCE-TS Table 2 'Ours' (Eqs. 2, 8–18)"),
+]}
+
+
+def build_baseline(name: str, splits, seed: int) -> torch.nn.Module:
+    """The model of baseline recipe ``name`` for ``splits``, initialised from ``seed``."""
+    from flatcast.models import DLinear, DLinearOCE
+    from flatcast.models.tsmixer import TSMixer, tsmixer_settings
+    from flatcast.targets import Bins
+
+    r = BASELINE_RECIPES[name]
+    if r.model == "tsmixer":
+        return TSMixer(splits.lookback, splits.horizon, splits.n_channels, seed=int(seed),
+                       **tsmixer_settings(splits.name))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        if r.model == "dlinear":
+            return DLinear(splits.lookback, splits.horizon, splits.n_channels)
+        bins = Bins.from_data(splits.train.y, n_bins=OCE_TRAINING["n_bins"])
+        return DLinearOCE(splits.lookback, splits.horizon, splits.n_channels, bins)
+
+
+def baseline_defaults(name: str) -> dict[str, Any]:
+    """Training protocol of baseline ``name``: SAMformer App. A.1 for TSMixer, OCE-TS's settings for DLinear/OCE."""
+    r = BASELINE_RECIPES[name]
+    if r.model == "tsmixer":
+        return {k: PAPER_TRAINING[k] for k in ("epochs", "patience", "batch_size", "cosine")}
+    return {k: OCE_TRAINING[k] for k in ("epochs", "patience", "batch_size", "cosine")}
+
+
+def fit_baseline(name: str, splits, seed: int, *, epochs: int | None = None, patience: int | None = -1,
+                 batch_size: int | None = None, cosine: bool | None = None, lr: float | None = None,
+                 rho: float | None = None, device: str = "auto", max_train_batches: int | None = None,
+                 threads: int | None = None):
+    """Train baseline recipe ``name`` (:data:`BASELINE_RECIPES`) on ``splits`` from ``seed``.
+
+    TSMixer: Adam (or SAM around Adam) with SAMformer Table 3's lr and Table 4's TSMixer ρ*; DLinear / OCE-TS:
+    Adam with lr 0.005 (:data:`OCE_TRAINING`). Returns the trainer's ``FitResult`` with ``result.recipe``."""
+    from flatcast.trainer import fit
+
+    if name not in BASELINE_RECIPES:
+        raise KeyError(f"unknown baseline {name!r}: use one of {sorted(BASELINE_RECIPES)}")
+    r = BASELINE_RECIPES[name]
+    settings = baseline_defaults(name)
+    epochs = settings["epochs"] if epochs is None else epochs
+    patience = settings["patience"] if patience == -1 else patience
+    batch_size = settings["batch_size"] if batch_size is None else batch_size
+    cosine = settings["cosine"] if cosine is None else cosine
+    if lr is None:
+        lr = paper_lr(splits.name, fallback=True) if r.model == "tsmixer" else OCE_TRAINING["lr"]
+    if r.uses_rho and rho is None:
+        rho = paper_rho(splits.name, splits.horizon, model="TSMixer+SAM", fallback=True)
+    factory = optimizer_factory(r.optimizer, float(lr), rho if r.uses_rho else None, seed=int(seed))
+    seed_everything(int(seed))
+    model = build_baseline(name, splits, seed)
+    cpu = resolve_device(device).type == "cpu"
+    with torch_threads(threads if cpu else None):
+        result = fit(model, splits, optimizer=factory, epochs=epochs, batch_size=batch_size, patience=patience,
+                     cosine=cosine, seed=int(seed), device=device, max_train_batches=max_train_batches)
+    result.recipe = {"name": name, "lr": float(lr), "rho": rho if r.uses_rho else None}
+    return result
+
+
+def fit_any_seeds(name: str, splits, seeds: Sequence[int], **options: Any) -> list:
+    """One ``FitResult`` per seed for any recipe name: :data:`RECIPES` go through :func:`fit_recipe_seeds`
+    (batched seeds when the trainer offers it), :data:`BASELINE_RECIPES` through :func:`fit_baseline`."""
+    if name in RECIPES:
+        return fit_recipe_seeds(name, splits, seeds, **options)
+    if name in BASELINE_RECIPES:
+        seeds = [int(s) for s in seeds]
+        if not seeds:
+            raise ValueError("seeds must name at least one seed")
+        return [fit_baseline(name, splits, s, **options) for s in seeds]
+    raise KeyError(f"unknown recipe {name!r}: use one of {sorted(RECIPES) + sorted(BASELINE_RECIPES)}")
+
+
+__all__ += ["OCE_TRAINING", "BaselineRecipe", "BASELINE_RECIPES", "build_baseline", "baseline_defaults",
+            "fit_baseline", "fit_any_seeds"]

@@ -15,6 +15,7 @@ _EXPORTS = {
     "DLinear": "dlinear",
     "DLinearOCE": "dlinear",
     "SeriesDecomposition": "dlinear",
+    "TSMixer": "tsmixer",
 }
 
 __all__ = sorted(_EXPORTS)
