@@ -195,3 +195,35 @@ def test_flatness_correlations_per_dataset():
     runs = study.runs[study.runs["dataset"] == "ETTh1"]
     assert row["n"] == len(runs)
     assert -1 <= row["spearman"] <= 1 and not math.isnan(row["spearman"])
+
+
+def test_every_figure_draws_from_a_tiny_study(tmp_path, data_env):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flatcast.experiments import sharpness_figures as figs
+
+    config = tiny(seeds=(0, 1), rho_grid=(0.0, 1.0), recipes=("transformer", "samformer", "sigma_reparam",
+                                                               "samformer_sigma_reparam"))
+    study = sh.run_study(config, None)
+    landscape = study.landscapes[("ETTh1", 0)]
+    figures = [figs.plot_lambda_max(study), figs.plot_seed_spread(study), figs.plot_rho_sensitivity(study),
+               figs.plot_sigma_reparam(study), figs.plot_flatness_vs_mse(study), figs.plot_interpolation(landscape),
+               figs.plot_slice_1d(landscape, "eigen_1d"), figs.plot_contours(landscape, split="val"),
+               figs.plot_spectrum(landscape)]
+    for slice_type in figs.SLICE_TYPES:
+        for zoom in ("full", "half"):
+            figures.append(figs.render_landscape(study, "ETTh1", "samformer", 0, slice_type, zoom))
+    for fig in figures:
+        assert fig.axes and all(ax.get_title() or ax.get_ylabel() or ax.get_label() == "<colorbar>"
+                                for ax in fig.axes)
+        plt.close(fig)
+    with pytest.raises(ValueError, match="unknown slice type"):
+        figs.render_landscape(study, "ETTh1", "samformer", 0, "3d", "full")
+    ratios = sh.sharpness_ratios(study)
+    assert set(ratios["model"]) == {"Transformer", "Transformer + σReparam", "SAMformer + σReparam"}
+    assert not sh.summary_table(study).empty
+    box = sh.claims_box(quick=study, paper=None)
+    assert list(box["id"]) == ["S19", "S20", "S27", "S28", "S29", "S30"]

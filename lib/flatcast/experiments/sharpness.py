@@ -97,7 +97,7 @@ from flatcast.utils import resolve_device, seed_everything, torch_threads
 __all__ = [
     "SharpnessConfig", "SHARPNESS_CONFIGS", "sharpness_config", "MAIN_RECIPES", "LANDSCAPE_RECIPES",
     "ResultsStore", "SharpnessStudy", "run_key", "run_study", "measure_curvature", "compute_landscape",
-    "step_cost", "summary_table", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
+    "step_cost", "summary_table", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
     "load_study", "planned_runs", "main",
 ]
 
@@ -652,6 +652,25 @@ def summary_table(study: SharpnessStudy) -> pd.DataFrame:
                 "gᵀHu (authors' number, mean loss)": float(runs["g_h_u"].mean()),
                 "epochs": f"{runs['epochs_run'].mean():.0f}", "s / run": float(runs["wall_time_s"].mean()),
             })
+    return pd.DataFrame(rows)
+
+
+def sharpness_ratios(study: SharpnessStudy, baseline: str = "samformer") -> pd.DataFrame:
+    """Per dataset and recipe: the ratio of its geometric-mean λmax, tr H and authors' number to ``baseline``'s
+    (SAMformer Fig. 5a reads "Transformer / SAMformer")."""
+    rows = []
+    for dataset in study.config.datasets:
+        base = study.runs_of(baseline, dataset)
+        if base.empty:
+            continue
+        for name in study.config.recipes:
+            runs = study.runs_of(name, dataset)
+            if name == baseline or runs.empty:
+                continue
+            row = {"dataset": dataset, "model": RECIPES[name].label}
+            for column, label in FLATNESS_MEASURES.items():
+                row[f"{label}: × {RECIPES[baseline].label}"] = _geomean(runs[column]) / _geomean(base[column])
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
