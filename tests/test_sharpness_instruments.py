@@ -178,3 +178,22 @@ def test_rank_correlation_rejects_bad_input():
         rc.spearman([1, 2], [1, 2])
     with pytest.raises(ValueError, match="finite"):
         rc.spearman([1, 2, float("nan")], [1, 2, 3])
+
+
+def test_runner_curvature_is_exact_on_a_diagonal_quadratic_and_matches_the_authors_iteration():
+    from flatcast.experiments import sharpness as sh
+
+    A = torch.diag(torch.tensor([6.0, 2.0, 0.5], dtype=torch.float64))
+    c = torch.tensor([0.1, 0.2, -0.3], dtype=torch.float64)
+    w0 = torch.tensor([1.0, -1.0, 2.0], dtype=torch.float64)
+    model = ShiftedQuadratic(A, c, w0)
+    config = sh.sharpness_config("quick", sharpness_iters=3, trace_samples=1)
+    out = sh.measure_curvature(model, DUMMY, config, horizon=5)
+    g = A @ (w0 - c)
+    assert out["lambda_max"] == pytest.approx(6.0, rel=1e-12)  # 3 Lanczos steps span ℝ³: exact
+    assert out["trace"] == pytest.approx(8.5, rel=1e-12)  # Hutchinson is exact for a diagonal Hessian
+    assert out["grad_norm"] == pytest.approx(float(torch.linalg.vector_norm(g)), rel=1e-12)
+    assert out["g_h_u"] == pytest.approx(6.0 * abs(float(g[0])), rel=1e-10)  # λmax |gᵀu₁|, u₁ = e₁
+    assert out["authors_sharpness"] == pytest.approx((4 * 5) ** 2 * out["g_h_u"], rel=1e-12)  # N = 4, H = 5
+    assert out["g_h_u"] == pytest.approx(hs.gradient_curvature_product(model, DUMMY, n_iter=100), rel=1e-9)
+    assert out["sharpness_train_loss"] == pytest.approx(closed_form(A, c, w0), rel=1e-12)
