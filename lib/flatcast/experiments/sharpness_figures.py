@@ -309,7 +309,7 @@ def plot_contours(landscape: dict, models: Sequence[str] = ("transformer", "samf
         ax.set_title(f"{_label(name)} ({'train' if split == 'train' else 'validation'} loss)", fontsize=10)
         ax.set_aspect("equal")
     figure = fig if fig is not None else axes[0].figure
-    figure.colorbar(image, ax=list(axes), label=f"{split} MSE (log scale, shared)", shrink=0.9)
+    figure.colorbar(image, ax=list(axes), label=f"{split} MSE (log scale, shared)", shrink=0.9, format="%.3g")
     return figure
 
 
@@ -327,9 +327,9 @@ def plot_spectrum(landscape: dict, models: Sequence[str] = ("transformer", "samf
     left.set_ylabel("density (log scale, + 1e-7)")
     left.set_title("Eigenvalue density (SLQ)", fontsize=10)
     left.legend(fontsize=8)
-    right.set_yscale("symlog", linthresh=1e-3)
     right.set_xlabel("rank k")
-    right.set_ylabel("k-th largest eigenvalue (symlog)")
+    right.set_ylabel("k-th largest eigenvalue")
+    right.set_xticks(np.arange(1, len(landscape["models"][models[0]]["top_k"]) + 1))
     right.set_title("Top-k eigenvalues (Lanczos)", fontsize=10)
     right.legend(fontsize=8)
     for ax in (left, right):
