@@ -505,10 +505,15 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
     start = time.perf_counter()
     dev = resolve_device(device)
     store = ResultsStore(path, config, run_provenance)
-    if store.path is not None and store.records and run_provenance:
-        # a resumed session: record which code and machine continued the file
-        store.append({"type": "session", "key": f"session|{run_provenance.get('date')}|{len(store.records)}",
-                      "provenance": run_provenance})
+    resumed = [store.path is not None and bool(store.records) and bool(run_provenance)]
+
+    def append(record: dict[str, Any]) -> None:
+        if resumed[0]:  # a resumed session that adds something: record which code and machine continued the file
+            store.append({"type": "session", "key": f"session|{run_provenance.get('date')}|{len(store.records)}",
+                          "provenance": run_provenance})
+            resumed[0] = False
+        store.append(record)
+
     trained = [0]
     train_options = dict(epochs=config.epochs, patience=config.patience, batch_size=config.batch_size,
                          cosine=config.cosine, max_train_batches=config.max_train_batches, device=str(dev),
@@ -552,7 +557,7 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
                 "history": {"epoch": history["epoch"].tolist(), "train_loss": history["train_loss"].tolist(),
                             "val_mse": history["val_mse"].tolist()},
             }
-            store.append(record)
+            append(record)
             trained[0] += 1
             if wants_model(name, splits.name, seed, rho):
                 kept_models[(name, splits.name, seed)] = result.model
@@ -608,7 +613,7 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
                                                                splits.n_channels, seed).to(dev))
                     with torch_threads(config.threads if dev.type == "cpu" else None):
                         landscape = compute_landscape(models, inits, train_w, val_w, config, seed=0)
-                    store.append({"type": "landscape", "key": key, "dataset": dataset, "seed": int(seed),
+                    append({"type": "landscape", "key": key, "dataset": dataset, "seed": int(seed),
                                   "landscape": landscape, "seconds": time.perf_counter() - t0})
                     _say(progress, f"landscape {dataset} seed {seed} ({time.perf_counter() - t0:.0f} s)")
             for name in COST_RECIPES:
@@ -617,7 +622,7 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
                     continue
                 with torch_threads(config.threads if dev.type == "cpu" else None):
                     cost = step_cost(name, splits, config, device=str(dev))
-                store.append({"type": "cost", "key": key, "recipe": name, "label": RECIPES[name].label,
+                append({"type": "cost", "key": key, "recipe": name, "label": RECIPES[name].label,
                               "dataset": dataset, "device": str(dev), **cost})
     except _Budget:
         complete = False
@@ -808,7 +813,8 @@ def sharpness_verdicts(study: SharpnessStudy) -> pd.DataFrame:
         verdict = "partly supported"
     else:
         verdict = "not supported"
-    rows.append({"id": "S30", "measured": "; ".join(parts) + f" (one horizon, H={config.horizon})",
+    rows.append({"id": "S30", "measured": "; ".join(parts) + f" (one horizon, H={config.horizon}; wall times on the "
+                                                            "runner's machine, noisy when it is shared)",
                  "rule": f"supported if a SAM+σReparam step costs ≥ {COST_FACTOR:g}× a SAM step and more memory; "
                          "partly if only slower (memory unmeasured on CPU)", "verdict": verdict})
 
