@@ -649,7 +649,8 @@ def summary_table(study: SharpnessStudy) -> pd.DataFrame:
             if runs.empty:
                 continue
             rows.append({
-                "dataset": dataset, "model": RECIPES[name].label, "ρ": runs["rho"].iloc[0], "seeds": len(runs),
+                "dataset": dataset, "model": RECIPES[name].label,
+                "ρ": "" if pd.isna(runs["rho"].iloc[0]) else f"{float(runs['rho'].iloc[0]):g}", "seeds": len(runs),
                 "test MSE": f"{runs['test_mse'].mean():.4f} ± {runs['test_mse'].std(ddof=1) if len(runs) > 1 else 0:.4f}",
                 "λmax (geo. mean)": _geomean(runs["lambda_max"]),
                 "λmax min–max": f"{runs['lambda_max'].min():.3g}–{runs['lambda_max'].max():.3g}",
