@@ -227,3 +227,10 @@ def test_every_figure_draws_from_a_tiny_study(tmp_path, data_env):
     assert not sh.summary_table(study).empty
     box = sh.claims_box(quick=study, paper=None)
     assert list(box["id"]) == ["S19", "S20", "S27", "S28", "S29", "S30"]
+
+
+def test_cli_plan_counts_the_paper_grid(tmp_path, capsys):
+    assert sh.main(["--profile", "paper", "--plan", "--out", str(tmp_path / "none.jsonl")]) == 0
+    # per dataset: 5 recipes × 5 seeds + 8 ρ values × 5 seeds, less the ρ* grid point shared with SAMformer's runs
+    assert "120 runs planned, 0 stored" in capsys.readouterr().out
+    assert len(sh.planned_runs(sh.sharpness_config("quick"))) == 2 * (5 * 3 + 3 * 2)
