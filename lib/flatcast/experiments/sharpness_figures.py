@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import LogNorm
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from flatcast.plotting import plot_band
 from flatcast.recipes import RECIPES
@@ -200,6 +201,10 @@ def plot_flatness_vs_mse(study: SharpnessStudy, measures: Sequence[str] = ("lamb
                     ax.scatter(grid[measure], grid["test_mse"], color=RECIPE_COLORS.get(name), s=22,
                                marker="x", label=f"{_label(name)}, ρ grid")
             ax.set_xscale("log")
+            # labels at 1, 2, 3, 5 × 10^k in plain numbers (the default minor labels overlap)
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+            ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(f"{FLATNESS_MEASURES[measure]} of the training loss (log scale)")
             ax.set_ylabel("test MSE (standardised scale)")
             c = correlations[(correlations["dataset"] == dataset) &
