@@ -1,13 +1,14 @@
 """Measuring instruments of the study: Hessian sharpness, loss landscapes, attention entropy and rank, influence.
 
-Submodules: :mod:`.hessian`, :mod:`.landscape`, :mod:`.attention`, :mod:`.influence` (imported on first use).
+Submodules: :mod:`.hessian`, :mod:`.landscape`, :mod:`.attention`, :mod:`.influence`, :mod:`.interpolation`,
+:mod:`.rank_correlation` (imported on first use).
 """
 
 from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("hessian", "landscape", "attention", "influence")
+_SUBMODULES = ("hessian", "landscape", "attention", "influence", "interpolation", "rank_correlation")
 
 __all__ = list(_SUBMODULES)
 

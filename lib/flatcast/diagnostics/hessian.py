@@ -51,6 +51,8 @@ __all__ = [
     "top_k_eigenvalues",
     "hessian_trace",
     "spectral_density",
+    "dataset_gradient",
+    "gradient_curvature_product",
 ]
 
 DEFAULT_BATCH_SIZE = 256
@@ -457,3 +459,54 @@ def spectral_density(model: nn.Module, data, n_runs: int = 1, lanczos_steps: int
     z = (grid[:, None] - all_nodes[None, :]) / sigma
     density = (np.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))) @ all_weights
     return grid, density
+
+
+# ----------------------------------------------------------------------- the SAMformer code's sharpness number
+def dataset_gradient(model: nn.Module, data, params: Sequence[torch.Tensor] | None = None,
+                     loss_fn: LossFn | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> list[torch.Tensor]:
+    """Gradient ``∇L`` of the mean loss over ``data`` (batch-size-weighted mean over mini-batches), in eval mode."""
+    params = resolve_params(model, params)
+    loss_fn = _resolve_loss_fn(loss_fn)
+    _dataset_size(data)
+    device, dtype = params[0].device, params[0].dtype
+    total = [torch.zeros_like(p) for p in params]
+    with eval_mode(model), torch.enable_grad():
+        for x, y, weight in _batches(data, batch_size, device, dtype):
+            grads = torch.autograd.grad(_scalar_loss(loss_fn(model, x, y)), params, allow_unused=True)
+            for t, g in zip(total, grads):
+                if g is not None:
+                    t.add_(g.detach(), alpha=weight)
+    return total
+
+
+def gradient_curvature_product(model: nn.Module, data, n_iter: int = 50, seed: int = 0, loss_scale: float = 1.0,
+                               params: Sequence[torch.Tensor] | None = None, loss_fn: LossFn | None = None,
+                               batch_size: int = DEFAULT_BATCH_SIZE) -> float:
+    """The number the SAMformer authors' code reports as sharpness: ``|gᵀ H v|`` after ``n_iter`` power steps.
+
+    Written from the *definition* in the authors' TensorFlow code (``utils/model_utils.py::power_iteration``,
+    romilbert/samformer), not from that code: start from ``v ~ N(0, I)``, repeat ``n_iter`` times
+    ``h = H v``, ``v ← h/‖h‖``, and report ``|gᵀ h|`` of the last step, with ``g`` and ``H`` the gradient and
+    Hessian of the training loss over ``data``. At convergence ``v → ±u₁`` (the top eigenvector) and the value is
+    ``λmax · |gᵀu₁|`` — the top eigenvalue *times the gradient's component along the top eigenvector*, not an
+    eigenvalue. It vanishes at an exact stationary point and grows with the gradient norm, so it mixes sharpness
+    with how far a run is from stationarity. The authors' loss is the MSE reduced over one axis and implicitly
+    summed over the others, i.e. ``loss_scale × L`` with ``L`` the mean; since ``g`` and ``H`` both scale, the
+    value scales by ``loss_scale²`` (pass ``loss_scale = N·H`` to mimic a sum over N windows and H steps).
+    """
+    n_iter = _check_int(n_iter, "n_iter")
+    if not (isinstance(loss_scale, (int, float)) and loss_scale > 0 and math.isfinite(loss_scale)):
+        raise ValueError(f"loss_scale must be a positive number, got {loss_scale!r}")
+    params, loss_fn, matvec = _setup(model, data, params, loss_fn, batch_size)
+    n = sum(p.numel() for p in params)
+    generator = torch.Generator().manual_seed(int(seed))
+    v = _random_flat(n, generator, params[0].device)
+    h = v
+    for _ in range(n_iter):
+        h = matvec(v)
+        norm = float(torch.linalg.vector_norm(h))
+        if norm == 0.0:
+            return 0.0
+        v = h / norm
+    g = flatten(dataset_gradient(model, data, params, loss_fn, batch_size), torch.float64)
+    return float(loss_scale) ** 2 * abs(float(torch.dot(g, h)))

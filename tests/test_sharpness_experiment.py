@@ -1,0 +1,236 @@
+"""The sharpness runner on a tiny configuration: it runs end to end, resumes without retraining, refuses a file
+of another configuration, drops an interrupted last line, and its verdicts follow their rules."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flatcast.experiments import sharpness as sh
+
+
+@pytest.fixture
+def data_env(benchmark_data_dir, monkeypatch):
+    """Point the registry at the real benchmark files (the tests that train skip without them)."""
+    monkeypatch.setenv("FLATCAST_DATA", str(benchmark_data_dir))
+
+
+def tiny(**overrides):
+    options = dict(datasets=("ETTh1",), lookback=24, horizon=8, recipes=("transformer", "samformer"),
+                   seeds=(0, 1), rho_grid=(0.0,), rho_seeds=(0,), epochs=1, max_train_batches=2,
+                   sharpness_samples=16, sharpness_iters=5, trace_samples=2, landscape_datasets=("ETTh1",),
+                   landscape_seeds=(0,), landscape_samples=16, slice_points=5, slice_points_2d=3, slq_steps=4,
+                   top_k=2, cost_steps=2)
+    options.update(overrides)
+    return sh.sharpness_config("quick", **options)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Count the seeds that fit_recipe_seeds is asked to train."""
+    calls = []
+    real = sh.fit_recipe_seeds
+
+    def spy(name, splits, seeds, **options):
+        calls.append((name, tuple(seeds), options.get("rho")))
+        return real(name, splits, seeds, **options)
+
+    monkeypatch.setattr(sh, "fit_recipe_seeds", spy)
+    return calls
+
+
+def test_runner_resumes_from_its_results_file_without_retraining(tmp_path, counted, data_env):
+    config = tiny()
+    path = tmp_path / "sharpness_tiny.jsonl"
+    planned = sh.planned_runs(config)
+    assert len(planned) == 5  # 2 recipes × 2 seeds + the ρ = 0 grid point on seed 0
+
+    first = sh.run_study(config, path, max_runs=1)
+    assert not first.complete and len(first.runs) == 1
+    assert sum(len(seeds) for _, seeds, _ in counted) == 1
+
+    counted.clear()
+    second = sh.run_study(config, path)
+    assert second.complete and len(second.runs) == 5
+    assert sum(len(seeds) for _, seeds, _ in counted) == 4  # only the missing four
+    assert {r for r in second.runs["key"]} == planned
+
+    counted.clear()
+    third = sh.run_study(config, path)
+    assert counted == []  # nothing left to train, landscapes and costs already stored
+    assert len(third.runs) == 5 and set(third.landscapes) == {("ETTh1", 0)}
+
+    # the same numbers as an uninterrupted run (same seed, same numbers on the CPU)
+    fresh = sh.run_study(config, None)
+    a = second.runs.set_index("key").sort_index()
+    b = fresh.runs.set_index("key").sort_index()
+    np.testing.assert_allclose(a["test_mse"], b["test_mse"], rtol=1e-6)
+    np.testing.assert_allclose(a["lambda_max"], b["lambda_max"], rtol=1e-5)
+
+    # every line is valid JSON with a unique key, the header first
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["type"] == "header"
+    keys = [r["key"] for r in lines[1:]]
+    assert len(keys) == len(set(keys))
+    loaded = sh.load_study(path)
+    assert loaded is not None and loaded.config == config and len(loaded.runs) == 5
+
+
+def test_landscape_record_is_consistent(tmp_path, data_env):
+    config = tiny(seeds=(0,), recipes=("transformer", "samformer"), rho_grid=())
+    study = sh.run_study(config, tmp_path / "r.jsonl")
+    land = study.landscapes[("ETTh1", 0)]
+    for name in sh.LANDSCAPE_RECIPES:
+        m = land["models"][name]
+        mid = len(m["random_1d"]["alphas"]) // 2
+        # α = 0 of every slice is the solution itself: the same training loss on the same windows
+        assert m["random_1d"]["alphas"][mid] == 0.0
+        assert m["random_1d"]["train"][mid] == pytest.approx(m["eigen_1d"]["train"][mid], rel=1e-6)
+        centre = len(m["random_2d"]["alphas"]) // 2
+        assert m["random_2d"]["train"][centre][centre] == pytest.approx(m["random_1d"]["train"][mid], rel=1e-6)
+        assert len(m["top_k"]) == 2 and m["top_k"][0] >= m["top_k"][1]
+        assert m["top_k"][0] == m["eigen_1d"]["lambda_max"]  # one Lanczos run gives both
+    path = land["interpolation"]["transformer → samformer"]
+    alphas = np.array(path["alphas"])
+    i0, i1 = int(np.argmin(abs(alphas))), int(np.argmin(abs(alphas - 1)))
+    assert path["train"][i0] == pytest.approx(land["models"]["transformer"]["random_1d"]["train"][mid], rel=1e-6)
+    assert path["train"][i1] == pytest.approx(land["models"]["samformer"]["random_1d"]["train"][mid], rel=1e-6)
+    # both solutions start from the same initialisation (same seed, same architecture)
+    init_t = land["interpolation"]["init → transformer"]["train"][i0]
+    init_s = land["interpolation"]["init → samformer"]["train"][i0]
+    assert init_t == pytest.approx(init_s, rel=1e-9)
+
+
+def test_store_refuses_another_configuration_and_drops_a_partial_last_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    config = tiny()
+    store = sh.ResultsStore(path, config)
+    store.append({"type": "run", "key": "run|x|ETTh1|0|None", "test_mse": 1.0})
+    with pytest.raises(ValueError, match="another configuration"):
+        sh.ResultsStore(path, tiny(epochs=2))
+    with pytest.raises(ValueError, match="already stored"):
+        store.append({"type": "run", "key": "run|x|ETTh1|0|None"})
+    with open(path, "a") as handle:
+        handle.write('{"type": "run", "key": "run|x|ETTh1|1|No')  # a write cut short
+    with pytest.warns(UserWarning, match="unfinished last line"):
+        again = sh.ResultsStore(path, config)
+    assert set(again.records) == {"run|x|ETTh1|0|None"}
+    assert path.read_text().endswith("\n")
+    # a corrupt line in the middle is an error, not silently skipped
+    lines = path.read_text().splitlines()
+    path.write_text(lines[0] + "\nnot json\n" + lines[1] + "\n")
+    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+        sh.ResultsStore(path, config)
+
+
+def test_bad_configuration_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="unknown profile"):
+        sh.sharpness_config("huge")
+    with pytest.raises(KeyError, match="unknown recipe"):
+        sh.sharpness_config("quick", recipes=("nope",))
+    with pytest.raises(ValueError, match="unknown SharpnessConfig"):
+        sh.sharpness_config("quick", epoch=3)
+    with pytest.raises(ValueError, match="landscape_datasets"):
+        sh.sharpness_config("quick", datasets=("ETTh1",), landscape_datasets=("weather",))
+
+
+def _fake_study(profile, lam_t, lam_s, mse):
+    """A study made of hand-written runs, to check the verdict rules."""
+    config = sh.sharpness_config(profile, datasets=("ETTh1", "exchange_rate"), seeds=(0, 1, 2), rho_grid=(0.0, 1.0))
+    rows = []
+    for dataset in config.datasets:
+        for name in sh.MAIN_RECIPES:
+            rho = sh._main_rho(name, dataset, config.horizon)
+            for seed in config.seeds:
+                rows.append({"key": sh.run_key(name, dataset, seed, rho), "recipe": name, "dataset": dataset,
+                             "seed": seed, "rho": sh._rho_key(rho), "main": True,
+                             "test_mse": mse[name] + 0.01 * seed * (3 if name == "transformer" else 1),
+                             "lambda_max": lam_t if name == "transformer" else lam_s, "trace": 1.0,
+                             "authors_sharpness": 1.0, "wall_time_s": 1.0})
+        for rho in (0.0, 1.0):
+            for seed in config.rho_seeds:
+                rows.append({"key": sh.run_key("samformer", dataset, seed, rho), "recipe": "samformer",
+                             "dataset": dataset, "seed": seed, "rho": rho, "main": False,
+                             "test_mse": 0.5 if rho == 0 else 0.4, "lambda_max": 1.0, "trace": 1.0,
+                             "authors_sharpness": 1.0, "wall_time_s": 1.0})
+    costs = pd.DataFrame([{"recipe": r, "dataset": d, "seconds_per_step": 2.0 if "sigma" in r else 1.0,
+                           "peak_memory_mib": 2.0 if "sigma" in r else 1.0}
+                          for d in config.datasets for r in sh.COST_RECIPES])
+    return sh.SharpnessStudy(config=config, runs=pd.DataFrame(rows), landscapes={}, costs=costs)
+
+
+def test_verdict_rules():
+    mse = {"transformer": 0.45, "samformer": 0.40, "sigma_reparam": 0.50, "samformer_sigma_reparam": 0.41,
+           "transformer_eeo": 0.42}
+    paper = sh.sharpness_verdicts(_fake_study("paper", 20.0, 1.0, mse)).set_index("id")["verdict"]
+    assert paper["S19"] == "supported"
+    assert paper["S20"] == "partly supported"
+    assert paper["S27"] == "not yet tested"
+    assert paper["S28"] == "partly supported"
+    assert paper["S29"] == "supported"
+    assert paper["S30"] == "supported"
+    weaker = sh.sharpness_verdicts(_fake_study("paper", 3.0, 1.0, mse)).set_index("id")["verdict"]
+    assert weaker["S19"] == "partly supported"
+    flatter = sh.sharpness_verdicts(_fake_study("paper", 0.5, 1.0, mse)).set_index("id")["verdict"]
+    assert flatter["S19"] == "not supported"
+    # reduced sizes never settle a claim
+    quick = sh.sharpness_verdicts(_fake_study("quick", 20.0, 1.0, mse))
+    assert set(quick["verdict"]) <= {"inconclusive", "not yet tested"}
+    assert quick.set_index("id").loc["S19", "measured"].endswith(quick.set_index("id").loc["S19", "measured"]
+                                                                  .split("; ")[-1])
+    assert "quick profile only" in quick.set_index("id").loc["S19", "measured"]
+
+
+def test_flatness_correlations_per_dataset():
+    mse = {"transformer": 0.45, "samformer": 0.40, "sigma_reparam": 0.50, "samformer_sigma_reparam": 0.41,
+           "transformer_eeo": 0.42}
+    study = _fake_study("paper", 20.0, 1.0, mse)
+    table = sh.flatness_correlations(study, n_permutations=50)
+    assert set(table["dataset"]) == {"ETTh1", "exchange_rate"}
+    row = table[(table["dataset"] == "ETTh1") & (table["measure"] == "λmax")].iloc[0]
+    runs = study.runs[study.runs["dataset"] == "ETTh1"]
+    assert row["n"] == len(runs)
+    assert -1 <= row["spearman"] <= 1 and not math.isnan(row["spearman"])
+
+
+def test_every_figure_draws_from_a_tiny_study(tmp_path, data_env):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flatcast.experiments import sharpness_figures as figs
+
+    config = tiny(seeds=(0, 1), rho_grid=(0.0, 1.0), recipes=("transformer", "samformer", "sigma_reparam",
+                                                               "samformer_sigma_reparam"))
+    study = sh.run_study(config, None)
+    landscape = study.landscapes[("ETTh1", 0)]
+    figures = [figs.plot_lambda_max(study), figs.plot_seed_spread(study), figs.plot_rho_sensitivity(study),
+               figs.plot_sigma_reparam(study), figs.plot_flatness_vs_mse(study), figs.plot_interpolation(landscape),
+               figs.plot_slice_1d(landscape, "eigen_1d"), figs.plot_contours(landscape, split="val"),
+               figs.plot_spectrum(landscape)]
+    for slice_type in figs.SLICE_TYPES:
+        for zoom in ("full", "half"):
+            figures.append(figs.render_landscape(study, "ETTh1", "samformer", 0, slice_type, zoom))
+    for fig in figures:
+        assert fig.axes and all(ax.get_title() or ax.get_ylabel() or ax.get_label() == "<colorbar>"
+                                for ax in fig.axes)
+        plt.close(fig)
+    with pytest.raises(ValueError, match="unknown slice type"):
+        figs.render_landscape(study, "ETTh1", "samformer", 0, "3d", "full")
+    ratios = sh.sharpness_ratios(study)
+    assert set(ratios["model"]) == {"Transformer", "Transformer + σReparam", "SAMformer + σReparam"}
+    assert not sh.summary_table(study).empty
+    box = sh.claims_box(quick=study, paper=None)
+    assert list(box["id"]) == ["S19", "S20", "S27", "S28", "S29", "S30"]
+
+
+def test_cli_plan_counts_the_paper_grid(tmp_path, capsys):
+    assert sh.main(["--profile", "paper", "--plan", "--out", str(tmp_path / "none.jsonl")]) == 0
+    # per dataset: 5 recipes × 5 seeds + 8 ρ values × 5 seeds, less the ρ* grid point shared with SAMformer's runs
+    assert "120 runs planned, 0 stored" in capsys.readouterr().out
+    assert len(sh.planned_runs(sh.sharpness_config("quick"))) == 2 * (5 * 3 + 3 * 2)
