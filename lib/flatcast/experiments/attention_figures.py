@@ -17,7 +17,7 @@ from .attention import DYNAMICS_RECIPES, LABELS, TABLE_RECIPES, diagonal_statist
 
 __all__ = ["RECIPE_COLORS", "plot_history", "plot_entropy", "plot_attention_grid", "plot_mean_maps",
            "plot_nuclear_norms", "plot_attention_spectra", "plot_proposition5", "plot_which_attention",
-           "plot_representation", "plot_explorer_choice", "DATASET_LABELS"]
+           "plot_representation", "plot_explorer_choice", "attention_explorer", "DATASET_LABELS"]
 
 RECIPE_COLORS = {"transformer": "tab:red", "samformer": "tab:blue", "sigma_reparam": "tab:orange",
                  "samformer_sigma_reparam": "tab:brown", "transformer_eeo": "tab:green", "temporal": "tab:purple",
@@ -354,3 +354,36 @@ def _explorer_position(run: dict, window: int) -> int:
     if window not in windows:
         raise KeyError(f"window {window} was not kept along training (kept: {windows})")
     return windows.index(window)
+
+
+def attention_explorer(records, datasets: Sequence[str] | None = None, max_epochs: int = 4,
+                       windows: Sequence[int] | None = None, dpi: int = 60, **options):
+    """The attention explorer: model × dataset × epoch × window → that window's attention matrix (first seed).
+
+    Built with :func:`flatcast.explorer.static_explorer`, so every choice is precomputed and the controls work in
+    the static HTML. ``epoch`` offers up to ``max_epochs`` snapshot epochs (always the first, second and the
+    last snapshot, then "final" = the restored best weights); ``windows`` defaults to every window kept along
+    training."""
+    from flatcast.explorer import static_explorer
+
+    datasets = list(datasets or _datasets(records))
+    recipes = _recipes(records)
+    first = _runs(records, recipes[0], datasets[0])[0]
+    snapshot_epochs = sorted(int(e) for e in first["snapshots"])
+    common = [e for e in snapshot_epochs if all(str(e) in r["snapshots"] for r in records if "final" in r
+                                                and r["dataset"] in datasets)]
+    if len(common) > max_epochs - 1:
+        common = common[:2] + common[-(max_epochs - 3):] if max_epochs > 3 else common[: max_epochs - 1]
+    epochs = [str(e) for e in common] + ["final"]
+    windows = list(windows if windows is not None else first["explorer_windows"])
+    controls = {"model": [LABELS[r] for r in recipes], "dataset": [_dataset_label(d) for d in datasets],
+                "epoch": epochs, "window": windows}
+    by_label = {LABELS[r]: r for r in recipes}
+    by_dataset = {_dataset_label(d): d for d in datasets}
+
+    def render(model, dataset, epoch, window):
+        return plot_explorer_choice(records, by_label[model], by_dataset[dataset], epoch, window)
+
+    n = len(recipes) * len(datasets) * len(epochs) * len(windows)
+    return static_explorer(controls, render, dpi=dpi, max_choices=max(64, n), slider=("epoch",),
+                           title="Attention explorer: one window's A(X) (first seed)", **options)
