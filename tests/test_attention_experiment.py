@@ -182,3 +182,17 @@ def test_figures_draw_from_records(tiny_study):
         assert fig.axes
     with pytest.raises(KeyError, match="not kept"):
         figs.plot_explorer_choice(records, "transformer", "ETTh1", "1", 2)
+
+
+def test_attention_explorer_precomputes_every_choice(tiny_study):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from flatcast.experiments import attention_figures as figs
+
+    _, _, records = tiny_study
+    explorer = figs.attention_explorer(records, max_epochs=3)
+    # one recipe × one dataset × epochs (0, 1 and "final") × the two kept windows
+    assert explorer.values == [["Transformer"], ["ETTh1"], ["0", "1", "final"], [0, 3]]
+    assert len(explorer.pictures) == 6 and all(p.startswith(b"\x89PNG") for p in explorer.pictures.values())
+    assert len(explorer.links) == 1 + 1 + 1 + 3  # one jslink per stack: 1 + 1 + 1 + 3 stacks at the levels

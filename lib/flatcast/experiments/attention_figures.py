@@ -150,7 +150,7 @@ def plot_mean_maps(records, dataset: str = "weather",
     """SAMformer Fig. 6 / EEO-TFV Fig. 5 layout: one attention matrix per model (the first window of the batch)
     and the batch mean, with the diagonal statistics in the titles."""
     recipes = [r for r in recipes if _runs(records, r, dataset)]
-    fig, axes = plt.subplots(2, len(recipes), figsize=(3.1 * len(recipes), 6.2), squeeze=False)
+    fig, axes = plt.subplots(2, len(recipes), figsize=(3.4 * len(recipes), 6.6), squeeze=False)
     image = None
     for j, name in enumerate(recipes):
         batch = final_attention(records, name, dataset, seed)
@@ -161,8 +161,8 @@ def plot_mean_maps(records, dataset: str = "weather",
             ax.set_xlabel("key channel")
             if j == 0:
                 ax.set_ylabel(f"{what}\nquery channel")
-        axes[0, j].set_title(f"{LABELS[name]}\ndiag = {stats['diag_ratio']:.2f}/D, row spread "
-                             f"{stats['row_spread']:.2f}", fontsize=9)
+        axes[0, j].set_title(f"{LABELS[name]}\nbatch: diagonal {stats['diag_ratio']:.2f}/D\nrow spread "
+                             f"{stats['row_spread']:.2f}", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.7, label="attention weight")
     fig.suptitle(f"Attention after training on {_dataset_label(dataset)}, H={_runs(records, dataset=dataset)[0]['horizon']}")
     return fig
