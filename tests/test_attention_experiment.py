@@ -196,3 +196,19 @@ def test_attention_explorer_precomputes_every_choice(tiny_study):
     assert explorer.values == [["Transformer"], ["ETTh1"], ["0", "1", "final"], [0, 3]]
     assert len(explorer.pictures) == 6 and all(p.startswith(b"\x89PNG") for p in explorer.pictures.values())
     assert len(explorer.links) == 1 + 1 + 1 + 3  # one jslink per stack: 1 + 1 + 1 + 3 stacks at the levels
+
+
+def test_load_study_and_verdicts_only_cli(tiny_study, tmp_path):
+    import json as _json
+
+    _, path, records = tiny_study
+    assert at.load_study("paper", tmp_path / "missing.jsonl") is None
+    loaded, config = at.load_study("quick", path)
+    assert [r["key"] for r in loaded] == [r["key"] for r in records] and config.profile == "quick"
+    assert at.main(["--profile", "quick", "--out", str(path), "--verdicts-only", "--claims-dir", str(tmp_path)]) == 0
+    payload = _json.loads((tmp_path / "attention_claims.json").read_text())
+    assert payload["chapter"] == "attention"
+    assert set(payload["verdicts"]) == {"S12", "S23", "S24", "S26", "S32", "E8", "E10", "E12", "E13"}
+    assert {v["verdict"] for v in payload["verdicts"].values()} <= {"inconclusive", "not yet tested"}
+    with pytest.raises(SystemExit, match="no results"):
+        at.main(["--profile", "quick", "--out", str(tmp_path / "none.jsonl"), "--verdicts-only"])
