@@ -204,7 +204,7 @@ def test_load_study_and_verdicts_only_cli(tiny_study, tmp_path):
     _, path, records = tiny_study
     assert at.load_study("paper", tmp_path / "missing.jsonl") is None
     loaded, config = at.load_study("quick", path)
-    assert [r["key"] for r in loaded] == [r["key"] for r in records] and config.profile == "quick"
+    assert sorted(r["key"] for r in loaded) == sorted(r["key"] for r in records) and config.profile == "quick"
     assert at.main(["--profile", "quick", "--out", str(path), "--verdicts-only", "--claims-dir", str(tmp_path)]) == 0
     payload = _json.loads((tmp_path / "attention_claims.json").read_text())
     assert payload["chapter"] == "attention"
