@@ -215,3 +215,102 @@ def test_real_channel_transformer_callbacks_and_proposition5():
     X = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(5))
     lhs, rhs = at.proposition5_sides(X, weights["W_Q"], weights["W_Q"])
     assert torch.all(lhs <= rhs * (1 + 1e-12))
+
+
+# ------------------------------------------------------------- Prop. 5 on trained weights, last-layer spectra
+def test_score_weights_psd_hand_cases():
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    same = at.score_weights_psd(W, W)  # W Wᵀ: symmetric PSD, rank 2 → smallest eigenvalue 0
+    assert same["asymmetry"] == pytest.approx(0.0, abs=1e-12)
+    assert same["min_eig"] == pytest.approx(0.0, abs=1e-12) and same["max_eig"] == pytest.approx(1.0)
+    assert same["symmetric_psd"] == 1.0
+    negated = at.score_weights_psd(W, -W)  # −W Wᵀ: symmetric negative semi-definite
+    assert negated["asymmetry"] == pytest.approx(0.0, abs=1e-12)
+    assert negated["min_eig"] == pytest.approx(-1.0) and negated["symmetric_psd"] == 0.0
+    # M = e1 e2ᵀ: ‖M − Mᵀ‖_F = √2, ‖M‖_F = 1; symmetric part has eigenvalues ±½, ‖M‖₂ = 1
+    e = torch.eye(3, 1, dtype=torch.float64)
+    e2 = torch.roll(e, 1, dims=0)
+    skew = at.score_weights_psd(e, e2)
+    assert skew["asymmetry"] == pytest.approx(math.sqrt(2))
+    assert skew["min_eig"] == pytest.approx(-0.5) and skew["max_eig"] == pytest.approx(0.5)
+    assert skew["symmetric_psd"] == 0.0
+    with pytest.raises(ValueError, match="zero matrix"):
+        at.score_weights_psd(torch.zeros(3, 2), torch.ones(3, 2))
+    with pytest.raises(ValueError, match="same shape"):
+        at.score_weights_psd(torch.ones(3, 2), torch.ones(4, 2))
+
+
+@pytest.mark.parametrize("sigma_reparam", [False, True])
+def test_model_proposition5_reproduces_the_models_scores(sigma_reparam):
+    from flatcast.models import ChannelTransformer
+
+    model = ChannelTransformer(12, 3, 4, d_model=5, sigma_reparam=sigma_reparam, seed=0)
+    x = torch.randn(6, 4, 12, generator=torch.Generator().manual_seed(1))
+    sides = at.model_proposition5(model, x, batch_size=4)
+    with torch.no_grad():
+        tokens = model._normalized(x)
+        scores = (model.query(tokens) @ model.key(tokens).transpose(1, 2)).double()
+        attention = model.attention_scores(x).double()
+    np.testing.assert_allclose(sides["lhs"].numpy(), torch.linalg.matrix_norm(scores, ord="nuc").numpy(), rtol=1e-5)
+    torch.testing.assert_close(torch.softmax(scores / math.sqrt(5), dim=-1), attention, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sides["attention_nuclear_norm"].numpy(),
+                               torch.linalg.matrix_norm(attention, ord="nuc").numpy(), rtol=1e-6)
+    assert bool((sides["lhs"] <= sides["rhs"] * (1 + 1e-9)).all())
+    # the right side by hand: ‖W̃_Q W̃_Kᵀ‖₂ ‖[X, 1]‖_F² with ‖[X, 1]‖_F² = ‖X‖_F² + D
+    W_Q, W_K = at.augmented_score_weights(model)
+    assert W_Q.shape == (13, 5)
+    expected = torch.linalg.matrix_norm(W_Q.double() @ W_K.double().T, ord=2) * (
+        tokens.double().square().sum(dim=(1, 2)) + 4)
+    np.testing.assert_allclose(sides["rhs"].numpy(), expected.numpy(), rtol=1e-5)
+
+
+def test_model_proposition5_needs_query_and_key():
+    from flatcast.models import ChannelTransformer
+
+    with pytest.raises(AttributeError, match="query/key"):
+        at.model_proposition5(ChannelTransformer(8, 2, 3, attention="identity", seed=0), torch.randn(2, 3, 8))
+
+
+def test_head_representation_is_what_the_head_reads():
+    from flatcast.models import ChannelTransformer
+
+    model = ChannelTransformer(10, 4, 3, d_model=4, revin=False, seed=2)
+    x = torch.randn(5, 3, 10, generator=torch.Generator().manual_seed(0))
+    rep = at.head_representation(model, x, batch_size=2)
+    assert rep.shape == (15, 10) and rep.dtype == torch.float64
+    with torch.no_grad():
+        out = model(x)
+        by_hand = x + model.output(model.attention_scores(x) @ model.value(x))
+    torch.testing.assert_close(model.head(rep.float().reshape(5, 3, 10)), out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rep.reshape(5, 3, 10).float(), by_hand, rtol=1e-5, atol=1e-6)
+    assert not model.head._forward_pre_hooks, "the capture hook must be removed"
+    callback = at.representation_rank_callback(n_samples=5, split="val")
+    value = callback(model, 0, SimpleNamespace(val=SimpleNamespace(x=x)))["representation_erank"]
+    assert value == pytest.approx(float(at.effective_rank(rep)))
+
+
+def test_proposition5_callback_keys_and_bound():
+    from flatcast.models import ChannelTransformer
+
+    model = ChannelTransformer(16, 4, 5, seed=0)
+    splits = SimpleNamespace(val=SimpleNamespace(x=torch.randn(7, 5, 16, generator=torch.Generator().manual_seed(4))))
+    row = at.proposition5_callback(n_samples=7)(model, 0, splits)
+    assert set(row) == {"prop5_lhs", "prop5_rhs", "attention_nuclear_norm", "score_asymmetry", "score_min_eig",
+                        "score_symmetric_psd"}
+    assert row["prop5_lhs"] <= row["prop5_rhs"]
+    assert 1.0 <= row["attention_nuclear_norm"] <= 5.0 + 1e-9
+    assert row["score_symmetric_psd"] == 0.0  # independent random W_Q, W_K are not symmetric
+
+
+@pytest.mark.parametrize("L,d", [(9, 2), (4, 2), (6, 3)])
+def test_score_weights_psd_agrees_with_the_full_matrix(L, d):
+    # the low-rank (QR) evaluation must match eigen/singular values of the explicit L×L matrix, incl. L ≤ 2d
+    g = torch.Generator().manual_seed(L * 10 + d)
+    W_Q, W_K = torch.randn(L, d, generator=g, dtype=torch.float64), torch.randn(L, d, generator=g, dtype=torch.float64)
+    M = W_Q @ W_K.T
+    eig = torch.linalg.eigvalsh((M + M.T) / 2) / torch.linalg.matrix_norm(M, ord=2)
+    out = at.score_weights_psd(W_Q, W_K)
+    assert out["asymmetry"] == pytest.approx(float(torch.linalg.matrix_norm(M - M.T) / torch.linalg.matrix_norm(M)))
+    assert out["min_eig"] == pytest.approx(float(eig[0]), abs=1e-10)
+    assert out["max_eig"] == pytest.approx(float(eig[-1]), abs=1e-10)

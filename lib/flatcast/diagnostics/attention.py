@@ -11,6 +11,13 @@
   ``erank(M) = exp(−Σ_i p_i log p_i)``; ``erank(I_D) = D``, ``erank`` of a rank-1 matrix is 1. The singular
   spectrum of representation matrices is the quantity of EEO-TFV Figs. 2–3.
 
+- Trained weights and Proposition 5's assumption: :func:`score_weights_psd` measures how far ``M = W_Q W_Kᵀ`` is
+  from symmetric (``‖M − Mᵀ‖_F / ‖M‖_F``) and from PSD (smallest eigenvalue of its symmetric part over ``‖M‖₂``);
+  :func:`model_proposition5` evaluates both sides on a model's own (RevIN-normalised) inputs, biases included
+  through the augmentation ``X̃ = [X, 1]``, ``W̃ = [W; bᵀ]`` (so ``X̃ W̃_Q W̃_Kᵀ X̃ᵀ`` *is* the model's score matrix).
+- Last-layer representation (EEO-TFV §4.2–4.3, Figs. 2–3): :func:`head_representation` returns what the
+  channel transformer's linear head reads, ``X + A(X) X W_V W_O`` (Eq. 4's bracket), one row per (window, channel).
+
 Matrices are the last two dimensions of a tensor; leading dimensions are batch dimensions. Singular values are
 computed in float64. The ``*_callback`` factories build trainer callbacks ``callback(model, epoch, splits) ->
 dict[str, float]`` (see ARCHITECTURE.md, Trainer).
@@ -37,6 +44,12 @@ __all__ = [
     "attention_nuclear_norm_callback",
     "sharpness_callback",
     "effective_rank_callback",
+    "score_weights_psd",
+    "augmented_score_weights",
+    "model_proposition5",
+    "head_representation",
+    "proposition5_callback",
+    "representation_rank_callback",
 ]
 
 _REDUCTIONS = ("mean", "none")
@@ -267,5 +280,167 @@ def effective_rank_callback(representation_fn: Callable[[nn.Module, torch.Tensor
             for i in range(n_singular_values):
                 out[f"{key}_sv{i + 1}"] = float(spectrum[i]) if i < spectrum.numel() else float("nan")
         return out
+
+    return callback
+
+
+# --------------------------------------------------------------------- Prop. 5 on trained weights (additions)
+def score_weights_psd(W_Q, W_K, tol: float = 1e-6) -> dict[str, float]:
+    """How far ``M = W_Q W_Kᵀ`` is from Proposition 5's assumption ``M = Mᵀ ≽ 0`` (SAMformer §2.3).
+
+    ``W_Q``, ``W_K``: ``(L, d)``. Returns ``asymmetry = ‖M − Mᵀ‖_F / ‖M‖_F`` (0 for symmetric ``M``, √2 for
+    antisymmetric), ``min_eig`` and ``max_eig``: the extreme eigenvalues of the symmetric part ``(M + Mᵀ)/2``
+    divided by ``‖M‖₂`` (PSD ⇔ ``min_eig ≥ 0`` once ``M`` is symmetric), and ``symmetric_psd``: 1.0 when
+    ``asymmetry ≤ tol`` and ``min_eig ≥ −tol``, else 0.0. A zero ``M`` raises ``ValueError``.
+    """
+    W_Q = _as_matrices(W_Q, "W_Q")
+    W_K = _as_matrices(W_K, "W_K")
+    if W_Q.dim() != 2 or W_K.dim() != 2 or W_Q.shape != W_K.shape:
+        raise ValueError(f"W_Q and W_K must be 2-D of the same shape (L, d), got {tuple(W_Q.shape)} and "
+                         f"{tuple(W_K.shape)}")
+    small = _low_rank_score_factors(W_Q, W_K)
+    frobenius = torch.linalg.matrix_norm(small["M"], ord="fro")
+    if float(frobenius) == 0.0:
+        raise ValueError("W_Q W_Kᵀ is the zero matrix: its symmetry and definiteness are undefined")
+    spectral = torch.linalg.matrix_norm(small["M"], ord=2)
+    asymmetry = float(torch.linalg.matrix_norm(small["M_minus_MT"], ord="fro") / frobenius)
+    eigenvalues = torch.linalg.eigvalsh(small["sym"]) / spectral
+    min_eig, max_eig = float(eigenvalues[0]), float(eigenvalues[-1])
+    if small["rank_deficient"]:  # (M + Mᵀ)/2 also has L − 2d zero eigenvalues
+        min_eig, max_eig = min(min_eig, 0.0), max(max_eig, 0.0)
+    psd = asymmetry <= tol and min_eig >= -tol
+    return {"asymmetry": asymmetry, "min_eig": min_eig, "max_eig": max_eig, "symmetric_psd": float(psd)}
+
+
+def _low_rank_score_factors(W_Q: torch.Tensor, W_K: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Small matrices with the same norms/spectra as ``M = W_Q W_Kᵀ`` (L×L, rank ≤ d), without forming ``M``.
+
+    With the thin QR ``[W_Q, W_K] = Q R`` (``Q`` with orthonormal columns, ``R = [R_Q, R_K]``), ``M = Q R_Q R_Kᵀ Qᵀ``,
+    so ``R_Q R_Kᵀ`` has the singular values of ``M``, ``R_Q R_Kᵀ − R_K R_Qᵀ`` those of ``M − Mᵀ``, and the symmetric
+    ``(R_Q R_Kᵀ + R_K R_Qᵀ)/2`` the non-zero eigenvalues of ``(M + Mᵀ)/2`` (plus ``L − 2d`` zeros when ``L > 2d``).
+    """
+    d = W_Q.shape[1]
+    Q, R = torch.linalg.qr(torch.cat([W_Q, W_K], dim=1))
+    R_Q, R_K = R[:, :d], R[:, d:]
+    M = R_Q @ R_K.T
+    return {"M": M, "M_minus_MT": M - M.T, "sym": (M + M.T) / 2, "rank_deficient": W_Q.shape[0] > Q.shape[1]}
+
+
+def _layer_matrix_and_bias(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A linear layer's effective weight in the paper's ``(in, out)`` layout and its bias (σReparam resolved)."""
+    effective = getattr(layer, "effective_weight", None)
+    weight = effective() if callable(effective) else layer.weight
+    return weight.detach().t(), (None if getattr(layer, "bias", None) is None else layer.bias.detach())
+
+
+def augmented_score_weights(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W̃_Q, W̃_K)``, each ``(L + 1, d)`` (or ``(L, d)`` without biases): the model's query/key maps with their
+    biases as an extra last row, so that ``[X, 1] W̃_Q = X W_Q + 1 b_Qᵀ`` are exactly the model's queries.
+
+    ``model`` must have ``query`` and ``key`` linear layers (a learned/random :class:`ChannelTransformer`)."""
+    query, key = getattr(model, "query", None), getattr(model, "key", None)
+    if query is None or key is None:
+        raise AttributeError(f"{type(model).__name__} has no query/key maps (identity attention has no W_Q W_Kᵀ)")
+    pieces = []
+    for layer in (query, key):
+        weight, bias = _layer_matrix_and_bias(layer)
+        pieces.append(weight if bias is None else torch.cat([weight, bias[None, :]], dim=0))
+    if (pieces[0].shape[0] == pieces[1].shape[0] - 1) or (pieces[1].shape[0] == pieces[0].shape[0] - 1):
+        raise ValueError("query and key must both have biases or both have none")
+    return pieces[0], pieces[1]
+
+
+def _model_tokens(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The token matrices the attention of a ChannelTransformer sees (RevIN-normalised; temporal: transposed)."""
+    normalise, tokens = getattr(model, "_normalized", None), getattr(model, "_tokens", None)
+    if not (callable(normalise) and callable(tokens)):
+        raise AttributeError(f"{type(model).__name__} is not a ChannelTransformer (no _normalized/_tokens)")
+    return tokens(normalise(x))
+
+
+def model_proposition5(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Proposition 5 (SAMformer §2.3, App. E.3) on a trained model's own inputs ``x`` ``(B, D, L)``, per window.
+
+    With the biases folded in (``X̃ = [X, 1]``, :func:`augmented_score_weights`), ``X̃ W̃_Q W̃_Kᵀ X̃ᵀ`` is exactly the
+    model's score matrix before the ``1/√d_m`` scale and the softmax. Returns float64 tensors ``(B,)``:
+    ``lhs = ‖X̃ W̃_Q W̃_Kᵀ X̃ᵀ‖_*``, ``rhs = ‖W̃_Q W̃_Kᵀ‖₂ ‖X̃‖_F²`` (``lhs ≤ rhs`` for *any* weights, by Hölder)
+    and ``attention_nuclear_norm = ‖A(X)‖_*``, the quantity SAMformer Fig. 7 plots.
+    """
+    device = model_device(model)
+    W_Q, W_K = augmented_score_weights(model)
+    W_Q, W_K = W_Q.to(torch.float64).cpu(), W_K.to(torch.float64).cpu()
+    spectral = torch.linalg.matrix_norm(_low_rank_score_factors(W_Q, W_K)["M"], ord=2)  # ‖W̃_Q W̃_Kᵀ‖₂
+    lhs, rhs, nuclear = [], [], []
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start : start + batch_size].to(device)
+            tokens = _model_tokens(model, xb).to(torch.float64).cpu()
+            if W_Q.shape[0] == tokens.shape[-1] + 1:
+                ones = torch.ones(*tokens.shape[:-1], 1, dtype=tokens.dtype)
+                tokens = torch.cat([tokens, ones], dim=-1)
+            elif W_Q.shape[0] != tokens.shape[-1]:
+                raise ValueError(f"W_Q has {W_Q.shape[0]} rows but the tokens have width {tokens.shape[-1]}")
+            scores = (tokens @ W_Q) @ (tokens @ W_K).transpose(-1, -2)  # X̃ W̃_Q W̃_Kᵀ X̃ᵀ without the L×L product
+            lhs.append(torch.linalg.matrix_norm(scores, ord="nuc"))
+            rhs.append(spectral * torch.linalg.matrix_norm(tokens, ord="fro") ** 2)
+            nuclear.append(nuclear_norm(model.attention_scores(xb).cpu(), reduce="none"))
+    return {"lhs": torch.cat(lhs), "rhs": torch.cat(rhs), "attention_nuclear_norm": torch.cat(nuclear)}
+
+
+def head_representation(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The last-layer representation of a channel transformer: the input of its linear head ``W`` (Eq. 4's
+    ``X + A(X) X W_V W_O``, RevIN-normalised), captured with a forward pre-hook on ``model.head``.
+
+    Returns ``(B · D, L)`` float64 on the CPU: one row per (window, channel) token, the "samples × features"
+    representation matrix whose singular spectrum EEO-TFV §4.3 (Fig. 3) plots.
+    """
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Module):
+        raise AttributeError(f"{type(model).__name__} has no `head` module to read the last-layer representation")
+    captured: list[torch.Tensor] = []
+    handle = head.register_forward_pre_hook(lambda module, args: captured.append(args[0].detach().cpu()))
+    device = model_device(model)
+    try:
+        with eval_mode(model), torch.no_grad():
+            for start in range(0, x.shape[0], batch_size):
+                model(x[start : start + batch_size].to(device))
+    finally:
+        handle.remove()
+    representation = torch.cat(captured).to(torch.float64)
+    return representation.reshape(-1, representation.shape[-1])
+
+
+def proposition5_callback(n_samples: int = 256, split: str = "val", batch_size: int = 256) -> Callable:
+    """Trainer callback: Proposition 5 along training on the first ``n_samples`` windows of ``split``.
+
+    Returns the means over windows of ``prop5_lhs``, ``prop5_rhs`` and ``attention_nuclear_norm``
+    (:func:`model_proposition5`), plus ``score_asymmetry``, ``score_min_eig`` and ``score_symmetric_psd`` of
+    the bias-free ``W_Q W_Kᵀ`` (:func:`score_weights_psd`), the matrix Proposition 5's assumption is about."""
+    n_samples = _check_positive(n_samples, "n_samples")
+    batch_size = _check_positive(batch_size, "batch_size")
+
+    def callback(model: nn.Module, epoch: int, splits) -> dict[str, float]:
+        x = _get_split(splits, split).x[:n_samples]
+        sides = model_proposition5(model, x, batch_size)
+        matrices = model.weight_matrices()
+        check = score_weights_psd(matrices["W_Q"], matrices["W_K"])
+        return {"prop5_lhs": float(sides["lhs"].mean()), "prop5_rhs": float(sides["rhs"].mean()),
+                "attention_nuclear_norm": float(sides["attention_nuclear_norm"].mean()),
+                "score_asymmetry": check["asymmetry"], "score_min_eig": check["min_eig"],
+                "score_symmetric_psd": check["symmetric_psd"]}
+
+    return callback
+
+
+def representation_rank_callback(n_samples: int = 64, split: str = "val", batch_size: int = 256,
+                                 key: str = "representation_erank") -> Callable:
+    """Trainer callback: effective rank of the last-layer representation (:func:`head_representation`) on the
+    first ``n_samples`` windows of ``split`` (EEO-TFV §4.2 Fig. 2's rank-collapse diagnostic) → ``{key}``."""
+    n_samples = _check_positive(n_samples, "n_samples")
+    batch_size = _check_positive(batch_size, "batch_size")
+
+    def callback(model: nn.Module, epoch: int, splits) -> dict[str, float]:
+        x = _get_split(splits, split).x[:n_samples]
+        return {key: float(effective_rank(head_representation(model, x, batch_size)))}
 
     return callback

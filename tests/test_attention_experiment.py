@@ -1,0 +1,214 @@
+"""Tests of flatcast.experiments.attention: config validation, resumable results file, statistics, verdicts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flatcast.experiments import attention as at
+
+
+def _tiny(**overrides):
+    base = dict(lookback=16, dynamics_datasets=("ETTh1",), dynamics_horizon=4, dynamics_recipes=("transformer",),
+                table_datasets=("ETTh1",), table_horizons=(4,), table_recipes=("transformer", "temporal"),
+                seeds=(0, 1), epochs=2, max_train_batches=2, max_eval_windows=12, diag_windows=4, rep_windows=2,
+                map_windows=6, explorer_windows=(0, 3), snapshot_epochs=(0, 1))
+    base.update(overrides)
+    return at.attention_config("quick", **base)
+
+
+def test_config_rejects_bad_input_before_any_work():
+    with pytest.raises(ValueError, match="unknown profile"):
+        at.attention_config("huge")
+    with pytest.raises(KeyError, match="unknown dataset"):
+        at.attention_config("quick", dynamics_datasets=("nope",))
+    with pytest.raises(KeyError, match="unknown recipe"):
+        at.attention_config("quick", table_recipes=("nope",))
+    with pytest.raises(ValueError, match="learned channel-wise attention"):
+        at.attention_config("quick", dynamics_recipes=("temporal",))
+    with pytest.raises(ValueError, match="unknown AttentionConfig fields"):
+        at.attention_config("quick", epoch=3)
+    with pytest.raises(ValueError, match="explorer_windows"):
+        at.attention_config("quick", explorer_windows=(40,))
+
+
+def test_planned_runs_share_dynamics_cells_with_the_table():
+    cells = at.planned_runs(_tiny())
+    keys = [(c["recipe"], c["dataset"], c["horizon"], c["study"]) for c in cells]
+    # transformer/ETTh1/H=4 is both a dynamics and a table cell: trained once, as dynamics
+    assert keys == [("transformer", "ETTh1", 4, "dynamics"), ("temporal", "ETTh1", 4, "table")]
+    paper = at.attention_config("paper")
+    n = len(at.planned_runs(paper))
+    assert n == 4 * 5 + 6 * 4 * 4 - 2 * 4  # dynamics + table − the 8 shared (transformer/samformer × 4 datasets at 96)
+
+
+def test_diagonal_statistics_hand_values():
+    D = 4
+    identity = np.eye(D)[None]
+    uniform = np.full((1, D, D), 1 / D)
+    assert at.diagonal_statistics(identity) == pytest.approx({"diag_mean": 1.0, "diag_ratio": 4.0,
+                                                              "row_spread": 0.75})
+    assert at.diagonal_statistics(uniform) == pytest.approx({"diag_mean": 0.25, "diag_ratio": 1.0,
+                                                             "row_spread": 0.0})
+    # equal rows that are not uniform: spread 0, diagonal mean = mean of the row
+    row = np.array([0.7, 0.1, 0.1, 0.1])
+    equal = np.tile(row, (D, 1))[None]
+    assert at.diagonal_statistics(equal)["row_spread"] == pytest.approx(0.0)
+    assert at.diagonal_statistics(equal)["diag_mean"] == pytest.approx(0.25)
+
+
+def test_overall_improvement_is_the_mean_relative_gain():
+    table = pd.DataFrame({"samformer MSE": [0.9, 0.4], "identity_sam MSE": [1.0, 0.5],
+                          "samformer MSE (paper)": [0.5, np.nan], "identity_sam MSE (paper)": [1.0, 0.2]})
+    value, n = at.overall_improvement(table, "samformer", "identity_sam")
+    assert n == 2 and value == pytest.approx((0.1 + 0.2) / 2 * 100)
+    value, n = at.overall_improvement(table, "samformer", "identity_sam", source="paper")
+    assert n == 1 and value == pytest.approx(50.0)
+    assert math.isnan(at.overall_improvement(table, "samformer", "identity_sam", "MAE")[0])
+
+
+def test_load_records_refuses_corrupt_files_and_repairs_a_cut_last_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    assert at.load_records(path) == []
+    at.append_record(path, {"key": "a|x|1|0", "v": 1})
+    at.append_record(path, {"key": "b|x|1|0", "v": 2})
+    complete = path.read_bytes()
+    path.write_bytes(complete + b'{"key": "c|x|1|0", "v"')  # killed while writing the third run
+    with pytest.raises(ValueError, match="incomplete line"):
+        at.load_records(path)
+    assert [r["key"] for r in at.load_records(path, repair=True)] == ["a|x|1|0", "b|x|1|0"]
+    assert path.read_bytes() == complete
+    path.write_bytes(complete + b"not json\n")
+    with pytest.raises(ValueError, match="line 3: not valid JSON"):
+        at.load_records(path)
+    path.write_bytes(complete + complete)
+    with pytest.raises(ValueError, match="appears twice"):
+        at.load_records(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_study(benchmark_data_dir, tmp_path_factory, monkeypatch_module):
+    monkeypatch_module.setenv("FLATCAST_DATA", str(benchmark_data_dir))
+    path = tmp_path_factory.mktemp("attention") / "attention_tiny.jsonl"
+    config = _tiny()
+    records = at.run_study(config, path)
+    return config, path, records
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_runner_appends_each_run_and_skips_finished_runs(tiny_study, monkeypatch):
+    config, path, records = tiny_study
+    lines = path.read_text().splitlines()
+    assert len(lines) == len(records) == 4  # (transformer dynamics + temporal table) × 2 seeds
+    keys = [json.loads(line)["key"] for line in lines]
+    assert keys == ["transformer|ETTh1|4|0", "transformer|ETTh1|4|1", "temporal|ETTh1|4|0",
+                    "temporal|ETTh1|4|1"]
+    calls = []
+    monkeypatch.setattr(at, "fit_recipe_seeds", lambda *a, **k: calls.append(a) or [])
+    again = at.run_study(config, path)
+    assert calls == [] and [r["key"] for r in again] == keys  # nothing retrained
+    # drop one finished run (and cut the file mid-line): only that run trains again, and it is appended
+    monkeypatch.undo()
+    path.write_text("\n".join(lines[:2] + lines[3:]) + "\n" + lines[2][:30])
+    resumed = at.run_study(config, path)
+    assert sorted(r["key"] for r in resumed) == sorted(keys)
+    final_lines = path.read_text().splitlines()
+    assert len(final_lines) == 4 and json.loads(final_lines[-1])["key"] == "temporal|ETTh1|4|0"
+    # same seed, same numbers on CPU
+    before = json.loads(lines[2])
+    after = json.loads(final_lines[-1])
+    assert after["test_mse"] == before["test_mse"] and after["history"] == before["history"]
+
+
+def test_dynamics_records_hold_every_diagnostic(tiny_study):
+    config, _, records = tiny_study
+    run = records[0]
+    assert run["study"] == "dynamics" and run["epochs_run"] == 2
+    history = run["history"]
+    for column in ("attention_entropy", "attention_nuclear_norm", "prop5_lhs", "prop5_rhs", "score_asymmetry",
+                   "score_min_eig", "score_symmetric_psd", "representation_erank"):
+        assert len(history[column]) == 3, column
+    assert all(l <= r for l, r in zip(history["prop5_lhs"], history["prop5_rhs"]))
+    D = 7
+    assert all(0 <= e <= math.log(D) + 1e-9 for e in history["attention_entropy"])
+    final = run["final"]
+    assert np.asarray(final["attention_batch"]).shape == (6, D, D)
+    np.testing.assert_allclose(np.asarray(final["attention_batch"]).sum(axis=-1), 1, atol=1e-3)
+    assert len(final["nuclear_norms"]) == 4 and all(1 - 1e-6 <= v <= D + 1e-6 for v in final["nuclear_norms"])
+    assert final["representation_shape"] == [2 * D, 16]
+    assert sum(final["representation_spectrum"]) == pytest.approx(1, abs=1e-5)
+    assert sorted(run["snapshots"], key=int) == ["0", "1", "2"]
+    assert np.asarray(run["snapshots"]["2"]).shape == (2, D, D)
+    # table records carry no diagnostics
+    assert "final" not in records[2] and records[2]["recipe"] == "temporal"
+
+
+def test_verdicts_of_quick_evidence_are_inconclusive(tiny_study):
+    config, _, records = tiny_study
+    verdicts = at.attention_verdicts(records, config)
+    assert set(verdicts["id"]) == {"S12", "S23", "S24", "S26", "S32", "E8", "E10", "E12", "E13"}
+    measured = verdicts.set_index("id")
+    # what the tiny study measured is inconclusive (quick profile); what it did not run is not yet tested
+    assert measured.loc["E8", "verdict"] == "not yet tested"  # no EEO run
+    assert measured.loc["S26", "verdict"] == "inconclusive" and "quick profile only" in measured.loc["S26", "measured"]
+    assert measured.loc["S24", "verdict"] == "not yet tested"  # no SAMformer run
+    assert set(verdicts["verdict"]) <= {"inconclusive", "not yet tested"}
+
+
+def test_figures_draw_from_records(tiny_study):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from flatcast.experiments import attention_figures as figs
+
+    _, _, records = tiny_study
+    for fig in (figs.plot_entropy(records), figs.plot_nuclear_norms(records), figs.plot_attention_spectra(records),
+                figs.plot_proposition5(records, "ETTh1"), figs.plot_representation(records, "ETTh1"),
+                figs.plot_attention_grid(records, "ETTh1", recipes=("transformer",), columns=3),
+                figs.plot_mean_maps(records, "ETTh1", recipes=("transformer",)),
+                figs.plot_explorer_choice(records, "transformer", "ETTh1", "1", 3),
+                figs.plot_explorer_choice(records, "transformer", "ETTh1", "final", 5),
+                figs.plot_which_attention(at.table_frame(records))):
+        assert fig.axes
+    with pytest.raises(KeyError, match="not kept"):
+        figs.plot_explorer_choice(records, "transformer", "ETTh1", "1", 2)
+
+
+def test_attention_explorer_precomputes_every_choice(tiny_study):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from flatcast.experiments import attention_figures as figs
+
+    _, _, records = tiny_study
+    explorer = figs.attention_explorer(records, max_epochs=3)
+    # one recipe × one dataset × epochs (0, 1 and "final") × the two kept windows
+    assert explorer.values == [["Transformer"], ["ETTh1"], ["0", "1", "final"], [0, 3]]
+    assert len(explorer.pictures) == 6 and all(p.startswith(b"\x89PNG") for p in explorer.pictures.values())
+    assert len(explorer.links) == 1 + 1 + 1 + 3  # one jslink per stack: 1 + 1 + 1 + 3 stacks at the levels
+
+
+def test_load_study_and_verdicts_only_cli(tiny_study, tmp_path):
+    import json as _json
+
+    _, path, records = tiny_study
+    assert at.load_study("paper", tmp_path / "missing.jsonl") is None
+    loaded, config = at.load_study("quick", path)
+    assert sorted(r["key"] for r in loaded) == sorted(r["key"] for r in records) and config.profile == "quick"
+    assert at.main(["--profile", "quick", "--out", str(path), "--verdicts-only", "--claims-dir", str(tmp_path)]) == 0
+    payload = _json.loads((tmp_path / "attention_claims.json").read_text())
+    assert payload["chapter"] == "attention"
+    assert set(payload["verdicts"]) == {"S12", "S23", "S24", "S26", "S32", "E8", "E10", "E12", "E13"}
+    assert {v["verdict"] for v in payload["verdicts"].values()} <= {"inconclusive", "not yet tested"}
+    with pytest.raises(SystemExit, match="no results"):
+        at.main(["--profile", "quick", "--out", str(tmp_path / "none.jsonl"), "--verdicts-only"])
