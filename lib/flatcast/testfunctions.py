@@ -10,12 +10,14 @@ kick). :data:`VARIANTS` names the EEO configurations of the chapter (Adam, SAM, 
 The functions
 -------------
 ``saddle``       f(x, y) = x² − y² + y⁴/4: a strict saddle at 0 (Hessian diag(2, −2)), minima at (0, ±√2) with
-                 f = −1. Started on the saddle's stable manifold, (0.3, 1e-6), plain descent creeps away only
-                 as fast as the 1e-6 seed grows.
+                 f = −1. Started exactly on the saddle's stable manifold, (0.3, 0), gradient methods never
+                 leave it (the y-gradient is exactly 0); only the escape or noise can. (From (0.3, 1e-6) Adam
+                 leaves within a few dozen steps: its per-coordinate normalisation turns a 1e-6 gradient into
+                 an lr-sized step.)
 ``flat_sharp``   1 − 1.05·exp(−‖w − a‖²/(2·0.12²)) − 0.9·exp(−‖w − b‖²/(2·0.7²)) + 0.02‖w‖², with a = (−0.6, 0)
                  a narrow, slightly deeper (sharp) well and b = (1, 0) a wide (flat) one; between them a saddle.
-                 Started near the sharp well, plain Adam falls in; SAM with ρ wider than the sharp well cannot
-                 stay there.
+                 Started on the sharp well's shoulder, Adam falls in; SAM (ρ = 0.3, wider than the sharp well)
+                 is pushed out of it but stalls near the saddle between the wells, a known trap of SAM.
 """
 
 from __future__ import annotations
@@ -75,13 +77,13 @@ def _flat_sharp(w: torch.Tensor) -> torch.Tensor:
 
 TEST_FUNCTIONS: dict[str, TestFunction] = {
     "saddle": TestFunction(
-        "saddle", "strict saddle", "f(x, y) = x² − y² + y⁴/4", _saddle, start=(0.3, 1e-6),
+        "saddle", "strict saddle", "f(x, y) = x² − y² + y⁴/4", _saddle, start=(0.3, 0.0),
         xlim=(-0.45, 0.45), ylim=(-1.8, 1.8), lr=0.01, rho=0.05, steps=250, temperature=2e-4,
         minima=((0.0, math.sqrt(2)), (0.0, -math.sqrt(2))), saddles=((0.0, 0.0),)),
     "flat_sharp": TestFunction(
         "flat_sharp", "sharp well beside a flat one",
         "f = 1 − 1.05·exp(−‖w−a‖²/(2·0.12²)) − 0.9·exp(−‖w−b‖²/(2·0.7²)) + 0.02‖w‖²", _flat_sharp,
-        start=(-0.38, 0.12), xlim=(-1.2, 2.2), ylim=(-1.2, 1.2), lr=0.01, rho=0.15, steps=300,
+        start=(-0.38, 0.12), xlim=(-1.2, 2.2), ylim=(-1.0, 1.0), lr=0.01, rho=0.3, steps=300,
         temperature=2e-4, minima=(_SHARP, _FLAT)),
 }
 

@@ -53,7 +53,7 @@ from flatcast.utils import seed_everything, torch_threads
 
 __all__ = ["VARIANTS", "CUMULATIVE", "LEAVE_ONE_OUT", "ARCHITECTURES", "EEOConfig", "EEO_CONFIGS", "eeo_config",
            "RunKey", "train_run", "run_cells", "paper_cells", "load_runs", "results_path", "ablation_table",
-           "paired_tests", "sensitivity_grid", "run_sensitivity", "optimizer_state_bytes", "real_fd_curvature",
+           "paired_tests", "sensitivity_grid", "quick_cells", "lemma_checks", "eeo_verdicts", "write_eeo_verdicts", "run_sensitivity", "optimizer_state_bytes", "real_fd_curvature",
            "main"]
 
 #: variant → (optimizer name of flatcast.recipes.optimizer_factory, EEO switches)
@@ -92,6 +92,7 @@ class EEOConfig:
     sensitivity_seeds: tuple[int, ...]
     sharpness_samples: int
     sharpness_iters: int
+    original_seeds: tuple[int, ...] | None = None  # seeds of the "Original" transformer (None: ``seeds``)
     threads: int = 1
 
     @property
@@ -103,9 +104,9 @@ class EEOConfig:
 
 EEO_CONFIGS: dict[str, EEOConfig] = {
     "quick": EEOConfig(profile="quick", datasets=("ETTh1",), horizons=(96,), lookback=96, seeds=(0, 1, 2),
-                       epochs=4, patience=None, batch_size=32, max_train_batches=40,
-                       original_size=dict(d_model=32, n_heads=4, d_ff=64, n_layers=1),
-                       sensitivity_seeds=(0,), sharpness_samples=256, sharpness_iters=20),
+                       epochs=3, patience=None, batch_size=32, max_train_batches=30,
+                       original_size=dict(d_model=16, n_heads=2, d_ff=32, n_layers=1),
+                       sensitivity_seeds=(0,), sharpness_samples=128, sharpness_iters=10, original_seeds=(0,)),
     "paper": EEOConfig(profile="paper", datasets=("ETTh1", "ETTh2", "ETTm1", "ETTm2"), horizons=(96, 192, 336, 720),
                        lookback=PAPER_TRAINING["lookback"], seeds=(0, 1, 2, 3, 4), epochs=PAPER_TRAINING["epochs"],
                        patience=PAPER_TRAINING["patience"], batch_size=PAPER_TRAINING["batch_size"],
@@ -254,7 +255,8 @@ def run_cells(cells: Iterable[tuple[str, int, str, Sequence[str]]], config: EEOC
     done = set(load_runs(out)["id"]) if out is not None and out.exists() else set()
     records, splits_cache = [], {}
     for dataset, horizon, arch, variants in cells:
-        for seed in config.seeds:
+        seeds = config.original_seeds if arch == "original" and config.original_seeds is not None else config.seeds
+        for seed in seeds:
             for variant in variants:
                 key = RunKey(dataset, int(horizon), arch, variant, int(seed), config.lookback)
                 if key.as_id() in done:
@@ -332,14 +334,21 @@ def run_sensitivity(config: EEOConfig, dataset: str = "ETTh1", horizon: int = 96
     done = load_runs(out) if out is not None else pd.DataFrame()
     done_ids = set(done["id"]) if not done.empty else set()
     records = [] if done.empty else done.to_dict("records")
+    defaults = {"rho": rho_star, "temperature": 1e-5, "ema_decay": 0.99, "fd_alpha": 5e-3, "probe_every": 10}
+    default_records: dict[int, dict[str, Any]] = {}
     for name, values in sensitivity_grid(rho_star).items():
         for value in values:
             for seed in config.sensitivity_seeds:
                 key = RunKey(dataset, horizon, "toy", "EEO full", seed, config.lookback, ((name, float(value)),))
                 if key.as_id() in done_ids:
                     continue
-                record = train_run(key, splits, config, device=device, sharpness=False)
-                record["setting"], record["value"] = name, float(value)
+                if float(value) == float(defaults[name]) and seed in default_records:
+                    record = dict(default_records[seed], id=key.as_id(), overrides={name: float(value)})
+                else:
+                    record = train_run(key, splits, config, device=device, sharpness=False)
+                    if float(value) == float(defaults[name]):
+                        default_records[seed] = record
+                record = dict(record, setting=name, value=float(value))
                 if out is not None:
                     record["provenance"] = provenance(device)
                     with out.open("a", encoding="utf-8") as handle:
@@ -386,6 +395,153 @@ def real_fd_curvature(splits, alphas: Sequence[float], seed: int = 0, n_windows:
     return pd.DataFrame(rows)
 
 
+def quick_cells(config: EEOConfig) -> list[tuple[str, int, str, tuple[str, ...]]]:
+    """The quick profile's cells: every toy variant on the first dataset/horizon, and AdamW vs EEO on the
+    "Original" transformer."""
+    dataset, horizon = config.datasets[0], config.horizons[0]
+    return [(dataset, horizon, "toy", tuple(VARIANTS)), (dataset, horizon, "original", ("AdamW", "EEO full"))]
+
+
+# ------------------------------------------------------------------------------------------------- lemma checks
+def lemma_checks(frames: dict[str, pd.DataFrame] | None = None) -> dict[str, Any]:
+    """The numbers behind the verdicts on Lemmas 3.1–3.4 (seconds on a CPU; see :mod:`flatcast.eeo_lemmas`).
+
+    Pass a dict as ``frames`` to receive the tables behind the numbers (for the chapter's figures)."""
+    frames = {} if frames is None else frames
+    from flatcast import eeo_lemmas as lemmas
+    from flatcast.testfunctions import test_function
+
+    out: dict[str, Any] = {}
+    for name in lemmas.FD_CASES:
+        curve = lemmas.fd_hvp_error_curve(name)
+        frames[f"fd_{name}"] = curve
+        curve = curve[curve["dtype"] == "float64"]
+        fit_range = curve[(curve["alpha"] >= 1e-4) & (curve["alpha"] <= 1e-2)]
+        curve = curve[curve["alpha"] >= 1e-4]  # below, float64 rounding (ε‖g‖/α) dominates the truncation error
+        ratio = (curve["error"] / curve["bound_printed"]).max()
+        out[f"fd_{name}"] = {"slope": lemmas.fitted_slope(fit_range["alpha"], fit_range["error"]),
+                             "max_error_over_printed_bound": float(ratio),
+                             "max_error_over_fourth_derivative_bound":
+                                 float((curve["error"] / curve["bound_fourth_derivative"]).max()),
+                             "max_error_over_hessian_lipschitz_bound":
+                                 float((curve["error"] / curve["bound_hessian_lipschitz"]).max())}
+    saddle = test_function("saddle")
+    step = lemmas.negative_curvature_step(saddle, (0.0, 0.05), (0.01, 0.02, 0.05))
+    out["negative_curvature"] = {
+        "uphill_increase_under_stated_eta": bool((step["change_uphill"] > 0).all()),
+        "downhill_meets_claim": bool((step["change_downhill"] <= step["claimed"]).all()),
+        "table": step.to_dict("records")}
+    flat_sharp = test_function("flat_sharp")
+    rhos = (0.1, 0.05, 0.025, 0.0125, 0.00625)
+    plain = lemmas.robust_expansion_table(flat_sharp, (0.5, 0.3), rhos)
+    scaled = lemmas.robust_expansion_table(flat_sharp, (0.5, 0.3), rhos, scaling=lambda w: np.abs(w) + 0.01)
+    frames["robust_plain"], frames["robust_scaled"] = plain, scaled
+    out["robust"] = {"value_slope": lemmas.fitted_slope(plain["rho"], plain["value_residual"]),
+                     "gradient_slope_s1": lemmas.fitted_slope(plain["rho"], plain["gradient_residual"]),
+                     "gradient_slope_adaptive": lemmas.fitted_slope(scaled["rho"], scaled["gradient_residual"])}
+    descent = lemmas.robust_descent_table(saddle, [(0.3, 0.4), (-0.2, 0.9), (0.1, 1.2), (0.25, -0.6)],
+                                          rhos=(0.1, 0.05, 0.025), etas=(0.05, 0.1, 0.2), smoothness=4.0)
+    frames["robust_descent"] = descent
+    out["robust_descent"] = {"max_residual_over_eta_rho": float(descent["residual_over_eta_rho"].max()),
+                             "max_residual": float(descent["residual"].max())}
+    sgld = lemmas.sgld_expected_change([4.0, 4.0], [0.0, 0.0], eta=0.1, temperature=0.01)
+    out["sgld"] = sgld
+    attention = lemmas.attention_descent_run(steps=600, lr=0.05)
+    late = attention[attention["step"] >= 400]
+    noisy = lemmas.attention_descent_run(steps=300, lr=0.05, temperature=1e-3)
+    frames["attention_default_T"], frames["attention_T_1e-3"] = attention, noisy
+    frames["negative_curvature"] = step
+    out["attention"] = {"c1_first": float(attention["c1"].iloc[0]), "c1_late_min": float(late["c1"].min()),
+                        "grad_A_sq_late_min": float(late["grad_A_sq"].min()),
+                        "loss_final": float(attention["loss"].iloc[-1]),
+                        "rose_fraction_default_T": float(attention["rose"].mean()),
+                        "rose_fraction_T_1e-3": float(noisy["rose"].mean())}
+    return out
+
+
+def eeo_verdicts(runs: pd.DataFrame, lemmas: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Verdicts on E11, E15–E19 from the paper-profile runs present and the exact lemma checks."""
+    verdicts: dict[str, dict[str, str]] = {}
+    fd = lemmas
+    verdicts["E17"] = {"verdict": "partly supported", "evidence": (
+        f"The FD-HVP error is O(α²) for a smooth loss (fitted slope {fd['fd_quartic']['slope']:.2f} on x⁴/24, "
+        f"{fd['fd_fast_sine']['slope']:.2f} on a³sin(x/a)), but the printed constant is wrong: the error is "
+        f"(α²/6)∇⁴L[v,v,v]+O(α⁴), bounded by the fourth-derivative constant M₄, not the Hessian-Lipschitz ρ_H. "
+        f"On a³sin(x/a) (ρ_H=1, M₄=100) the error reaches {fd['fd_fast_sine']['max_error_over_printed_bound']:.0f}× "
+        f"the printed bound; on |x|³/6 (ρ_H=1, no 4th derivative) it is exactly ρ_Hα/2, first order (slope "
+        f"{fd['fd_abs_cubic']['slope']:.2f}), {fd['fd_abs_cubic']['max_error_over_printed_bound']:.2g}× the printed "
+        f"bound. The escape step: with the downhill sign L(w+ηu) ≤ L − η²γ/2 holds on the strict saddle; with the "
+        f"uphill sign L rises for every η ≤ ε/γ, the lemma's own step condition, which makes ηε − η²γ/2 ≥ 0 "
+        f"(the printed statement drops the ηε term). Exact checks, float64.")}
+    robust = lemmas["robust"]
+    verdicts["E16"] = {"verdict": "partly supported", "evidence": (
+        f"U_ρ − L − ρ‖g‖ shrinks with slope {robust['value_slope']:.2f} in ρ (claim O(ρ²): holds); ∇U_ρ − g(w+e_w) "
+        f"has slope {robust['gradient_slope_s1']:.2f} with s=1 (better than the claimed O(ρ)) and "
+        f"{robust['gradient_slope_adaptive']:.2f} with s(w)=|w|+0.01 (O(ρ), as claimed). The descent step assumes "
+        f"U_ρ is L-smooth, which fails: U_ρ of ½x² is ½(|x|+ρ)², with a kink at the minimum. On the strict saddle "
+        f"with η∈(0,2/L) the residual of the inequality without its O(ηρ) term is at most "
+        f"{lemmas['robust_descent']['max_residual_over_eta_rho']:.2g}·ηρ over 36 (point, ρ, η) cases, so the weak "
+        f"reading holds there. Exact 2-D checks.")}
+    sgld = lemmas["sgld"]
+    verdicts["E18"] = {"verdict": "not supported", "evidence": (
+        f"As printed the bound fails: one SGLD step at the minimum of ½wᵀ(4I)w (d=2, L=4, η=0.1, T=0.01, ρ→0 so "
+        f"U_ρ=L and a quadratic has no η³ term) raises E[U] by exactly {sgld['exact']:.4f} (Monte-Carlo "
+        f"{sgld['monte_carlo']:.4f}) while the bound allows {sgld['printed_bound']:.4f}. The proof's own Eq. 27 and "
+        f"step (4) give (L/2)·2ηTd = LηTd ({sgld['corrected_bound']:.4f}), which holds with equality. EMA, named "
+        f"in the lemma, plays no part in its proof.")}
+    attention = lemmas["attention"]
+    verdicts["E15"] = {"verdict": "not supported", "evidence": (
+        f"Single-head softmax attention trained with EEO on ½‖A−A*‖² for an unreachable A* (8 tokens, d_k=2): the "
+        f"ratio ⟨∇θL, ∇θL(θ+e)⟩/‖∇_A L‖² that Eq. 16 bounds below by c₁>0 falls from {attention['c1_first']:.2f} "
+        f"to {attention['c1_late_min']:.2g} while ‖∇_A L‖² stays ≥ {attention['grad_A_sq_late_min']:.2f}: no "
+        f"fixed c₁>0 exists (∇θ = Jᵀ∇_A vanishes at θ-stationary points where ∇_A does not), so 'strictly "
+        f"decreases' fails as L_att plateaus at {attention['loss_final']:.3f}. With SGLD at T=1e-3 the loss rose "
+        f"on {100 * attention['rose_fraction_T_1e-3']:.0f} % of steps (0 % at the default T=1e-5).")}
+    paper = runs[(runs["arch"] == "toy") & (runs["overrides"].map(len) == 0)] if not runs.empty else runs
+    cells = sorted({(r.dataset, r.horizon) for r in paper.itertuples()}) if not paper.empty else []
+    if paper.empty:
+        verdicts["E11"] = {"verdict": "not yet tested", "evidence": "no paper-profile run committed yet"}
+        verdicts["E19"] = {"verdict": "not yet tested", "evidence": "no paper-profile run committed yet"}
+        return verdicts
+    table = ablation_table(paper)
+    parts = []
+    for dataset, horizon in cells:
+        cell = table[(table["dataset"] == dataset) & (table["horizon"] == horizon)].set_index("variant")
+        parts.append(f"{dataset} H={horizon}: " + ", ".join(
+            f"{v} {cell.loc[v, 'mean']:.3f}±{0 if math.isnan(cell.loc[v, 'std']) else cell.loc[v, 'std']:.3f} "
+            f"(n={int(cell.loc[v, 'count'])})" for v in CUMULATIVE if v in cell.index))
+    n_cells_total = len(EEO_CONFIGS["paper"].datasets) * len(EEO_CONFIGS["paper"].horizons)
+    verdicts["E11"] = {"verdict": "inconclusive", "evidence": (
+        f"Paper profile (L=512, SAMformer protocol, CPU) has only {len(cells)} of {n_cells_total} dataset×horizon "
+        f"cells, no 'Original' runs and fewer than 5 seeds: " + "; ".join(parts) + ". Table 4 reports horizon "
+        f"averages over ETT×4; a verdict needs the remaining cells (resume with python -m "
+        f"flatcast.experiments.eeo --profile paper).")}
+    kicks = paper[paper["variant"] == "EEO full"]
+    sharp = paper.groupby("variant")["lambda_max"].mean()
+    kick_text = (f"in {len(kicks)} full-EEO run(s) the escape fired {int(kicks['n_kicks'].sum())} time(s) in "
+                 f"{int(kicks['n_probes'].sum())} probes" if not kicks.empty else "no full-EEO run yet")
+    verdicts["E19"] = {"verdict": "inconclusive", "evidence": (
+        f"On the 2-D strict saddle started on its stable manifold, Adam and SAM stay at the saddle and the escape "
+        f"leaves it at the first probe (exact); on the flat/sharp function SAM stalls near the saddle between the "
+        f"wells and the escape reaches the flat well at ρ=0.3 but the sharp one at ρ=0.15, so escaping does not "
+        f"by itself select flatness. On ETTh1 (paper profile, L=512) {kick_text}; mean λmax of the training loss "
+        f"by variant: " + ", ".join(f"{k} {v:.3g}" for k, v in sharp.items() if not math.isnan(v))
+        + ". Too few seeds for the stability (seed spread) part.")}
+    return verdicts
+
+
+def write_eeo_verdicts(results_dir: str | Path | None = None) -> Path:
+    """Compute the lemma checks, read the committed paper-profile runs and write data/results/eeo_claims.json."""
+    from flatcast.claims import write_verdicts
+
+    lemmas = lemma_checks()
+    directory = Path(results_dir) if results_dir is not None else REPO_ROOT / "data" / "results"
+    runs = load_runs(directory / "eeo_paper_runs.jsonl")
+    (directory / "eeo_lemmas.json").write_text(json.dumps(lemmas, indent=2, default=float, ensure_ascii=False)
+                                               + "\n", encoding="utf-8")
+    return write_verdicts("eeo", eeo_verdicts(runs, lemmas), provenance("cpu"), results_dir=directory)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the EEO chapter's paper-profile training (resumable) and/or write its claim verdicts."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -403,8 +559,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(time.strftime("%H:%M:%S"), message, flush=True)
 
     if args.part == "verdicts":
-        from flatcast.experiments.eeo_claims import write_eeo_verdicts
-
         say(f"wrote {write_eeo_verdicts()}")
         return 0
     if args.part == "sensitivity":
