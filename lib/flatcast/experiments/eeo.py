@@ -228,12 +228,17 @@ def results_path(profile: str = "paper") -> Path:
 
 
 def load_runs(path: str | Path | None = None) -> pd.DataFrame:
-    """Every run record in a JSON-lines results file (an empty frame when the file does not exist)."""
-    path = Path(path) if path is not None else results_path("paper")
-    if not path.exists():
-        return pd.DataFrame()
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return pd.DataFrame(records)
+    """Every run record in a JSON-lines results file (an empty frame when the file does not exist).
+
+    Without ``path``: every ``data/results/eeo_paper_runs*.jsonl`` (runs done by parallel processes write to
+    their own ``--out`` file), a run id appearing twice keeping its first record."""
+    paths = [Path(path)] if path is not None else sorted(results_path("paper").parent.glob("eeo_paper_runs*.jsonl"))
+    records = []
+    for file in paths:
+        if file.exists():
+            records += [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    frame = pd.DataFrame(records)
+    return frame.drop_duplicates("id") if not frame.empty else frame
 
 
 def paper_cells(config: EEOConfig) -> list[tuple[str, int, str, tuple[str, ...]]]:
@@ -536,7 +541,7 @@ def write_eeo_verdicts(results_dir: str | Path | None = None) -> Path:
 
     lemmas = lemma_checks()
     directory = Path(results_dir) if results_dir is not None else REPO_ROOT / "data" / "results"
-    runs = load_runs(directory / "eeo_paper_runs.jsonl")
+    runs = load_runs() if results_dir is None else load_runs(directory / "eeo_paper_runs.jsonl")
     (directory / "eeo_lemmas.json").write_text(json.dumps(lemmas, indent=2, default=float, ensure_ascii=False)
                                                + "\n", encoding="utf-8")
     return write_verdicts("eeo", eeo_verdicts(runs, lemmas), provenance("cpu"), results_dir=directory)
