@@ -207,3 +207,25 @@ def test_unknown_profile_variant_and_architecture_raise():
     key = runner.RunKey("ETTh1", 96, "toy", "nope", 0, 96)
     with pytest.raises(KeyError, match="nope"):
         runner.train_run(key, None, runner.eeo_config("quick"))
+
+
+def _tiny_splits():
+    from flatcast.data import make_toy
+
+    return make_toy(n_train=64, n_val=32, lookback=32, horizon=8, n_channels=3, seed=0)
+
+
+def test_real_fd_curvature_agrees_with_double_backward_at_eeos_alpha():
+    frame = runner.real_fd_curvature(_tiny_splits(), alphas=(5e-3, 1e-1), n_windows=32)
+    exact = frame["exact_curvature"].iloc[0]
+    at_default = frame.set_index("alpha").loc[5e-3, "abs_error"]
+    assert at_default < 1e-2 * max(abs(exact), 1e-3)
+
+
+def test_dropout_makes_the_fd_probe_noisy_and_eval_mode_repeats_exactly():
+    frame = runner.dropout_probe_check(_tiny_splits(), runner.eeo_config("quick"), repeats=3, n_windows=32)
+    train = frame[frame["mode"].str.startswith("train")]["fd_curvature"]
+    evaluation = frame[frame["mode"].str.startswith("eval")]["fd_curvature"]
+    assert evaluation.nunique() == 1
+    assert evaluation.iloc[0] == pytest.approx(frame["exact_curvature_no_dropout"].iloc[0], rel=1e-2, abs=1e-6)
+    assert train.nunique() == 3  # each read draws new dropout masks
