@@ -523,10 +523,11 @@ def eeo_verdicts(runs: pd.DataFrame, lemmas: dict[str, Any]) -> dict[str, dict[s
         f"cells, no 'Original' runs and fewer than 5 seeds: " + "; ".join(parts) + ". Table 4 reports horizon "
         f"averages over ETT×4; a verdict needs the remaining cells (resume with python -m "
         f"flatcast.experiments.eeo --profile paper).")}
-    kicks = paper[paper["variant"] == "EEO full"]
+    probed = paper[paper["n_probes"] > 0].groupby("variant")[["n_kicks", "n_probes"]].sum()
     sharp = paper.groupby("variant")["lambda_max"].mean()
-    kick_text = (f"in {len(kicks)} full-EEO run(s) the escape fired {int(kicks['n_kicks'].sum())} time(s) in "
-                 f"{int(kicks['n_probes'].sum())} probes" if not kicks.empty else "no full-EEO run yet")
+    kick_text = ("the escape fired " + ", ".join(f"{int(r.n_kicks)}/{int(r.n_probes)} probes ({v})"
+                                                 for v, r in probed.iterrows())
+                 if not probed.empty else "no run with the escape yet")
     verdicts["E19"] = {"verdict": "inconclusive", "evidence": (
         f"On the 2-D strict saddle started on its stable manifold, Adam and SAM stay at the saddle and the escape "
         f"leaves it at the first probe (exact); on the flat/sharp function SAM stalls near the saddle between the "
