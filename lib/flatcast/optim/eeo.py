@@ -132,8 +132,10 @@ def fd_hvp(
             then read from ``p.grad``), or a function returning the list of gradients, one per parameter.
         params: the parameters w (they are perturbed in place and restored exactly before returning).
         v: the direction, one tensor per parameter (any norm; the error bound is O(α²‖v‖³)).
-        alpha: the finite-difference step α > 0. The central difference has error O(α²) for a C³ loss
-            (Lemma 3.3); in float32, α ≈ 5e-3 balances that against the O(ε_machine / α) rounding error.
+        alpha: the finite-difference step α > 0. The central difference has error (α²/6)∇⁴L[v,v,v] + O(α⁴),
+            i.e. at most (M₄/6)α²‖v‖³ with M₄ a bound on the fourth derivative of the loss (Lemma 3.3 prints the
+            Hessian-Lipschitz constant here; with only that, the sharp bound is first order,
+            (ρ_H/2)α‖v‖²); in float32, α ≈ 5e-3 balances that against the O(ε_machine / α) rounding error.
 
     Costs two gradient evaluations. Returns one tensor per parameter.
     """
