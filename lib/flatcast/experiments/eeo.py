@@ -515,8 +515,9 @@ def eeo_verdicts(runs: pd.DataFrame, lemmas: dict[str, Any]) -> dict[str, dict[s
     for dataset, horizon in cells:
         cell = table[(table["dataset"] == dataset) & (table["horizon"] == horizon)].set_index("variant")
         parts.append(f"{dataset} H={horizon}: " + ", ".join(
-            f"{v} {cell.loc[v, 'mean']:.3f}±{0 if math.isnan(cell.loc[v, 'std']) else cell.loc[v, 'std']:.3f} "
-            f"(n={int(cell.loc[v, 'count'])})" for v in VARIANTS if v in cell.index))
+            f"{v} {cell.loc[v, 'mean']:.3f}"
+            + ("" if math.isnan(cell.loc[v, "std"]) else f"±{cell.loc[v, 'std']:.3f}")
+            + f" (n={int(cell.loc[v, 'count'])})" for v in VARIANTS if v in cell.index))
     n_cells_total = len(EEO_CONFIGS["paper"].datasets) * len(EEO_CONFIGS["paper"].horizons)
     verdicts["E11"] = {"verdict": "inconclusive", "evidence": (
         f"Paper profile (L=512, SAMformer protocol, CPU) has only {len(cells)} of {n_cells_total} dataset×horizon "
