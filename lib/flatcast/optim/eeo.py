@@ -132,8 +132,10 @@ def fd_hvp(
             then read from ``p.grad``), or a function returning the list of gradients, one per parameter.
         params: the parameters w (they are perturbed in place and restored exactly before returning).
         v: the direction, one tensor per parameter (any norm; the error bound is O(α²‖v‖³)).
-        alpha: the finite-difference step α > 0. The central difference has error O(α²) for a C³ loss
-            (Lemma 3.3); in float32, α ≈ 5e-3 balances that against the O(ε_machine / α) rounding error.
+        alpha: the finite-difference step α > 0. The central difference has error (α²/6)∇⁴L[v,v,v] + O(α⁴),
+            i.e. at most (M₄/6)α²‖v‖³ with M₄ a bound on the fourth derivative of the loss (Lemma 3.3 prints the
+            Hessian-Lipschitz constant here; with only that, the sharp bound is first order,
+            (ρ_H/2)α‖v‖²); in float32, α ≈ 5e-3 balances that against the O(ε_machine / α) rounding error.
 
     Costs two gradient evaluations. Returns one tensor per parameter.
     """
@@ -186,6 +188,12 @@ class EEO(SAM):
     gradient at the kicked weights). The kick sign needs no evaluation. ``last_probe`` holds the outcome of the
     most recent probe (``curvature`` λ, ``spectral_radius`` σ, ``kicked``, ``grad_evals``) and ``n_kicks`` the
     number of kicks taken so far.
+
+    Instrumentation (no effect on the update): ``probe_log`` keeps one record per probe, ``last_probe``'s fields
+    plus ``gradient_norm`` ‖g(w)‖ at the probe; with ``record_probes=True`` each record also holds ``weights``
+    (w at the probe), ``direction`` (the unit v whose Rayleigh quotient was kept) and ``kick`` (the
+    displacement, ``None`` without a kick), as CPU tensors, one per parameter with a gradient. The log is not
+    part of ``state_dict``.
     """
 
     def __init__(
@@ -207,6 +215,7 @@ class EEO(SAM):
         temperature: float = 1e-5,
         ema_decay: float = 0.99,
         seed: int = 0,
+        record_probes: bool = False,
         **base_kwargs: Any,
     ) -> None:
         if "adaptive" in base_kwargs:
@@ -229,6 +238,7 @@ class EEO(SAM):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an integer, got {seed!r}")
         self.seed = seed
+        self.record_probes = _validate_switch("record_probes", record_probes)
         wrapper_defaults = {
             "rho": validate_rho(rho),
             "scaling": scaling,
@@ -240,6 +250,7 @@ class EEO(SAM):
         self.steps_taken = 0
         self.n_kicks = 0
         self.last_probe: dict[str, Any] | None = None
+        self.probe_log: list[dict[str, Any]] = []
         self._generators: dict[str, torch.Generator] = {}
         if self.ema:
             with torch.no_grad():
@@ -340,9 +351,12 @@ class EEO(SAM):
                 direction = [t / norm for t in shifted]
 
         kicked = best_curvature < 0 and any(group["rho"] * group["negcur_kick"] > 0 for _, group in pairs)
+        weights_at_probe = [p.detach().clone() for p in params] if self.record_probes else None
+        kick: list[torch.Tensor] | None = None
         if kicked:
             slope = _dot(grad_at_w, best_direction)
             sign = -1.0 if slope > 0 else 1.0
+            kick = [d * (sign * group["negcur_kick"] * group["rho"]) for (_, group), d in zip(pairs, best_direction)]
             for (p, group), d in zip(pairs, best_direction):
                 p.add_(d, alpha=sign * group["negcur_kick"] * group["rho"])
             with torch.enable_grad():
@@ -361,6 +375,14 @@ class EEO(SAM):
             "kicked": kicked,
             "grad_evals": self.grad_evals - evals_before,
         }
+        record = dict(self.last_probe, gradient_norm=_global_norm(grad_at_w))
+        if self.record_probes:
+            record.update(
+                weights=[w.cpu() for w in weights_at_probe],
+                direction=[d.detach().cpu().clone() for d in best_direction],
+                kick=[k.cpu() for k in kick] if kick is not None else None,
+            )
+        self.probe_log.append(record)
 
     # ------------------------------------------------------------------ SGLD (Eq. 12) and EMA (Eq. 13)
     @torch.no_grad()

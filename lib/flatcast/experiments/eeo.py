@@ -1,0 +1,632 @@
+"""The EEO chapter's runner: EEO-TFV Table 4's ablation, a leave-one-out ablation, cost and sensitivity.
+
+Real-data training goes through :mod:`flatcast.recipes` (the channel transformer of the ``transformer_eeo``
+recipe, SAMformer's lr and ρ*), so this chapter trains exactly what the other chapters call "Transformer + EEO".
+
+Variants (``VARIANTS``; every EEO variant is :class:`flatcast.optim.EEO` around Adam with some parts off)
+=========================  ==================================================================================
+``AdamW``                   the base optimizer alone: AdamW, weight decay 1e-4 (Table 4 "Toy+AdamW"; the paper
+                            gives no weight decay; 1e-4 is the middle of SAMformer App. C.3's grid)
+``SAM alone``               EEO(sam) = SAM around Adam, number for number (Table 4)
+``SAM+SGLD``                EEO(sam, sgld)                                       (Table 4)
+``SAM+SGLD+EMA``            EEO(sam, sgld, ema) = EEO full minus escape          (Table 4; leave-one-out)
+``EEO full``                EEO(sam, escape, sgld, ema)                          (Table 4 "EEO full" / "Current")
+``EEO − SAM``               EEO(escape, sgld, ema)                               (leave-one-out, not in the paper)
+``EEO − SGLD``              EEO(sam, escape, ema)                                (leave-one-out)
+``EEO − EMA``               EEO(sam, escape, sgld)                               (leave-one-out)
+=========================  ==================================================================================
+
+Architectures: ``toy`` is the channel transformer (``flatcast.recipes.build_model``, d_model 16: SAMformer's
+model, which EEO-TFV calls the toy-scale transformer) and ``original`` is
+:class:`flatcast.models.StandardTransformer` (temporal tokens, the "Original" transformer of Table 4; EEO-TFV
+gives no size, the library's defaults are used in the paper profile).
+
+Profiles: ``quick`` (what CI runs: ETTh1, L = 96, H = 96, a few hundred steps, 3 seeds; its numbers are not
+comparable to the paper's) and ``paper`` (ETT×4 at L = 512, horizons 96/192/336/720, 5 seeds, SAMformer's
+protocol: 300 epochs, early stopping patience 5, batch 32, cosine). The paper profile is resumable: each
+finished run is appended as one JSON line to ``data/results/eeo_paper_runs.jsonl`` with its provenance, and
+runs already there are skipped (``python -m flatcast.experiments.eeo --profile paper``). Cells run in
+``PAPER_CELL_ORDER``: the cheapest first (ETTh1 H = 96 toy cumulative ablation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from flatcast.data import make_splits
+from flatcast.provenance import REPO_ROOT, provenance
+from flatcast.recipes import PAPER_TRAINING, build_model, optimizer_factory, paper_lr, paper_rho
+from flatcast.trainer import fit
+from flatcast.utils import seed_everything, torch_threads
+
+__all__ = ["VARIANTS", "CUMULATIVE", "LEAVE_ONE_OUT", "ARCHITECTURES", "EEOConfig", "EEO_CONFIGS", "eeo_config",
+           "RunKey", "train_run", "run_cells", "paper_cells", "load_runs", "results_path", "ablation_table",
+           "paired_tests", "sensitivity_grid", "quick_cells", "lemma_checks", "eeo_verdicts", "write_eeo_verdicts", "run_sensitivity", "optimizer_state_bytes", "real_fd_curvature", "dropout_probe_check",
+           "main"]
+
+#: variant → (optimizer name of flatcast.recipes.optimizer_factory, EEO switches)
+VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
+    "AdamW": ("adamw_1e-4", {}),
+    "SAM alone": ("eeo", dict(sam=True, escape=False, sgld=False, ema=False)),
+    "SAM+SGLD": ("eeo", dict(sam=True, escape=False, sgld=True, ema=False)),
+    "SAM+SGLD+EMA": ("eeo", dict(sam=True, escape=False, sgld=True, ema=True)),
+    "EEO full": ("eeo", dict(sam=True, escape=True, sgld=True, ema=True)),
+    "EEO − SAM": ("eeo", dict(sam=False, escape=True, sgld=True, ema=True)),
+    "EEO − SGLD": ("eeo", dict(sam=True, escape=True, sgld=False, ema=True)),
+    "EEO − EMA": ("eeo", dict(sam=True, escape=True, sgld=True, ema=False)),
+}
+#: Table 4's cumulative order (plus the base optimizer).
+CUMULATIVE = ("AdamW", "SAM alone", "SAM+SGLD", "SAM+SGLD+EMA", "EEO full")
+#: full EEO minus one part; "SAM+SGLD+EMA" is "EEO − escape".
+LEAVE_ONE_OUT = ("EEO full", "EEO − SAM", "SAM+SGLD+EMA", "EEO − SGLD", "EEO − EMA")
+LOO_LABELS = {"SAM+SGLD+EMA": "EEO − escape"}
+ARCHITECTURES = ("toy", "original")
+
+
+@dataclass(frozen=True)
+class EEOConfig:
+    """Sizes of one profile (see the module docstring)."""
+
+    profile: str
+    datasets: tuple[str, ...]
+    horizons: tuple[int, ...]
+    lookback: int
+    seeds: tuple[int, ...]
+    epochs: int
+    patience: int | None
+    batch_size: int
+    max_train_batches: int | None
+    original_size: dict[str, int]
+    sensitivity_seeds: tuple[int, ...]
+    sharpness_samples: int
+    sharpness_iters: int
+    original_seeds: tuple[int, ...] | None = None  # seeds of the "Original" transformer (None: ``seeds``)
+    threads: int = 1
+
+    @property
+    def label(self) -> str:
+        steps = f"≤ {self.max_train_batches} steps/epoch" if self.max_train_batches else "full epochs"
+        return (f"{', '.join(self.datasets)}, L={self.lookback}, H∈{list(self.horizons)}, {self.epochs} epochs "
+                f"({steps}), patience {self.patience}, {len(self.seeds)} seeds")
+
+
+EEO_CONFIGS: dict[str, EEOConfig] = {
+    "quick": EEOConfig(profile="quick", datasets=("ETTh1",), horizons=(96,), lookback=96, seeds=(0, 1, 2),
+                       epochs=3, patience=None, batch_size=32, max_train_batches=30,
+                       original_size=dict(d_model=16, n_heads=2, d_ff=32, n_layers=1),
+                       sensitivity_seeds=(0,), sharpness_samples=128, sharpness_iters=10, original_seeds=(0,)),
+    "paper": EEOConfig(profile="paper", datasets=("ETTh1", "ETTh2", "ETTm1", "ETTm2"), horizons=(96, 192, 336, 720),
+                       lookback=PAPER_TRAINING["lookback"], seeds=(0, 1, 2, 3, 4), epochs=PAPER_TRAINING["epochs"],
+                       patience=PAPER_TRAINING["patience"], batch_size=PAPER_TRAINING["batch_size"],
+                       max_train_batches=None, original_size={}, sensitivity_seeds=(0, 1, 2),
+                       sharpness_samples=1024, sharpness_iters=30),
+}
+
+
+def eeo_config(profile: str = "quick", **overrides: Any) -> EEOConfig:
+    """The :class:`EEOConfig` of ``profile`` (``"quick"`` | ``"paper"``), with fields overridden."""
+    if profile not in EEO_CONFIGS:
+        raise ValueError(f"unknown profile {profile!r}: use one of {sorted(EEO_CONFIGS)}")
+    return replace(EEO_CONFIGS[profile], **overrides)
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """One training run: which cell, which variant, which seed (and EEO overrides for the sensitivity grid)."""
+
+    dataset: str
+    horizon: int
+    arch: str
+    variant: str
+    seed: int
+    lookback: int
+    overrides: tuple[tuple[str, float], ...] = ()
+
+    def as_id(self) -> str:
+        extra = ",".join(f"{k}={v:g}" for k, v in self.overrides)
+        return f"{self.dataset}|H{self.horizon}|L{self.lookback}|{self.arch}|{self.variant}|s{self.seed}|{extra}"
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of every tensor the optimizer keeps (its state and, for SAM/EEO, the base optimizer's state)."""
+    total = 0
+    seen: set[int] = set()
+    for opt in (optimizer, getattr(optimizer, "base_optimizer", None)):
+        if opt is None:
+            continue
+        for state in opt.state.values():
+            for value in state.values():
+                if isinstance(value, torch.Tensor) and id(value) not in seen and value.dim() > 0:
+                    seen.add(id(value))
+                    total += value.numel() * value.element_size()
+    return total
+
+
+def _model(arch: str, splits, seed: int, config: EEOConfig) -> torch.nn.Module:
+    if arch == "toy":
+        return build_model("transformer_eeo", splits.lookback, splits.horizon, splits.n_channels, seed)
+    if arch == "original":
+        from flatcast.models import StandardTransformer
+
+        return StandardTransformer(splits.lookback, splits.horizon, splits.n_channels, seed=int(seed),
+                                   **config.original_size)
+    raise KeyError(f"unknown architecture {arch!r}: use one of {ARCHITECTURES}")
+
+
+def _sharpness(model: torch.nn.Module, splits, config: EEOConfig) -> float:
+    from flatcast.diagnostics.hessian import top_eigenvalue
+
+    n = min(config.sharpness_samples, len(splits.train.x))
+    data = (splits.train.x[:n], splits.train.y[:n])
+    value, _ = top_eigenvalue(model, data, n_iter=config.sharpness_iters, tol=1e-4, seed=0)
+    return float(value)
+
+
+def train_run(key: RunKey, splits, config: EEOConfig, device: str = "cpu", sharpness: bool = True
+              ) -> dict[str, Any]:
+    """Train one run and return its record (metrics, cost, escape statistics, λmax of the training loss)."""
+    if key.variant not in VARIANTS:
+        raise KeyError(f"unknown variant {key.variant!r}: use one of {list(VARIANTS)}")
+    name, switches = VARIANTS[key.variant]
+    lr = paper_lr(splits.name, fallback=True)
+    rho = paper_rho(splits.name, splits.horizon, fallback=True)
+    options = dict(switches)
+    options.update(dict(key.overrides))
+    if "probe_every" in options:
+        options["probe_every"] = int(options["probe_every"])
+    if "rho" in options:  # the sensitivity grid moves ρ (and with it the kick length negcur_kick·ρ)
+        rho = float(options.pop("rho"))
+    holder: dict[str, torch.optim.Optimizer] = {}
+    base_factory = optimizer_factory(name, lr, rho if name == "eeo" else None, seed=key.seed,
+                                     **(options if name == "eeo" else {}))
+
+    def factory(params):
+        holder["optimizer"] = base_factory(params)
+        return holder["optimizer"]
+
+    seed_everything(key.seed)
+    model = _model(key.arch, splits, key.seed, config)
+    with torch_threads(config.threads):
+        result = fit(model, splits, optimizer=factory, epochs=config.epochs, batch_size=config.batch_size,
+                     patience=config.patience, cosine=True, seed=key.seed, device=device,
+                     max_train_batches=config.max_train_batches)
+        sharp = _sharpness(result.model, splits, config) if sharpness and key.arch == "toy" else math.nan
+    optimizer = holder["optimizer"]
+    log = getattr(optimizer, "probe_log", [])
+    epochs_run = int(result.history["epoch"].max())
+    record = {
+        "id": key.as_id(), **asdict(key), "overrides": dict(key.overrides),
+        "lr": lr, "rho": rho if name == "eeo" else None, "optimizer": name, "switches": switches,
+        "test_mse": result.test_mse, "test_mae": result.test_mae, "val_mse": result.val_mse,
+        "best_epoch": result.best_epoch, "epochs_run": epochs_run, "n_steps": result.n_steps,
+        "grad_evals": result.grad_evals, "grad_evals_per_step": result.grad_evals / max(result.n_steps, 1),
+        "wall_time_s": result.wall_time_s, "s_per_epoch": result.wall_time_s / max(epochs_run, 1),
+        "state_bytes": optimizer_state_bytes(optimizer),
+        "param_bytes": sum(p.numel() * p.element_size() for p in result.model.parameters()),
+        "n_probes": len(log), "n_kicks": int(sum(r["kicked"] for r in log)),
+        "probe_curvature_median": float(np.median([r["curvature"] for r in log])) if log else math.nan,
+        "probe_negative_fraction": float(np.mean([r["curvature"] < 0 for r in log])) if log else math.nan,
+        "lambda_max": sharp,
+        "val_curve": [float(v) for v in result.history["val_mse"]],
+        "threads": config.threads, "profile": config.profile,
+    }
+    return record
+
+
+def results_path(profile: str = "paper") -> Path:
+    return REPO_ROOT / "data" / "results" / f"eeo_{profile}_runs.jsonl"
+
+
+def load_runs(path: str | Path | None = None) -> pd.DataFrame:
+    """Every run record in a JSON-lines results file (an empty frame when the file does not exist).
+
+    Without ``path``: every ``data/results/eeo_paper_runs*.jsonl`` (runs done by parallel processes write to
+    their own ``--out`` file), a run id appearing twice keeping its first record."""
+    paths = [Path(path)] if path is not None else sorted(results_path("paper").parent.glob("eeo_paper_runs*.jsonl"))
+    records = []
+    for file in paths:
+        if file.exists():
+            records += [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    frame = pd.DataFrame(records)
+    return frame.drop_duplicates("id") if not frame.empty else frame
+
+
+def paper_cells(config: EEOConfig) -> list[tuple[str, int, str, tuple[str, ...]]]:
+    """The paper profile's cells, cheapest first: (dataset, horizon, arch, variants)."""
+    cells = []
+    for variants, arch in ((CUMULATIVE, "toy"), (("EEO − SAM", "EEO − SGLD", "EEO − EMA"), "toy"),
+                           (("AdamW", "EEO full"), "original")):
+        for horizon in config.horizons:
+            for dataset in config.datasets:
+                cells.append((dataset, horizon, arch, variants))
+    return cells
+
+
+def run_cells(cells: Iterable[tuple[str, int, str, Sequence[str]]], config: EEOConfig, *, out: Path | None = None,
+              device: str = "cpu", progress: Callable[[str], None] | None = None,
+              max_runs: int | None = None) -> list[dict[str, Any]]:
+    """Train every (cell, variant, seed); with ``out`` append each record to that JSON-lines file (with
+    provenance) and skip runs already in it (resumable). Returns the records trained now."""
+    done = set(load_runs(out)["id"]) if out is not None and out.exists() else set()
+    records, splits_cache = [], {}
+    for dataset, horizon, arch, variants in cells:
+        seeds = config.original_seeds if arch == "original" and config.original_seeds is not None else config.seeds
+        for seed in seeds:
+            for variant in variants:
+                key = RunKey(dataset, int(horizon), arch, variant, int(seed), config.lookback)
+                if key.as_id() in done:
+                    continue
+                if max_runs is not None and len(records) >= max_runs:
+                    return records
+                if (dataset, horizon) not in splits_cache:
+                    splits_cache.clear()
+                    splits_cache[(dataset, horizon)] = make_splits(dataset, config.lookback, horizon)
+                started = time.time()
+                record = train_run(key, splits_cache[(dataset, horizon)], config, device=device)
+                if out is not None:
+                    record["provenance"] = provenance(device)
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    with out.open("a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                records.append(record)
+                if progress is not None:
+                    progress(f"{key.as_id()}: test MSE {record['test_mse']:.4f}, {record['epochs_run']} epochs, "
+                             f"{time.time() - started:.0f} s")
+    return records
+
+
+# ------------------------------------------------------------------------------------------------- analysis
+def ablation_table(runs: pd.DataFrame, variants: Sequence[str] = CUMULATIVE, arch: str = "toy") -> pd.DataFrame:
+    """Mean ± std (over seeds) test MSE per (dataset, horizon) and variant, and the seed count."""
+    if runs.empty:
+        return pd.DataFrame()
+    subset = runs[(runs["arch"] == arch) & runs["variant"].isin(variants) & (runs["overrides"].map(len) == 0)]
+    grouped = subset.groupby(["dataset", "horizon", "variant"])["test_mse"]
+    table = grouped.agg(["mean", "std", "count"]).reset_index()
+    return table
+
+
+def paired_tests(runs: pd.DataFrame, reference: str = "EEO full", others: Sequence[str] = LEAVE_ONE_OUT[1:],
+                 arch: str = "toy") -> pd.DataFrame:
+    """Per (dataset, horizon): test MSE of each variant minus the reference's, paired by seed (same
+    initialisation and batch order), with the mean difference, its std, a paired t-test and a Wilcoxon
+    signed-rank p-value (exact for n ≤ 5 seeds: the smallest attainable two-sided p is 0.0625 at n = 5)."""
+    from scipy import stats
+
+    rows = []
+    if runs.empty:
+        return pd.DataFrame()
+    subset = runs[(runs["arch"] == arch) & (runs["overrides"].map(len) == 0)]
+    for (dataset, horizon), cell in subset.groupby(["dataset", "horizon"]):
+        ref = cell[cell["variant"] == reference].set_index("seed")["test_mse"]
+        for other in others:
+            values = cell[cell["variant"] == other].set_index("seed")["test_mse"]
+            seeds = sorted(set(ref.index) & set(values.index))
+            if len(seeds) < 2:
+                continue
+            diff = values.loc[seeds].to_numpy() - ref.loc[seeds].to_numpy()
+            t_p = float(stats.ttest_rel(values.loc[seeds], ref.loc[seeds]).pvalue) if np.any(diff) else 1.0
+            w_p = float(stats.wilcoxon(diff).pvalue) if np.any(diff) else 1.0
+            rows.append({"dataset": dataset, "horizon": horizon, "variant": LOO_LABELS.get(other, other),
+                         "n_seeds": len(seeds), "mean_diff": float(diff.mean()), "std_diff": float(diff.std(ddof=1)),
+                         "t_test_p": t_p, "wilcoxon_p": w_p, "wins_of_reference": int((diff > 0).sum())})
+    return pd.DataFrame(rows)
+
+
+#: one-at-a-time sensitivity around the library's defaults (α, T, β, probe period) and around ρ*.
+def sensitivity_grid(rho_star: float) -> dict[str, tuple[float, ...]]:
+    return {"rho": (rho_star / 4, rho_star, rho_star * 4), "temperature": (0.0, 1e-5, 1e-3),
+            "ema_decay": (0.9, 0.99, 0.999), "fd_alpha": (5e-5, 5e-3, 5e-1), "probe_every": (1, 10, 100)}
+
+
+def run_sensitivity(config: EEOConfig, dataset: str = "ETTh1", horizon: int = 96, device: str = "cpu",
+                    out: Path | None = None, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Full EEO on ``dataset`` at ``horizon`` with one setting moved at a time (:func:`sensitivity_grid`).
+
+    ``rho`` overrides the SAM radius (and so the kick length, ``negcur_kick·ρ``). Resumable with ``out``."""
+    splits = make_splits(dataset, config.lookback, horizon)
+    rho_star = paper_rho(dataset, horizon, fallback=True)
+    done = load_runs(out) if out is not None else pd.DataFrame()
+    done_ids = set(done["id"]) if not done.empty else set()
+    records = [] if done.empty else done.to_dict("records")
+    defaults = {"rho": rho_star, "temperature": 1e-5, "ema_decay": 0.99, "fd_alpha": 5e-3, "probe_every": 10}
+    default_records: dict[int, dict[str, Any]] = {}
+    for name, values in sensitivity_grid(rho_star).items():
+        for value in values:
+            for seed in config.sensitivity_seeds:
+                key = RunKey(dataset, horizon, "toy", "EEO full", seed, config.lookback, ((name, float(value)),))
+                if key.as_id() in done_ids:
+                    continue
+                if float(value) == float(defaults[name]) and seed in default_records:
+                    record = dict(default_records[seed], id=key.as_id(), overrides={name: float(value)})
+                else:
+                    record = train_run(key, splits, config, device=device, sharpness=False)
+                    if float(value) == float(defaults[name]):
+                        default_records[seed] = record
+                record = dict(record, setting=name, value=float(value))
+                if out is not None:
+                    record["provenance"] = provenance(device)
+                    with out.open("a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                records.append(record)
+                if progress is not None:
+                    progress(f"{key.as_id()}: {record['test_mse']:.4f}")
+    frame = pd.DataFrame(records)
+    return frame
+
+
+def real_fd_curvature(splits, alphas: Sequence[float], seed: int = 0, n_windows: int = 256) -> pd.DataFrame:
+    """FD curvature vᵀĤv (float32, as EEO computes it) against the exact vᵀHv (autograd double-backward,
+    float64 copy of the model) for a random unit direction v on the channel transformer at initialisation.
+
+    Columns: alpha, fd_curvature, exact_curvature, abs_error."""
+    from flatcast.optim import fd_hvp
+    from flatcast.trainer import compute_training_loss
+
+    model = build_model("transformer_eeo", splits.lookback, splits.horizon, splits.n_channels, seed)
+    x, y = splits.train.x[:n_windows], splits.train.y[:n_windows]
+    params = [p for p in model.parameters() if p.requires_grad]
+    generator = torch.Generator().manual_seed(seed)
+    v = [torch.randn(p.shape, generator=generator) for p in params]
+    norm = math.sqrt(sum(float((t * t).sum()) for t in v))
+    v = [t / norm for t in v]
+
+    model64 = build_model("transformer_eeo", splits.lookback, splits.horizon, splits.n_channels, seed).double()
+    params64 = [p for p in model64.parameters() if p.requires_grad]
+    loss64 = compute_training_loss(model64, x.double(), y.double())
+    grads = torch.autograd.grad(loss64, params64, create_graph=True)
+    hv = torch.autograd.grad(sum((g * d.double()).sum() for g, d in zip(grads, v)), params64)
+    exact = float(sum((h * d.double()).sum() for h, d in zip(hv, v)))
+
+    def grad_fn():
+        return list(torch.autograd.grad(compute_training_loss(model, x, y), params))
+
+    rows = []
+    for alpha in alphas:
+        product = fd_hvp(grad_fn, params, v, float(alpha))
+        fd = float(sum((h * d).sum() for h, d in zip(product, v)))
+        rows.append({"alpha": float(alpha), "fd_curvature": fd, "exact_curvature": exact,
+                     "abs_error": abs(fd - exact)})
+    return pd.DataFrame(rows)
+
+
+def quick_cells(config: EEOConfig) -> list[tuple[str, int, str, tuple[str, ...]]]:
+    """The quick profile's cells: every toy variant on the first dataset/horizon, and AdamW vs EEO on the
+    "Original" transformer."""
+    dataset, horizon = config.datasets[0], config.horizons[0]
+    return [(dataset, horizon, "toy", tuple(VARIANTS)), (dataset, horizon, "original", ("AdamW", "EEO full"))]
+
+
+# ------------------------------------------------------------------------------------------------- lemma checks
+def lemma_checks(frames: dict[str, pd.DataFrame] | None = None) -> dict[str, Any]:
+    """The numbers behind the verdicts on Lemmas 3.1–3.4 (seconds on a CPU; see :mod:`flatcast.eeo_lemmas`).
+
+    Pass a dict as ``frames`` to receive the tables behind the numbers (for the chapter's figures)."""
+    frames = {} if frames is None else frames
+    from flatcast import eeo_lemmas as lemmas
+    from flatcast.testfunctions import test_function
+
+    out: dict[str, Any] = {}
+    for name in lemmas.FD_CASES:
+        curve = lemmas.fd_hvp_error_curve(name)
+        frames[f"fd_{name}"] = curve
+        curve = curve[curve["dtype"] == "float64"]
+        fit_range = curve[(curve["alpha"] >= 1e-4) & (curve["alpha"] <= 1e-2)]
+        curve = curve[curve["alpha"] >= 1e-4]  # below, float64 rounding (ε‖g‖/α) dominates the truncation error
+        ratio = (curve["error"] / curve["bound_printed"]).max()
+        out[f"fd_{name}"] = {"slope": lemmas.fitted_slope(fit_range["alpha"], fit_range["error"]),
+                             "max_error_over_printed_bound": float(ratio),
+                             "max_error_over_fourth_derivative_bound":
+                                 float((curve["error"] / curve["bound_fourth_derivative"]).max()),
+                             "max_error_over_hessian_lipschitz_bound":
+                                 float((curve["error"] / curve["bound_hessian_lipschitz"]).max())}
+    saddle = test_function("saddle")
+    step = lemmas.negative_curvature_step(saddle, (0.0, 0.05), (0.01, 0.02, 0.05))
+    out["negative_curvature"] = {
+        "uphill_increase_under_stated_eta": bool((step["change_uphill"] > 0).all()),
+        "downhill_meets_claim": bool((step["change_downhill"] <= step["claimed"]).all()),
+        "table": step.to_dict("records")}
+    flat_sharp = test_function("flat_sharp")
+    rhos = (0.1, 0.05, 0.025, 0.0125, 0.00625)
+    plain = lemmas.robust_expansion_table(flat_sharp, (0.5, 0.3), rhos)
+    scaled = lemmas.robust_expansion_table(flat_sharp, (0.5, 0.3), rhos, scaling=lambda w: np.abs(w) + 0.01)
+    frames["robust_plain"], frames["robust_scaled"] = plain, scaled
+    out["robust"] = {"value_slope": lemmas.fitted_slope(plain["rho"], plain["value_residual"]),
+                     "gradient_slope_s1": lemmas.fitted_slope(plain["rho"], plain["gradient_residual"]),
+                     "gradient_slope_adaptive": lemmas.fitted_slope(scaled["rho"], scaled["gradient_residual"])}
+    descent = lemmas.robust_descent_table(saddle, [(0.3, 0.4), (-0.2, 0.9), (0.1, 1.2), (0.25, -0.6)],
+                                          rhos=(0.1, 0.05, 0.025), etas=(0.05, 0.1, 0.2), smoothness=4.0)
+    frames["robust_descent"] = descent
+    out["robust_descent"] = {"max_residual_over_eta_rho": float(descent["residual_over_eta_rho"].max()),
+                             "max_residual": float(descent["residual"].max())}
+    sgld = lemmas.sgld_expected_change([4.0, 4.0], [0.0, 0.0], eta=0.1, temperature=0.01)
+    out["sgld"] = sgld
+    attention = lemmas.attention_descent_run(steps=600, lr=0.05)
+    late = attention[attention["step"] >= 400]
+    noisy = lemmas.attention_descent_run(steps=300, lr=0.05, temperature=1e-3)
+    frames["attention_default_T"], frames["attention_T_1e-3"] = attention, noisy
+    frames["negative_curvature"] = step
+    out["attention"] = {"c1_first": float(attention["c1"].iloc[0]), "c1_late_min": float(late["c1"].min()),
+                        "grad_A_sq_late_min": float(late["grad_A_sq"].min()),
+                        "loss_final": float(attention["loss"].iloc[-1]),
+                        "rose_fraction_default_T": float(attention["rose"].mean()),
+                        "rose_fraction_T_1e-3": float(noisy["rose"].mean())}
+    return out
+
+
+def eeo_verdicts(runs: pd.DataFrame, lemmas: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Verdicts on E11, E15–E19 from the paper-profile runs present and the exact lemma checks."""
+    verdicts: dict[str, dict[str, str]] = {}
+    fd = lemmas
+    verdicts["E17"] = {"verdict": "partly supported", "evidence": (
+        f"The FD-HVP error is O(α²) for a smooth loss (fitted slope {fd['fd_quartic']['slope']:.2f} on x⁴/24, "
+        f"{fd['fd_fast_sine']['slope']:.2f} on a³sin(x/a)), but the printed constant is wrong: the error is "
+        f"(α²/6)∇⁴L[v,v,v]+O(α⁴), bounded by the fourth-derivative constant M₄, not the Hessian-Lipschitz ρ_H. "
+        f"On a³sin(x/a) (ρ_H=1, M₄=100) the error reaches {fd['fd_fast_sine']['max_error_over_printed_bound']:.0f}× "
+        f"the printed bound; on |x|³/6 (ρ_H=1, no 4th derivative) it is exactly ρ_Hα/2, first order (slope "
+        f"{fd['fd_abs_cubic']['slope']:.2f}), {fd['fd_abs_cubic']['max_error_over_printed_bound']:.2g}× the printed "
+        f"bound. The escape step: with the downhill sign L(w+ηu) ≤ L − η²γ/2 holds on the strict saddle; with the "
+        f"uphill sign L rises for every η ≤ ε/γ, the lemma's own step condition, which makes ηε − η²γ/2 ≥ 0 "
+        f"(the printed statement drops the ηε term). Exact checks, float64.")}
+    robust = lemmas["robust"]
+    verdicts["E16"] = {"verdict": "partly supported", "evidence": (
+        f"U_ρ − L − ρ‖g‖ shrinks with slope {robust['value_slope']:.2f} in ρ (claim O(ρ²): holds); ∇U_ρ − g(w+e_w) "
+        f"has slope {robust['gradient_slope_s1']:.2f} with s=1 (better than the claimed O(ρ)) and "
+        f"{robust['gradient_slope_adaptive']:.2f} with s(w)=|w|+0.01 (O(ρ), as claimed). The descent step assumes "
+        f"U_ρ is L-smooth, which fails: U_ρ of ½x² is ½(|x|+ρ)², with a kink at the minimum. On the strict saddle "
+        f"with η∈(0,2/L) the inequality holds even without its O(ηρ) slack in all 36 (point, ρ, η) cases "
+        f"(largest residual {lemmas['robust_descent']['max_residual_over_eta_rho']:.2g}·ηρ), so the weak reading "
+        f"holds there. Exact 2-D checks.")}
+    sgld = lemmas["sgld"]
+    verdicts["E18"] = {"verdict": "not supported", "evidence": (
+        f"As printed the bound fails: one SGLD step at the minimum of ½wᵀ(4I)w (d=2, L=4, η=0.1, T=0.01, ρ→0 so "
+        f"U_ρ=L and a quadratic has no η³ term) raises E[U] by exactly {sgld['exact']:.4f} (Monte-Carlo "
+        f"{sgld['monte_carlo']:.4f}) while the bound allows {sgld['printed_bound']:.4f}. The proof's own Eq. 27 and "
+        f"step (4) give (L/2)·2ηTd = LηTd ({sgld['corrected_bound']:.4f}), which holds with equality. EMA, named "
+        f"in the lemma, plays no part in its proof.")}
+    attention = lemmas["attention"]
+    verdicts["E15"] = {"verdict": "not supported", "evidence": (
+        f"Single-head softmax attention trained with EEO on ½‖A−A*‖² for an unreachable A* (8 tokens, d_k=2): the "
+        f"ratio ⟨∇θL, ∇θL(θ+e)⟩/‖∇_A L‖² that Eq. 16 bounds below by c₁>0 falls from {attention['c1_first']:.2f} "
+        f"to {attention['c1_late_min']:.2g} while ‖∇_A L‖² stays ≥ {attention['grad_A_sq_late_min']:.2f}: no "
+        f"fixed c₁>0 exists (∇θ = Jᵀ∇_A vanishes at θ-stationary points where ∇_A does not), so 'strictly "
+        f"decreases' fails as L_att plateaus at {attention['loss_final']:.3f}. With SGLD at T=1e-3 the loss rose "
+        f"on {100 * attention['rose_fraction_T_1e-3']:.0f} % of steps (0 % at the default T=1e-5).")}
+    paper = runs[(runs["arch"] == "toy") & (runs["overrides"].map(len) == 0)] if not runs.empty else runs
+    cells = sorted({(r.dataset, r.horizon) for r in paper.itertuples()}) if not paper.empty else []
+    if paper.empty:
+        verdicts["E11"] = {"verdict": "not yet tested", "evidence": "no paper-profile run committed yet"}
+        verdicts["E19"] = {"verdict": "not yet tested", "evidence": "no paper-profile run committed yet"}
+        return verdicts
+    table = ablation_table(paper, list(VARIANTS))
+    parts = []
+    for dataset, horizon in cells:
+        cell = table[(table["dataset"] == dataset) & (table["horizon"] == horizon)].set_index("variant")
+        parts.append(f"{dataset} H={horizon}: " + ", ".join(
+            f"{v} {cell.loc[v, 'mean']:.3f}"
+            + ("" if math.isnan(cell.loc[v, "std"]) else f"±{cell.loc[v, 'std']:.3f}")
+            + f" (n={int(cell.loc[v, 'count'])})" for v in VARIANTS if v in cell.index))
+    n_cells_total = len(EEO_CONFIGS["paper"].datasets) * len(EEO_CONFIGS["paper"].horizons)
+    verdicts["E11"] = {"verdict": "inconclusive", "evidence": (
+        f"Paper profile (L=512, SAMformer protocol, CPU) has only {len(cells)} of {n_cells_total} dataset×horizon "
+        f"cells, no 'Original' runs and fewer than 5 seeds: " + "; ".join(parts) + ". Table 4 reports horizon "
+        f"averages over ETT×4; a verdict needs the remaining cells (resume with python -m "
+        f"flatcast.experiments.eeo --profile paper).")}
+    probed = paper[paper["n_probes"] > 0].groupby("variant")[["n_kicks", "n_probes"]].sum()
+    sharp = paper.groupby("variant")["lambda_max"].mean()
+    kick_text = ("the escape fired " + ", ".join(f"{int(r.n_kicks)}/{int(r.n_probes)} probes ({v})"
+                                                 for v, r in probed.iterrows())
+                 if not probed.empty else "no run with the escape yet")
+    verdicts["E19"] = {"verdict": "inconclusive", "evidence": (
+        f"On the 2-D strict saddle started on its stable manifold, Adam and SAM stay at the saddle and the escape "
+        f"leaves it at the first probe (exact); on the flat/sharp function SAM stalls near the saddle between the "
+        f"wells and the escape reaches the flat well at ρ=0.3 but the sharp one at ρ=0.15, so escaping does not "
+        f"by itself select flatness. On ETTh1 (paper profile, L=512) {kick_text}; mean λmax of the training loss "
+        f"by variant: " + ", ".join(f"{k} {v:.3g}" for k, v in sharp.items() if not math.isnan(v))
+        + ". Too few seeds for the stability (seed spread) part.")}
+    return verdicts
+
+
+def write_eeo_verdicts(results_dir: str | Path | None = None) -> Path:
+    """Compute the lemma checks, read the committed paper-profile runs and write data/results/eeo_claims.json."""
+    from flatcast.claims import write_verdicts
+
+    lemmas = lemma_checks()
+    directory = Path(results_dir) if results_dir is not None else REPO_ROOT / "data" / "results"
+    runs = load_runs() if results_dir is None else load_runs(directory / "eeo_paper_runs.jsonl")
+    (directory / "eeo_lemmas.json").write_text(json.dumps(lemmas, indent=2, default=float, ensure_ascii=False)
+                                               + "\n", encoding="utf-8")
+    return write_verdicts("eeo", eeo_verdicts(runs, lemmas), provenance("cpu"), results_dir=directory)
+
+
+def dropout_probe_check(splits, config: EEOConfig, repeats: int = 5, alpha: float = 5e-3, seed: int = 0,
+                        n_windows: int = 64) -> pd.DataFrame:
+    """EEO's FD curvature vᵀĤv of the "Original" transformer (which has dropout) along one fixed unit v, read
+    ``repeats`` times in train mode (dropout on: each of the two gradients draws its own masks, as inside EEO's
+    probe) and in eval mode (dropout off), against vᵀHv with dropout off (float64 FD with α = 1e-4).
+
+    Columns: mode, repeat, fd_curvature, exact_curvature_no_dropout."""
+    from flatcast.optim import fd_hvp
+    from flatcast.trainer import compute_training_loss
+
+    model = _model("original", splits, seed, config)
+    x, y = splits.train.x[:n_windows], splits.train.y[:n_windows]
+    params = [p for p in model.parameters() if p.requires_grad]
+    generator = torch.Generator().manual_seed(seed)
+    v = [torch.randn(p.shape, generator=generator) for p in params]
+    norm = math.sqrt(sum(float((t * t).sum()) for t in v))
+    v = [t / norm for t in v]
+    # reference: dropout off, float64 copy, α = 1e-4 (double backward is not available through the fused
+    # attention kernel, and in float64 the FD error at α = 1e-4 is ~1e-8 relative)
+    import copy
+
+    model64 = copy.deepcopy(model).double().eval()
+    params64 = [p for p in model64.parameters() if p.requires_grad]
+    product64 = fd_hvp(lambda: list(torch.autograd.grad(compute_training_loss(model64, x.double(), y.double()),
+                                                        params64)), params64, [d.double() for d in v], 1e-4)
+    exact = float(sum((h * d.double()).sum() for h, d in zip(product64, v)))
+
+    def grad_fn():
+        return list(torch.autograd.grad(compute_training_loss(model, x, y), params))
+
+    rows = []
+    torch.manual_seed(seed)
+    for mode in ("train (dropout on)", "eval (dropout off)"):
+        model.train(mode.startswith("train"))
+        for repeat in range(repeats):
+            product = fd_hvp(grad_fn, params, v, alpha)
+            rows.append({"mode": mode, "repeat": repeat,
+                         "fd_curvature": float(sum((h * d).sum() for h, d in zip(product, v))),
+                         "exact_curvature_no_dropout": exact})
+    model.eval()
+    return pd.DataFrame(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the EEO chapter's paper-profile training (resumable) and/or write its claim verdicts."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--profile", default="paper", choices=sorted(EEO_CONFIGS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cells", default="all",
+                        help="'all', or a comma list of dataset:horizon:arch (e.g. ETTh1:96:toy)")
+    parser.add_argument("--part", default="ablation", choices=("ablation", "sensitivity", "verdicts"))
+    parser.add_argument("--max-runs", type=int, default=None)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    config = eeo_config(args.profile)
+
+    def say(message: str) -> None:
+        print(time.strftime("%H:%M:%S"), message, flush=True)
+
+    if args.part == "verdicts":
+        say(f"wrote {write_eeo_verdicts()}")
+        return 0
+    if args.part == "sensitivity":
+        out = Path(args.out) if args.out else REPO_ROOT / "data" / "results" / f"eeo_{args.profile}_sensitivity.jsonl"
+        run_sensitivity(config, device=args.device, out=out, progress=say)
+        return 0
+    cells = paper_cells(config)
+    if args.cells != "all":
+        wanted = {tuple(c.split(":")) for c in args.cells.split(",")}
+        cells = [c for c in cells if (c[0], str(c[1]), c[2]) in wanted]
+        if not cells:
+            raise SystemExit(f"no cell matches {args.cells!r}")
+    out = Path(args.out) if args.out else results_path(args.profile)
+    run_cells(cells, config, out=out, device=args.device, progress=say, max_runs=args.max_runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Tests of the EEO chapter's library code: 2-D test functions and trajectories, EEO's probe log, the lemma
+checks (flatcast.eeo_lemmas) and the runner's bookkeeping (flatcast.experiments.eeo)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flatcast import eeo_lemmas as lemmas
+from flatcast import testfunctions as tf
+from flatcast.experiments import eeo as runner
+from flatcast.optim import EEO
+
+
+# ---------------------------------------------------------------- EEO's probe log (instrumentation only)
+def _saddle_run(record: bool, start=(0.3, 0.0), steps=30, **options):
+    w = torch.nn.Parameter(torch.tensor(start, dtype=torch.float64))
+    optimizer = EEO([w], torch.optim.Adam, rho=0.05, lr=0.01, seed=1, record_probes=record, **options)
+    saddle = tf.test_function("saddle")
+
+    def closure():
+        optimizer.zero_grad()
+        value = saddle(w)
+        value.backward()
+        return value
+
+    for _ in range(steps):
+        closure()
+        optimizer.step(closure)
+    return w.detach().clone(), optimizer
+
+
+def test_recording_probes_does_not_change_the_update():
+    w_plain, plain = _saddle_run(False)
+    w_recorded, recorded = _saddle_run(True)
+    assert torch.equal(w_plain, w_recorded)
+    assert len(plain.probe_log) == len(recorded.probe_log) == 3  # probes at steps 0, 10, 20
+    assert "weights" not in plain.probe_log[0] and "weights" in recorded.probe_log[0]
+
+
+def test_escape_fires_at_a_strict_saddle_with_a_kick_of_negcur_kick_rho_and_not_at_a_minimum():
+    _, at_saddle = _saddle_run(True, sgld=False, ema=False, steps=1)
+    probe = at_saddle.probe_log[0]
+    assert probe["kicked"]
+    assert probe["curvature"] == pytest.approx(-2.0, abs=1e-3)  # Hessian diag(2, −2) at (0.3, 0) along y
+    kick = probe["kick"][0]
+    assert kick.norm().item() == pytest.approx(2.0 * 0.05, rel=1e-12)
+    assert abs(kick[1].item()) == pytest.approx(0.1, rel=1e-3)  # along the negative-curvature axis y
+
+    _, at_minimum = _saddle_run(True, start=(0.0, math.sqrt(2)), sgld=False, ema=False, steps=21)
+    assert len(at_minimum.probe_log) == 3
+    assert not any(p["kicked"] for p in at_minimum.probe_log)
+    assert all(p["curvature"] > 0 for p in at_minimum.probe_log)
+
+
+# ---------------------------------------------------------------- 2-D functions and trajectories
+def test_test_functions_have_the_stated_critical_points():
+    saddle = tf.test_function("saddle")
+    assert np.allclose(tf.exact_hessian(saddle, (0.0, 0.0)), np.diag([2.0, -2.0]))
+    for minimum in saddle.minima:
+        assert np.allclose(tf.exact_hessian(saddle, minimum), np.diag([2.0, 4.0]))
+    flat_sharp = tf.test_function("flat_sharp")
+    sharp, flat = (np.linalg.eigvalsh(tf.exact_hessian(flat_sharp, m)) for m in flat_sharp.minima)
+    assert sharp.min() > 20 * flat.max() > 0  # the sharp well is over 20× sharper than the flat one
+    with pytest.raises(KeyError, match="saddle"):
+        tf.test_function("nope")
+    with pytest.raises(KeyError, match="bogus"):
+        tf.variant_options({"bogus": True})
+
+
+def test_on_the_stable_manifold_adam_and_sam_stay_while_the_escape_leaves():
+    adam = tf.run_trajectory("saddle", "Adam", steps=120)
+    sam = tf.run_trajectory("saddle", "SAM", steps=120)
+    escape = tf.run_trajectory("saddle", "SAM + escape", steps=120)
+    assert adam.path[:, 1].max() == 0 and sam.path[:, 1].max() == 0  # the y-gradient is exactly zero
+    assert adam.loss[-1] > -1e-3
+    assert escape.kicks and escape.kicks[0]["step"] == 0
+    assert escape.loss[-1] < -0.9  # near a minimum, f = −1
+    for probe in escape.probes:  # the FD reading agrees with the exact vᵀHv (float64, α = 5e-3)
+        assert probe["fd_curvature"] == pytest.approx(probe["exact_curvature"], abs=1e-4)
+
+
+def test_trajectory_with_everything_off_is_plain_adam():
+    trajectory = tf.run_trajectory("flat_sharp", "Adam", steps=25)
+    w = torch.nn.Parameter(torch.tensor(tf.test_function("flat_sharp").start, dtype=torch.float64))
+    adam = torch.optim.Adam([w], lr=tf.test_function("flat_sharp").lr)
+    for _ in range(25):
+        adam.zero_grad()
+        tf.test_function("flat_sharp")(w).backward()
+        adam.step()
+    assert np.array_equal(trajectory.path[-1], w.detach().numpy())
+    assert trajectory.ema_path is None and trajectory.probes == []
+
+
+# ---------------------------------------------------------------- Lemma 3.3: FD-HVP error, by hand
+def test_fd_error_is_alpha_squared_over_six_for_the_quartic_and_alpha_over_two_at_the_cubic_kink():
+    for alpha in (0.1, 0.01):
+        quartic = lemmas.fd_case("quartic")
+        assert lemmas.fd_hvp_error(quartic.fn, quartic.w, quartic.v, alpha) == pytest.approx(alpha**2 / 6, rel=1e-6)
+        cubic = lemmas.fd_case("abs_cubic")
+        assert lemmas.fd_hvp_error(cubic.fn, cubic.w, cubic.v, alpha) == pytest.approx(alpha / 2, rel=1e-9)
+    # a³ sin(x/a) at x = aπ/2: error = a(1 − a sin(α/a)/α), far above the printed (ρ_H/6)α² with ρ_H = 1
+    sine = lemmas.fd_case("fast_sine")
+    alpha, a = 0.003, 0.01
+    error = lemmas.fd_hvp_error(sine.fn, sine.w, sine.v, alpha)
+    assert error == pytest.approx(a * (1 - a * math.sin(alpha / a) / alpha), rel=1e-6)
+    bounds = lemmas.fd_error_bounds(alpha, sine.rho_h, sine.m4)
+    assert error > 50 * bounds["printed"]
+    assert error <= bounds["fourth_derivative"] and error <= bounds["hessian_lipschitz"]
+
+
+def test_fitted_slope_recovers_a_power_law():
+    x = np.logspace(-3, -1, 7)
+    assert lemmas.fitted_slope(x, 3 * x**2) == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        lemmas.fitted_slope([1.0], [1.0])
+
+
+def test_negative_curvature_step_rises_uphill_under_the_lemmas_step_condition():
+    step = lemmas.negative_curvature_step(tf.test_function("saddle"), (0.0, 0.05), (0.01, 0.02))
+    assert step["meets_eta_le_eps_over_gamma"].all()
+    assert (step["change_uphill"] > 0).all()
+    assert (step["change_downhill"] <= step["claimed"]).all()
+    with pytest.raises(ValueError, match="no negative eigenvalue"):
+        lemmas.negative_curvature_step(tf.test_function("saddle"), (0.0, 1.5), (0.01,))
+
+
+# ---------------------------------------------------------------- Lemma 3.2: the robust objective, exactly
+def test_robust_objective_of_linear_and_quadratic_functions():
+    linear = lambda w: 3 * w[..., 0] - 4 * w[..., 1]  # noqa: E731
+    value, delta = lemmas.robust_objective(linear, (0.2, 0.1), 0.1)
+    assert value == pytest.approx(0.6 - 0.4 + 0.1 * 5, abs=1e-10)
+    assert np.allclose(delta, [0.06, -0.08], atol=1e-6)
+    bowl = lambda w: 0.5 * (w**2).sum(-1)  # noqa: E731
+    value, _ = lemmas.robust_objective(bowl, (0.3, 0.4), 0.2)
+    assert value == pytest.approx(0.5 * (0.5 + 0.2) ** 2, abs=1e-10)
+    with pytest.raises(ValueError, match="rho"):
+        lemmas.robust_objective(bowl, (0.0, 0.0), 0.0)
+
+
+# ---------------------------------------------------------------- Lemma 3.4: SGLD on a quadratic
+def test_sgld_expected_change_is_exact_and_exceeds_the_printed_bound_at_a_minimum():
+    out = lemmas.sgld_expected_change([4.0, 4.0], [0.0, 0.0], eta=0.1, temperature=0.01)
+    assert out["exact"] == pytest.approx(0.1 * 0.01 * 8)  # ηT tr(A)
+    assert out["monte_carlo"] == pytest.approx(out["exact"], rel=0.02)
+    assert out["exact"] > out["printed_bound"]
+    assert out["exact"] == pytest.approx(out["corrected_bound"])
+
+
+# ---------------------------------------------------------------- runner bookkeeping
+def test_optimizer_state_bytes_counts_adam_moments_and_the_ema():
+    model = torch.nn.Linear(5, 3)
+    n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    adam = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 5)).sum().backward()
+    adam.step()
+    assert runner.optimizer_state_bytes(adam) == 2 * n_bytes
+    eeo = EEO(model.parameters(), sam=False, escape=False, sgld=False, ema=True, lr=1e-3)
+    eeo.step()
+    assert runner.optimizer_state_bytes(eeo) == 3 * n_bytes
+
+
+def test_paired_tests_and_ablation_table_by_hand():
+    rows = []
+    for seed, (full, minus) in enumerate([(0.40, 0.42), (0.41, 0.42), (0.39, 0.43)]):
+        for variant, value in (("EEO full", full), ("EEO − SGLD", minus)):
+            rows.append({"dataset": "ETTh1", "horizon": 96, "arch": "toy", "variant": variant, "seed": seed,
+                         "test_mse": value, "overrides": {}})
+    runs = pd.DataFrame(rows)
+    tests = runner.paired_tests(runs, others=("EEO − SGLD",))
+    assert tests["mean_diff"].iloc[0] == pytest.approx((0.02 + 0.01 + 0.04) / 3)
+    assert tests["wins_of_reference"].iloc[0] == 3
+    assert tests["wilcoxon_p"].iloc[0] == pytest.approx(0.25)  # exact, n = 3: the smallest two-sided p
+    table = runner.ablation_table(runs, ("EEO full", "EEO − SGLD"))
+    assert table.set_index("variant").loc["EEO full", "mean"] == pytest.approx(0.40)
+
+
+def test_run_cells_appends_records_and_skips_finished_runs(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train(key, splits, config, device="cpu", sharpness=True):
+        calls.append(key.as_id())
+        return {"id": key.as_id(), "test_mse": 0.5, "epochs_run": 1}
+
+    monkeypatch.setattr(runner, "train_run", fake_train)
+    monkeypatch.setattr(runner, "make_splits", lambda *a, **k: object())
+    monkeypatch.setattr(runner, "provenance", lambda device: {"device": device})
+    config = runner.eeo_config("quick", seeds=(0, 1))
+    out = tmp_path / "runs.jsonl"
+    cells = [("ETTh1", 96, "toy", ("AdamW", "EEO full"))]
+    runner.run_cells(cells, config, out=out, max_runs=3)
+    assert len(calls) == 3
+    runner.run_cells(cells, config, out=out)
+    assert len(calls) == 4 and len(set(calls)) == 4  # only the missing run was trained
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["id"] for line in lines] == calls and all("provenance" in line for line in lines)
+
+
+def test_unknown_profile_variant_and_architecture_raise():
+    with pytest.raises(ValueError, match="bogus"):
+        runner.eeo_config("bogus")
+    key = runner.RunKey("ETTh1", 96, "toy", "nope", 0, 96)
+    with pytest.raises(KeyError, match="nope"):
+        runner.train_run(key, None, runner.eeo_config("quick"))
+
+
+def _tiny_splits():
+    from flatcast.data import make_toy
+
+    return make_toy(n_train=64, n_val=32, lookback=32, horizon=8, n_channels=3, seed=0)
+
+
+def test_real_fd_curvature_agrees_with_double_backward_at_eeos_alpha():
+    frame = runner.real_fd_curvature(_tiny_splits(), alphas=(5e-3, 1e-1), n_windows=32)
+    exact = frame["exact_curvature"].iloc[0]
+    at_default = frame.set_index("alpha").loc[5e-3, "abs_error"]
+    assert at_default < 1e-2 * max(abs(exact), 1e-3)
+
+
+def test_dropout_makes_the_fd_probe_noisy_and_eval_mode_repeats_exactly():
+    frame = runner.dropout_probe_check(_tiny_splits(), runner.eeo_config("quick"), repeats=3, n_windows=32)
+    train = frame[frame["mode"].str.startswith("train")]["fd_curvature"]
+    evaluation = frame[frame["mode"].str.startswith("eval")]["fd_curvature"]
+    assert evaluation.nunique() == 1
+    assert evaluation.iloc[0] == pytest.approx(frame["exact_curvature_no_dropout"].iloc[0], rel=1e-2, abs=1e-6)
+    assert train.nunique() == 3  # each read draws new dropout masks
