@@ -126,6 +126,33 @@ def test_study_reuses_identical_runs_and_round_trips_through_json(tiny_study):
     assert (summary["n_seeds"] == 2).all()
 
 
+def test_study_reuses_an_earlier_study_and_retrains_only_the_named_kinds(tiny_config, tiny_study):
+    again = toy.run_study(tiny_config, reuse=tiny_study, retrain=["random_transformer"])
+    for old, new in zip(tiny_study.runs, again.runs):
+        if old.kind == "random_transformer":
+            assert new is not old
+            pd.testing.assert_frame_equal(new.history, old.history)  # same code, same numbers
+        else:
+            assert new is old
+    assert all(any(n is o for o in tiny_study.optimizer_runs) for n in again.optimizer_runs)
+    reused = again.provenance["reused"]
+    assert reused["retrained_kinds"] == ["random_transformer"] and reused["check"]["identical"]
+    assert reused["runs_reused"] == len(again.runs) - len(tiny_config.seeds) + len(again.optimizer_runs)
+    pd.testing.assert_frame_equal(again.rho_sweep, tiny_study.rho_sweep)
+    with pytest.raises(ValueError, match="other settings"):
+        toy.run_study(toy.toy_config("quick", **{**TINY, "epochs": 2}), reuse=tiny_study)
+    with pytest.raises(ValueError, match="unknown model kinds"):
+        toy.run_study(tiny_config, reuse=tiny_study, retrain=["mlp"])
+
+
+def test_a_changed_run_fails_the_reuse_check(tiny_config, tiny_splits, tiny_study):
+    run = tiny_study.runs_of("transformer")[0]
+    tampered = toy.ToyRun(**{**run.__dict__, "history": run.history.assign(val_mse=run.history["val_mse"] + 1e-3)})
+    check = toy.check_reproduces(tampered, tiny_splits, tiny_config)
+    assert not check["identical"] and check["max_abs_diff"] == pytest.approx(1e-3, rel=1e-3)
+    assert toy.check_reproduces(run, tiny_splits, tiny_config)["identical"]
+
+
 def _fake_run(kind, seed, final, lam, entropy, optimizer=None, epochs=10):
     curve = np.linspace(10.0, final, epochs + 1)
     history = pd.DataFrame({"epoch": range(epochs + 1), "train_loss": curve, "val_mse": curve, "lr": 1e-3,

@@ -1,4 +1,4 @@
-"""The toy linear problem of SAMformer §2.2–2.3: why a transformer misses the least-squares oracle.
+"""The toy linear problem of SAMformer §2.2–2.3 (and EEO-TFV §3.3): why a transformer misses the least-squares oracle.
 
 The data are ``Y = X W_toy + ε`` (:func:`flatcast.data.make_toy`). A linear map solves it exactly, and the
 one-layer channel-wise transformer of Eq. 3–4 *contains* that map (attention ≈ 0 contribution, ``W = W_toy``),
@@ -8,10 +8,11 @@ generalisation failure, not a lack of capacity. The chapter compares:
 =====================  =====================================================================================
 model kind              what it is
 =====================  =====================================================================================
-``transformer``         Eq. 3–4, learned attention, Adam (SAMformer Fig. 1–2 "Transformer")
-``random_transformer``  W_Q, W_K frozen at initialisation (§2.2 "Random Transformer")
-``sigma_reparam``       σReparam on every weight matrix (Eq. 5), Adam (§2.3)
-``transformer_sam``     learned attention, SAM around Adam (§2.4)
+``transformer``         Eq. 3–4, learned attention, Adam (SAMformer §2.2, Figs. 1–2 "Transformer")
+``random_transformer``  W_Q, W_K, W_V, W_O frozen at Glorot initialisation, only the head W trains
+                        (§2.2 "Random Transformer", Fig. 2)
+``sigma_reparam``       σReparam on every weight matrix (Eq. 5), Adam (§2.3, Fig. 1)
+``transformer_sam``     learned attention, SAM around Adam (§2.3 ¶Existing solutions, Fig. 1)
 ``transformer_eeo``     learned attention, EEO around Adam (EEO-TFV §3.6, the library's defaults)
 =====================  =====================================================================================
 
@@ -63,7 +64,7 @@ from flatcast.utils import resolve_device, seed_everything, torch_threads
 
 __all__ = [
     "ToyConfig", "TOY_CONFIGS", "toy_config", "MODEL_KINDS", "MODEL_LABELS", "OPTIMIZERS", "OPTIMIZER_LABELS",
-    "ToyRun", "toy_splits", "oracle", "build_model", "optimizer_factory", "train_toy", "compare_models",
+    "ToyRun", "toy_splits", "check_reproduces", "oracle", "build_model", "optimizer_factory", "train_toy", "compare_models",
     "sweep_rho", "compare_optimizers", "summarise", "ToyStudy", "best_rho", "run_study", "toy_verdicts",
     "summary_table", "key_numbers", "sigma_reparam_scale", "claims_box",
     "study_to_json", "study_from_json", "results_path", "load_study", "main",
@@ -386,24 +387,80 @@ def best_rho(sweep: pd.DataFrame) -> float:
     return float(sweep.loc[sweep["final_val_mse"].idxmin(), "rho"])
 
 
-def run_study(config: ToyConfig, progress: bool = False) -> ToyStudy:
+def _same_settings(a: ToyConfig, b: ToyConfig) -> bool:
+    """Whether two configs train the same runs (ρ aside, which the sweep chooses; threads aside, which do not
+    change CPU results)."""
+    return replace(a, rho=0.0, threads=None) == replace(b, rho=0.0, threads=None)
+
+
+def check_reproduces(run: ToyRun, splits: Splits, config: ToyConfig) -> dict[str, Any]:
+    """Train ``run`` again with its own settings and compare: every history column (timings aside) and λmax.
+
+    Returns ``{"kind", "seed", "identical", "max_abs_diff"}``; used to show that reusing earlier runs is safe."""
+    again = train_toy(run.kind, splits, config, run.seed, optimizer=run.optimizer, lr=run.lr, rho=run.rho,
+                      epochs=len(run.history) - 1)
+    columns = [c for c in run.history.columns if "time" not in c and c in again.history.columns]
+    a = run.history[columns].to_numpy(dtype=float)
+    b = again.history[columns].to_numpy(dtype=float)
+    diff = float(np.nanmax(np.abs(a - b))) if a.shape == b.shape else float("inf")
+    diff = max(diff, abs(run.lambda_max - again.lambda_max))
+    return {"kind": run.kind, "seed": run.seed, "identical": diff == 0.0, "max_abs_diff": diff}
+
+
+def run_study(config: ToyConfig, progress: bool = False, reuse: "ToyStudy | None" = None,
+              retrain: Sequence[str] = (), verify_reuse: bool = True) -> ToyStudy:
     """The whole toy study. The ρ sweep runs first; its best ρ is then used by SAM and EEO in the comparison.
 
     The SAM run of the sweep at that ρ is the first seed of the SAM model runs, and the Transformer's Adam runs
     are the Adam rows of the optimizer comparison (identical settings, so they are not trained twice).
+
+    ``reuse``: an earlier study with the same settings; its runs are taken as they are, except those of the model
+    kinds in ``retrain``, which are trained again (use it when only those kinds' code changed; CPU training is
+    deterministic, so a reused run is the run this code would produce). Its ρ sweep is reused too, unless
+    ``"transformer_sam"`` is in ``retrain``. With ``verify_reuse`` the first reused run is trained again first
+    and must reproduce exactly (:func:`check_reproduces`), else ``RuntimeError``.
     """
     start = time.perf_counter()
+    unknown = set(retrain) - set(MODEL_KINDS)
+    if unknown:
+        raise ValueError(f"retrain: unknown model kinds {sorted(unknown)}; use some of {MODEL_KINDS}")
+    if reuse is not None and not _same_settings(reuse.config, config):
+        raise ValueError("reuse: the earlier study was run with other settings "
+                         f"({reuse.config.label}); rerun everything instead")
     splits = toy_splits(config)
     oracle_numbers = oracle(splits)
     _say(progress, f"oracle validation MSE {oracle_numbers['oracle_val_mse']:.4f} "
                    f"(true map: {oracle_numbers['true_map_val_mse']:.4f})")
-    sweep, sweep_runs = sweep_rho(splits, config, progress=progress)
-    config = replace(config, rho=best_rho(sweep))
-    _say(progress, f"best ρ = {config.rho}")
-    runs = compare_models(splits, config, reuse=sweep_runs, progress=progress)
-    optimizer_runs = compare_optimizers(splits, config, reuse=runs, progress=progress)
-    return ToyStudy(config=config, oracle=oracle_numbers, runs=runs, rho_sweep=sweep, optimizer_runs=optimizer_runs,
-                    wall_time_s=time.perf_counter() - start)
+    if reuse is not None and "transformer_sam" not in retrain:
+        sweep, sweep_runs = reuse.rho_sweep, []
+        config = replace(config, rho=reuse.config.rho)
+        _say(progress, f"ρ sweep reused: best ρ = {config.rho}")
+    else:
+        sweep, sweep_runs = sweep_rho(splits, config, progress=progress)
+        config = replace(config, rho=best_rho(sweep))
+        _say(progress, f"best ρ = {config.rho}")
+    kept = [] if reuse is None else [r for r in reuse.runs if r.kind not in retrain]
+    check = None
+    if kept and verify_reuse:
+        check = check_reproduces(kept[0], splits, config)
+        _say(progress, f"reuse check: {MODEL_LABELS[check['kind']]} seed {check['seed']} trained again, "
+                       f"max |difference| {check['max_abs_diff']:.3g}")
+        if not check["identical"]:
+            raise RuntimeError(f"reuse is not safe: {check}; rerun everything without --reuse")
+    kept_optimizer_runs = [] if reuse is None or "transformer" in retrain else list(reuse.optimizer_runs)
+    runs = compare_models(splits, config, reuse=[*sweep_runs, *kept], progress=progress)
+    optimizer_runs = compare_optimizers(splits, config, reuse=[*runs, *kept_optimizer_runs], progress=progress)
+    study = ToyStudy(config=config, oracle=oracle_numbers, runs=runs, rho_sweep=sweep,
+                     optimizer_runs=optimizer_runs, wall_time_s=time.perf_counter() - start)
+    if reuse is not None:
+        n_kept = sum(any(r is k for k in kept) for r in runs) + sum(
+            any(r is k for k in kept_optimizer_runs) for r in optimizer_runs)
+        study.provenance["reused"] = {
+            "runs_reused": n_kept, "retrained_kinds": list(retrain), "check": check,
+            "from_provenance": {k: v for k, v in reuse.provenance.items() if k != "reused"},
+            "wall_time_s_of_reused_study": reuse.wall_time_s,
+        }
+    return study
 
 
 # --------------------------------------------------------------------------------------------- verdicts
@@ -647,6 +704,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-verdicts", action="store_true", help="do not write data/results/toy_problem_claims.json")
     parser.add_argument("--claims-dir", default=None, help="where to write toy_problem_claims.json "
                                                            "(default data/results/)")
+    parser.add_argument("--reuse", default=None, metavar="FILE",
+                        help="take the runs of this earlier results file (same settings) instead of training them "
+                             "again, except the kinds named by --retrain")
+    parser.add_argument("--retrain", nargs="*", default=[], choices=MODEL_KINDS, metavar="KIND",
+                        help="model kinds to train again although --reuse has them")
     parser.add_argument("--verdicts-only", action="store_true",
                         help="train nothing: recompute the verdicts from the existing results file of --profile")
     args = parser.parse_args(argv)
@@ -661,8 +723,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = toy_config(args.profile)
         # Recorded before the run starts: the commit is the code that ran, even if the tree changes meanwhile.
         run_provenance = provenance(args.device, command)
-        study = run_study(config, progress=True)
-        study.provenance = {**run_provenance, "threads": config.threads or run_provenance["threads"]}
+        earlier = None
+        if args.reuse:
+            earlier = load_study(args.reuse)
+            if earlier is None:
+                raise SystemExit(f"--reuse: no results file at {args.reuse}")
+        study = run_study(config, progress=True, reuse=earlier, retrain=args.retrain)
+        study.provenance = {**run_provenance, "threads": config.threads or run_provenance["threads"],
+                            **study.provenance}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(study_to_json(study), ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"wrote {out} ({study.wall_time_s / 60:.1f} min)")
