@@ -396,15 +396,21 @@ def _same_settings(a: ToyConfig, b: ToyConfig) -> bool:
 def check_reproduces(run: ToyRun, splits: Splits, config: ToyConfig) -> dict[str, Any]:
     """Train ``run`` again with its own settings and compare: every history column (timings aside) and λmax.
 
-    Returns ``{"kind", "seed", "identical", "max_abs_diff"}``; used to show that reusing earlier runs is safe."""
+    Returns ``{"kind", "seed", "identical", "max_abs_diff", "columns", "final_val_mse", "lambda_max"}``:
+    ``columns`` maps each compared column to its largest absolute difference, ``final_val_mse`` and
+    ``lambda_max`` are ``[stored, retrained]``. Used to show whether reusing earlier runs is safe."""
     again = train_toy(run.kind, splits, config, run.seed, optimizer=run.optimizer, lr=run.lr, rho=run.rho,
                       epochs=len(run.history) - 1)
     columns = [c for c in run.history.columns if "time" not in c and c in again.history.columns]
-    a = run.history[columns].to_numpy(dtype=float)
-    b = again.history[columns].to_numpy(dtype=float)
-    diff = float(np.nanmax(np.abs(a - b))) if a.shape == b.shape else float("inf")
-    diff = max(diff, abs(run.lambda_max - again.lambda_max))
-    return {"kind": run.kind, "seed": run.seed, "identical": diff == 0.0, "max_abs_diff": diff}
+    per_column = {}
+    for c in columns:
+        a = run.history[c].to_numpy(dtype=float)
+        b = again.history[c].to_numpy(dtype=float)
+        per_column[c] = float(np.nanmax(np.abs(a - b))) if a.shape == b.shape else float("inf")
+    diff = max([*per_column.values(), abs(run.lambda_max - again.lambda_max)])
+    return {"kind": run.kind, "seed": run.seed, "identical": diff == 0.0, "max_abs_diff": diff,
+            "columns": per_column, "final_val_mse": [run.final_val_mse, again.final_val_mse],
+            "lambda_max": [run.lambda_max, again.lambda_max]}
 
 
 def run_study(config: ToyConfig, progress: bool = False, reuse: "ToyStudy | None" = None,
@@ -832,11 +838,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "again, except the kinds named by --retrain")
     parser.add_argument("--retrain", nargs="*", default=[], choices=MODEL_KINDS, metavar="KIND",
                         help="model kinds to train again although --reuse has them")
+    parser.add_argument("--no-verify-reuse", action="store_true",
+                        help="with --reuse: do not train the first reused run again to check it reproduces")
+    parser.add_argument("--check-reuse", default=None, metavar="JSON",
+                        help="train nothing else: retrain the first Transformer run of the --out results file, "
+                             "compare it with the stored one and write the comparison (with provenance) to JSON")
     parser.add_argument("--verdicts-only", action="store_true",
                         help="train nothing: recompute the verdicts from the existing results file of --profile")
     args = parser.parse_args(argv)
     command = ["python", "-m", "flatcast.experiments.toy", *(argv if argv is not None else sys.argv[1:])]
     out = Path(args.out) if args.out else results_path(args.profile)
+    if args.check_reuse:
+        study = load_study(out)
+        if study is None:
+            raise SystemExit(f"--check-reuse: no results file at {out}")
+        check_provenance = provenance(args.device, command)
+        run = next(r for r in study.runs if r.kind == "transformer")
+        check = check_reproduces(run, toy_splits(study.config), study.config)
+        payload = {"results_file": out.name, "results_provenance": study.provenance, "check": check,
+                   "provenance": check_provenance}
+        Path(args.check_reuse).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(json.dumps(check, indent=2))
+        return 0
     if args.verdicts_only:
         study = load_study(out)
         if study is None:
@@ -851,7 +874,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             earlier = load_study(args.reuse)
             if earlier is None:
                 raise SystemExit(f"--reuse: no results file at {args.reuse}")
-        study = run_study(config, progress=True, reuse=earlier, retrain=args.retrain)
+        study = run_study(config, progress=True, reuse=earlier, retrain=args.retrain,
+                          verify_reuse=not args.no_verify_reuse)
         study.provenance = {**run_provenance, "threads": config.threads or run_provenance["threads"],
                             **study.provenance}
         out.parent.mkdir(parents=True, exist_ok=True)
