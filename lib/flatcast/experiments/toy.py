@@ -819,6 +819,12 @@ def load_study(path: str | Path | None = None) -> ToyStudy | None:
     return study_from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
+def replace_runs(study: ToyStudy, runs: Sequence[ToyRun]) -> ToyStudy:
+    """A copy of ``study`` whose runs of the same (kind, seed) as one of ``runs`` are replaced by it."""
+    new = {(r.kind, r.seed): r for r in runs}
+    return replace(study, runs=[new.get((r.kind, r.seed), r) for r in study.runs])
+
+
 def _claim_order(claim_id: str) -> int:
     return list(CLAIMS).index(claim_id)
 
@@ -843,6 +849,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check-reuse", default=None, metavar="JSON",
                         help="train nothing else: retrain the first Transformer run of the --out results file, "
                              "compare it with the stored one and write the comparison (with provenance) to JSON")
+    parser.add_argument("--train-one", nargs=2, default=None, metavar=("KIND", "SEED"),
+                        help="with --reuse: train one run of KIND and SEED with the settings (and swept ρ) of the "
+                             "--reuse study and write it to --run-out (for training runs in parallel processes)")
+    parser.add_argument("--run-out", default=None, metavar="JSON", help="where --train-one writes its run")
+    parser.add_argument("--assemble", nargs="+", default=None, metavar="JSON",
+                        help="with --reuse: build the study from the --reuse study with these --train-one runs in "
+                             "place of its runs of the same kind and seed (nothing is trained)")
     parser.add_argument("--verdicts-only", action="store_true",
                         help="train nothing: recompute the verdicts from the existing results file of --profile")
     args = parser.parse_args(argv)
@@ -860,7 +873,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.check_reuse).write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print(json.dumps(check, indent=2))
         return 0
-    if args.verdicts_only:
+    if args.train_one or args.assemble:
+        earlier = load_study(args.reuse) if args.reuse else None
+        if earlier is None:
+            raise SystemExit("--train-one and --assemble need --reuse FILE (the study whose settings they follow)")
+        if args.train_one:
+            kind, seed = args.train_one[0], int(args.train_one[1])
+            run_provenance = provenance(args.device, command)
+            run = train_toy(kind, toy_splits(earlier.config), earlier.config, seed)
+            run.extras["provenance"] = run_provenance
+            Path(args.run_out).write_text(json.dumps(run.to_dict(), ensure_ascii=False) + "\n", encoding="utf-8")
+            print(f"{MODEL_LABELS[kind]} seed {seed}: val MSE {run.final_val_mse:.4f}, λmax {run.lambda_max:.3g}, "
+                  f"{run.wall_time_s:.1f} s -> {args.run_out}")
+            return 0
+        fresh = [ToyRun.from_dict(json.loads(Path(f).read_text(encoding="utf-8"))) for f in args.assemble]
+        replaced = {(r.kind, r.seed) for r in fresh}
+        patched = replace_runs(earlier, fresh)
+        run_provenance = provenance(args.device, command)
+        study = run_study(earlier.config, progress=True, reuse=patched, verify_reuse=False)
+        study.provenance = {**run_provenance, **study.provenance,
+                            "trained_separately": {f"{k} seed {s}": next(r.extras.get("provenance", {}) for r in fresh
+                                                                         if (r.kind, r.seed) == (k, s))
+                                                   for k, s in sorted(replaced)}}
+        study.provenance["reused"]["from_provenance"] = earlier.provenance
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(study_to_json(study), ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {out}")
+        verdict_provenance = study.provenance
+    elif args.verdicts_only:
         study = load_study(out)
         if study is None:
             raise SystemExit(f"--verdicts-only: no results file at {out}; run without it first")
