@@ -37,7 +37,7 @@ from flatcast.models.revin import RevIN
 from flatcast.utils import torch_threads
 
 __all__ = ["existence_check", "parameter_counts", "proposition5_check",
-           "permutation_check", "closed_form_check", "exact_checks", "exact_verdicts"]
+           "permutation_check", "closed_form_check", "exact_checks", "exact_verdicts", "random_transformer_floor"]
 
 #: Relative tolerance for "holds exactly" in float64.
 EXACT_TOL = 1e-9
@@ -252,3 +252,42 @@ def exact_verdicts(checks: dict[str, Any] | None = None) -> dict[str, dict[str, 
                          f"{s31['min_own_channel_jacobian']:.2g}): channel-independent."),
         },
     }
+
+
+def random_transformer_floor(config: Any, seeds: tuple[int, ...] | None = None, batch: int = 1000) -> dict[str, Any]:
+    """The best head the paper's Random Transformer can have on the toy data of ``config`` (a ``ToyConfig``),
+    in closed form: its W_Q, W_K, W_V, W_O are frozen, so f(X) = P(X) W + b with P = X + A(X) X W_V W_O + (frozen
+    biases) is linear in (W, b), and least squares of the stacked training targets on the stacked P gives the
+    lowest training MSE any optimizer can reach (the same model as :func:`flatcast.experiments.toy.build_model`,
+    same seeds). Returns, per seed, its training and validation MSE and the validation ratio to the Oracle."""
+    from flatcast.experiments.toy import build_model, oracle, toy_splits
+
+    splits = toy_splits(config)
+    oracle_val = oracle(splits)["oracle_val_mse"]
+    h = config.horizon
+    rows = []
+    with torch_threads(1):
+        for seed in (config.seeds if seeds is None else seeds):
+            model = build_model("random_transformer", config, int(seed)).double()
+            assert model.attention_kind == "random"
+
+            def features(x: torch.Tensor) -> torch.Tensor:
+                pieces = []
+                with torch.no_grad():
+                    for start in range(0, x.shape[0], batch):
+                        xb = x[start:start + batch].double()
+                        A = model.attention_scores(xb)
+                        p = xb + model.output(A @ model.value(xb))
+                        p = p.reshape(-1, p.shape[-1])
+                        pieces.append(torch.cat([p, torch.ones(p.shape[0], 1, dtype=p.dtype)], dim=1))
+                return torch.cat(pieces)
+
+            f_tr, f_va = features(splits.train.x), features(splits.val.x)
+            y_tr, y_va = splits.train.y.double().reshape(-1, h), splits.val.y.double().reshape(-1, h)
+            coef = torch.linalg.lstsq(f_tr, y_tr).solution
+            train_mse = float(((f_tr @ coef - y_tr) ** 2).mean())
+            val_mse = float(((f_va @ coef - y_va) ** 2).mean())
+            rows.append({"seed": int(seed), "train_mse": train_mse, "val_mse": val_mse,
+                         "val_ratio_to_oracle": val_mse / oracle_val})
+    return {"oracle_val_mse": oracle_val, "per_seed": rows,
+            "mean_val_ratio_to_oracle": sum(r["val_ratio_to_oracle"] for r in rows) / len(rows)}
