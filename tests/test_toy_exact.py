@@ -72,3 +72,34 @@ def test_exact_verdicts_follow_the_checks(small_checks):
     broken["S2"]["paper_horizon"]["exists"] = False
     v = toy_exact.exact_verdicts(broken)
     assert all(v[k]["verdict"] == "not supported" for k in ("S2", "S11", "S13", "S31"))
+
+
+def test_random_transformer_floor_is_the_best_head_an_optimizer_can_find():
+    import torch
+
+    from flatcast.experiments import toy
+
+    config = toy.toy_config("quick", lookback=16, horizon=4, n_channels=3, n_train=64, n_val=32, seeds=(0,))
+    floor = toy_exact.random_transformer_floor(config)
+    (row,) = floor["per_seed"]
+    # independent: fit the head of the very same model by L-BFGS on the training windows
+    splits = toy.toy_splits(config)
+    model = toy.build_model("random_transformer", config, 0).double()
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
+    x, y = splits.train.x.double(), splits.train.y.double()
+    opt = torch.optim.LBFGS(model.parameters(), lr=1, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-14,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        return loss
+
+    for _ in range(5):
+        opt.step(closure)
+    lbfgs = float(((model(x) - y) ** 2).mean().detach())
+    assert row["train_mse"] == pytest.approx(lbfgs, rel=1e-6)
+    val = float(((model(splits.val.x.double()) - splits.val.y.double()) ** 2).mean().detach())
+    assert row["val_mse"] == pytest.approx(val, rel=1e-5)
+    assert row["val_ratio_to_oracle"] == pytest.approx(val / floor["oracle_val_mse"], rel=1e-5)

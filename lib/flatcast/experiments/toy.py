@@ -67,7 +67,7 @@ __all__ = [
     "ToyRun", "toy_splits", "check_reproduces", "oracle", "build_model", "optimizer_factory", "train_toy", "compare_models",
     "sweep_rho", "compare_optimizers", "summarise", "ToyStudy", "best_rho", "run_study", "toy_verdicts",
     "summary_table", "key_numbers", "sigma_reparam_scale", "claims_box",
-    "study_to_json", "study_from_json", "results_path", "load_study", "main",
+    "study_to_json", "study_from_json", "results_path", "load_study", "load_side_result", "main",
 ]
 
 MODEL_KINDS = ("transformer", "random_transformer", "sigma_reparam", "transformer_sam", "transformer_eeo")
@@ -811,6 +811,14 @@ def results_path(profile: str = "paper") -> Path:
     return REPO_ROOT / "data" / "results" / f"toy_problem_{profile}.json"
 
 
+def load_side_result(name: str, profile: str = "paper") -> dict[str, Any] | None:
+    """A committed side result of the toy study, ``data/results/toy_problem_<profile>_<name>.json`` (e.g.
+    ``"random_floor"``: :func:`flatcast.experiments.toy_exact.random_transformer_floor`; ``"reuse_check"``: the
+    runner's ``--check-reuse``), or ``None`` when there is none."""
+    path = REPO_ROOT / "data" / "results" / f"toy_problem_{profile}_{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def load_study(path: str | Path | None = None) -> ToyStudy | None:
     """The committed study at ``path`` (default: the paper profile's), or ``None`` when there is none."""
     path = Path(path) if path is not None else results_path("paper")
@@ -856,6 +864,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--assemble", nargs="+", default=None, metavar="JSON",
                         help="with --reuse: build the study from the --reuse study with these --train-one runs in "
                              "place of its runs of the same kind and seed (nothing is trained)")
+    parser.add_argument("--exact-verdicts", default=None, metavar="JSON",
+                        help="take the exact-check verdicts (S2, S4, S11, S13, S31) from this file, written by "
+                             "flatcast.experiments.toy_exact's main, instead of computing them again")
     parser.add_argument("--verdicts-only", action="store_true",
                         help="train nothing: recompute the verdicts from the existing results file of --profile")
     args = parser.parse_args(argv)
@@ -929,7 +940,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         published = {row.id: {"verdict": row.verdict, "evidence": f"{row.measured} ({args.profile} profile)"}
                      for row in verdicts.itertuples()}
-        published.update(exact_verdicts())  # the claims that need no training: exact checks
+        if args.exact_verdicts:  # the claims that need no training: exact checks, computed earlier
+            published.update(json.loads(Path(args.exact_verdicts).read_text(encoding="utf-8"))["verdicts"])
+        else:
+            published.update(exact_verdicts())
         path = write_verdicts("toy_problem", dict(sorted(published.items(), key=lambda kv: _claim_order(kv[0]))),
                               provenance=verdict_provenance, results_dir=args.claims_dir)
         print(f"wrote {path}")

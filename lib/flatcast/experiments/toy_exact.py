@@ -291,3 +291,28 @@ def random_transformer_floor(config: Any, seeds: tuple[int, ...] | None = None, 
                          "val_ratio_to_oracle": val_mse / oracle_val})
     return {"oracle_val_mse": oracle_val, "per_seed": rows,
             "mean_val_ratio_to_oracle": sum(r["val_ratio_to_oracle"] for r in rows) / len(rows)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flatcast.experiments.toy_exact OUT.json``: the exact checks and their verdicts, with
+    provenance (the toy runner's ``--exact-verdicts`` reads the file)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from flatcast.provenance import provenance
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python -m flatcast.experiments.toy_exact OUT.json")
+    prov = provenance("cpu", ["python", "-m", "flatcast.experiments.toy_exact", *args])
+    checks = exact_checks()
+    payload = {"checks": checks, "verdicts": exact_verdicts(checks), "provenance": prov}
+    Path(args[0]).write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=float) + "\n",
+                             encoding="utf-8")
+    print(json.dumps(payload["verdicts"], indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
