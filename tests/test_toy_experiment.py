@@ -315,3 +315,29 @@ def test_sigma_reparam_scale_reads_the_runs_and_the_step_budget(tiny_study):
     assert scale["γ of the head W after training"] == pytest.approx(np.mean(heads))
     w_toy = toy.toy_splits(config).extras["W_toy"]
     assert scale["spectral norm of W_toy"] == pytest.approx(float(torch.linalg.matrix_norm(w_toy.double(), ord=2)))
+
+
+def test_runner_trains_one_run_apart_and_assembles_the_study(tiny_study, tmp_path):
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps(toy.study_to_json(tiny_study)))
+    run_file = tmp_path / "random_1.json"
+    assert toy.main(["--profile", "quick", "--reuse", str(earlier), "--train-one", "random_transformer", "1",
+                     "--run-out", str(run_file)]) == 0
+    fresh = toy.ToyRun.from_dict(json.loads(run_file.read_text()))
+    assert fresh.kind == "random_transformer" and fresh.seed == 1 and "provenance" in fresh.extras
+    out = tmp_path / "assembled.json"
+    exact = tmp_path / "exact.json"
+    exact.write_text(json.dumps({"verdicts": {"S4": {"verdict": "not supported", "evidence": "exact count"}}}))
+    assert toy.main(["--profile", "quick", "--reuse", str(earlier), "--assemble", str(run_file), "--out", str(out),
+                     "--claims-dir", str(tmp_path), "--exact-verdicts", str(exact)]) == 0
+    study = toy.load_study(out)
+    replaced = [r for r in study.runs if (r.kind, r.seed) == ("random_transformer", 1)]
+    assert len(replaced) == 1
+    pd.testing.assert_frame_equal(replaced[0].history, fresh.history, check_dtype=False)
+    for old, new in zip(tiny_study.runs, study.runs):
+        if (old.kind, old.seed) != ("random_transformer", 1):
+            assert new.final_val_mse == old.final_val_mse
+    assert study.provenance["reused"]["retrained_kinds"] == ["random_transformer"]
+    assert "random_transformer seed 1" in study.provenance["trained_separately"]
+    claims_file = json.loads((tmp_path / "toy_problem_claims.json").read_text())
+    assert claims_file["verdicts"]["S4"]["evidence"] == "exact count" and "S1" in claims_file["verdicts"]

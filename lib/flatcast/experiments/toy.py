@@ -907,6 +907,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                          if (r.kind, r.seed) == (k, s))
                                                    for k, s in sorted(replaced)}}
         study.provenance["reused"]["from_provenance"] = earlier.provenance
+        study.provenance["reused"]["retrained_kinds"] = sorted({k for k, _ in replaced})
+        # no single process trained everything: report the training time summed over the runs
+        unique = {id(r): r for r in [*study.runs, *study.optimizer_runs]}
+        study.wall_time_s = float(sum(r.wall_time_s for r in unique.values()))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(study_to_json(study), ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"wrote {out}")
