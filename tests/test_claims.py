@@ -7,46 +7,85 @@ from flatcast.claims import CLAIMS, VERDICTS, claims_table, read_verdicts, write
 
 
 def test_registry_is_well_formed():
-    assert len(CLAIMS) >= 9
     for cid, c in CLAIMS.items():
         assert c.id == cid and c.paper in claims.PAPERS and c.claim and c.where
     assert {c.paper for c in CLAIMS.values()} == set(claims.PAPERS)
 
 
+def test_registry_lists_every_inventory_claim_and_nothing_else():
+    expected = ([f"S{i}" for i in range(1, 33)] + [f"E{i}" for i in range(1, 21)] + [f"O{i}" for i in range(1, 16)])
+    assert list(CLAIMS) == expected  # 67 claims, in the inventory's order
+    prefix = {"S": "SAMformer", "E": "EEO-TFV", "O": "OCE-TS"}
+    chapters = {"toy_problem", "sharpness", "attention", "eeo", "oce", "benchmark"}
+    for cid, c in CLAIMS.items():
+        assert c.paper == prefix[cid[0]]
+        # either a chapter tests it, or it says why it cannot be tested here
+        assert (c.chapter in chapters and not c.untestable) or (c.chapter == "" and c.untestable), cid
+    assert {cid for cid, c in CLAIMS.items() if c.untestable} == {"E4", "E5", "E6", "E7", "E9"}
+    toy = {cid for cid, c in CLAIMS.items() if c.chapter == "toy_problem"}
+    assert toy == {"S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11", "S13", "S31", "E14", "E20"}
+
+
+def test_locations_avoid_the_known_wrong_references():
+    """Claims inventory §2: SAMformer has no §5 and OCE-TS no numbered sections; on the toy, SAM and σReparam are
+    Fig. 1 (Fig. 2 shows only Transformer and Random Transformer) and SAM is §2.3, not §2.4."""
+    for cid, c in CLAIMS.items():
+        if c.paper == "SAMformer":
+            assert "§5" not in c.where, cid
+        if c.paper == "OCE-TS":
+            assert "§" not in c.where, cid
+    for cid in ("S9", "S10"):
+        assert "Fig. 1" in CLAIMS[cid].where and "Fig. 2" not in CLAIMS[cid].where
+        assert "§2.4" not in CLAIMS[cid].where
+    assert "Fig. 2" in CLAIMS["S3"].where and "Fig. 1" not in CLAIMS["S3"].where
+    # the papers' magnitudes are part of the claims
+    assert "∼×10^4" in CLAIMS["S8"].claim and "several orders of magnitude" in CLAIMS["S8"].claim
+    assert "improves slightly" in CLAIMS["S10"].claim and "fixed random attention" in CLAIMS["S10"].claim
+    assert "benign" in CLAIMS["S7"].claim and "2%" in CLAIMS["S4"].claim
+
+
 def test_table_defaults_to_not_yet_tested(tmp_path):
     table = claims_table(results_dir=tmp_path)
     assert list(table.id) == list(CLAIMS)
-    assert (table.verdict == "not yet tested").all() and (table.evidence == "").all()
+    testable = table.id.map(lambda cid: not CLAIMS[cid].untestable)
+    assert (table.verdict[testable] == "not yet tested").all() and (table.evidence == "").all()
+    assert (table.verdict[~testable] == "not testable here").all()
+    e4 = table.set_index("id").loc["E4"]
+    assert e4.chapter.startswith("not testable here: ") and "electricity" in e4.chapter
 
 
 def test_written_verdicts_appear_in_table(tmp_path):
-    path = write_verdicts("toy_problem", {"samformer-toy-fails": {"verdict": "supported", "evidence": "0.41 vs 0.20"},
-                                          "samformer-sharpness": "partly supported"},
+    path = write_verdicts("toy_problem", {"S1": {"verdict": "supported", "evidence": "0.41 vs 0.20"},
+                                          "S8": "partly supported"},
                           provenance={"commit": "abc"}, results_dir=tmp_path)
     assert path.name == "toy_problem_claims.json"
     assert json.loads(path.read_text())["provenance"]["commit"] == "abc"
     table = claims_table(results_dir=tmp_path).set_index("id")
-    assert table.loc["samformer-toy-fails", "verdict"] == "supported"
-    assert table.loc["samformer-toy-fails", "evidence"] == "0.41 vs 0.20"
-    assert table.loc["samformer-sharpness", "verdict"] == "partly supported"
-    assert table.loc["oce-beats-mse", "verdict"] == "not yet tested"
+    assert table.loc["S1", "verdict"] == "supported"
+    assert table.loc["S1", "evidence"] == "0.41 vs 0.20"
+    assert table.loc["S8", "verdict"] == "partly supported"
+    assert table.loc["O5", "verdict"] == "not yet tested"
 
 
 def test_bad_verdicts_raise(tmp_path):
     with pytest.raises(KeyError, match="unknown claim 'nope'"):
         write_verdicts("x", {"nope": "supported"}, results_dir=tmp_path)
     with pytest.raises(ValueError, match="is not one of"):
-        write_verdicts("x", {"oce-beats-mse": "true"}, results_dir=tmp_path)
+        write_verdicts("oce", {"O5": "true"}, results_dir=tmp_path)
     with pytest.raises(ValueError, match="chapter"):
-        write_verdicts("a/b", {"oce-beats-mse": "supported"}, results_dir=tmp_path)
+        write_verdicts("a/b", {"O5": "supported"}, results_dir=tmp_path)
+    with pytest.raises(ValueError, match="only judge its own claims.*'O5': 'benchmark'"):
+        write_verdicts("toy_problem", {"S1": "supported", "O5": "supported"}, results_dir=tmp_path)
+    with pytest.raises(ValueError, match="'E4': 'no chapter'"):
+        write_verdicts("benchmark", {"E4": "supported"}, results_dir=tmp_path)
     (tmp_path / "broken_claims.json").write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         read_verdicts(tmp_path)
 
 
 def test_two_files_cannot_judge_one_claim(tmp_path):
-    write_verdicts("a", {"oce-beats-mse": "supported"}, results_dir=tmp_path)
-    write_verdicts("b", {"oce-beats-mse": "not supported"}, results_dir=tmp_path)
+    write_verdicts("benchmark", {"O5": "supported"}, results_dir=tmp_path)
+    (tmp_path / "other_claims.json").write_text(json.dumps({"chapter": "other", "verdicts": {"O5": "not supported"}}))
     with pytest.raises(ValueError, match="both"):
         claims_table(results_dir=tmp_path)
 

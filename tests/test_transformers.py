@@ -10,7 +10,7 @@ import torch
 from flatcast.models import ChannelTransformer, RevIN, SigmaReparamLinear, StandardTransformer
 
 B, D, L, H = 4, 3, 12, 5
-KINDS = ("learned", "random", "identity", "temporal")
+KINDS = ("learned", "random", "frozen_qk", "identity", "temporal")
 
 
 def _x(batch: int = B, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
@@ -198,8 +198,8 @@ def test_temporal_attention_matches_reference():
     assert model.last_attention.shape == (B, L, L)
 
 
-@pytest.mark.parametrize("attention", ["random", "identity"])
-def test_random_and_identity_have_no_trainable_query_key(attention):
+@pytest.mark.parametrize("attention", ["frozen_qk", "identity"])
+def test_frozen_qk_and_identity_have_no_trainable_query_key(attention):
     model = ChannelTransformer(L, H, D, attention=attention, seed=0)
     names = [name for name, _ in model.named_parameters()]
     assert not any(name.startswith(("query", "key")) for name in names)
@@ -219,10 +219,67 @@ def test_random_and_identity_have_no_trainable_query_key(attention):
     assert not torch.equal(model.value.weight, value_before)
 
 
-def test_random_attention_with_sigma_reparam_is_spectrally_normalised_and_frozen():
-    model = ChannelTransformer(L, H, D, attention="random", sigma_reparam=True, seed=0)
+@pytest.mark.parametrize("revin", [False, True])
+def test_random_transformer_trains_only_the_head_as_in_the_paper(revin):
+    """SAMformer §2.2: "only W is optimized, while ... W_Q, W_K, W_V, W_O are fixed" (+ RevIN when used)."""
+    model = ChannelTransformer(L, H, D, attention="random", revin=revin, seed=0)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    expected = {"head.weight", "head.bias"} | ({"revin.affine_weight", "revin.affine_bias"} if revin else set())
+    assert trainable == expected
+    assert model.n_parameters() == L * H + H + (2 * D if revin else 0)
+    assert model.attention_parameters() == []
+    buffers = dict(model.named_buffers())
+    for name in ("query", "key", "value", "output"):
+        assert f"{name}.weight" in buffers
+        assert torch.equal(buffers[f"{name}.bias"], torch.zeros_like(buffers[f"{name}.bias"]))  # Glorot: bias 0
+    before = {name: b.clone() for name, b in buffers.items()}
+    head_before = model.head.weight.detach().clone()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        model(_x()).pow(2).mean().backward()
+        opt.step()
+    for name, b in model.named_buffers():
+        if name.startswith(("query", "key", "value", "output")):
+            assert torch.equal(b, before[name]), name
+    assert not torch.equal(model.head.weight, head_before)
+
+
+def test_random_transformer_weights_follow_glorot_uniform():
+    """Glorot & Bengio (2010): U(−a, a) with a = √(6/(fan_in + fan_out)), i.e. variance 2/(fan_in + fan_out)."""
+    lookback, d_model = 512, 16
+    model = ChannelTransformer(lookback, 8, 3, d_model=d_model, attention="random", seed=0)
+    bound = math.sqrt(6.0 / (lookback + d_model))
+    for layer in (model.query, model.key, model.value, model.output):
+        w = layer.weight
+        assert w.abs().max() <= bound
+        assert w.abs().max() > 0.98 * bound  # 8,192 draws fill the interval
+        assert float(w.var()) == pytest.approx(2.0 / (lookback + d_model), rel=0.05)
+    # the head keeps nn.Linear's default initialisation, as in the learned model
+    learned = ChannelTransformer(lookback, 8, 3, d_model=d_model, seed=1)
+    assert float(model.head.weight.detach().abs().max()) <= 1 / math.sqrt(lookback)
+    assert float(learned.head.weight.detach().abs().max()) <= 1 / math.sqrt(lookback)
+
+
+def test_random_transformer_is_linear_in_its_trainable_weights():
+    """With W_Q, W_K, W_V, W_O fixed, f(X) = P W with P = X + A(X) X W_V W_O fixed (SAMformer §2.2)."""
+    model = ChannelTransformer(L, H, D, d_model=4, attention="random", revin=False, bias=False, seed=3).double()
+    x = _x(dtype=torch.float64)
+    w = model.weight_matrices()
+    A = torch.softmax(x @ w["W_Q"] @ (x @ w["W_K"]).transpose(1, 2) / 2.0, dim=-1)
+    P = x + A @ x @ w["W_V"] @ w["W_O"]
+    torch.testing.assert_close(model(x), P @ w["W"])
+
+
+@pytest.mark.parametrize("attention", ["random", "frozen_qk"])
+def test_frozen_attention_with_sigma_reparam_is_spectrally_normalised_and_frozen(attention):
+    model = ChannelTransformer(L, H, D, attention=attention, sigma_reparam=True, seed=0)
     assert torch.linalg.matrix_norm(model.query.weight, 2).item() == pytest.approx(1.0, abs=1e-5)
     assert not any(p is model.query.weight for p in model.parameters())
+    if attention == "random":
+        assert torch.linalg.matrix_norm(model.output.weight, 2).item() == pytest.approx(1.0, abs=1e-5)
+        assert {n for n, p in model.named_parameters()} == {"head.weight", "head.bias", "head.gamma",
+                                                             "revin.affine_weight", "revin.affine_bias"}
 
 
 def test_attention_parameters_lists_query_key_value_output():
@@ -276,7 +333,7 @@ def test_channel_transformer_bad_inputs():
         model(torch.zeros(B, D, L - 1))
     with pytest.raises(TypeError, match="torch.Tensor"):
         model([[0.0]])
-    with pytest.raises(ValueError, match="'learned', 'random', 'identity', 'temporal'.*'channel'"):
+    with pytest.raises(ValueError, match="'learned', 'random', 'frozen_qk', 'identity', 'temporal'.*'channel'"):
         ChannelTransformer(L, H, D, attention="channel")
     with pytest.raises(ValueError, match="lookback"):
         ChannelTransformer(0, H, D)

@@ -1,9 +1,9 @@
-"""SAMformer's shallow channel-wise transformer (Ilbert et al. 2024, Eq. 3–4, Algorithm 1) and its ablations.
+"""SAMformer's shallow channel-wise transformer (Ilbert et al. 2024, §2.2 Eqs. 3–4, Algorithm 1) and its ablations.
 
 For one window X ∈ R^{D×L} (D channels, look-back L; RevIN-normalised when ``revin=True``):
 
-    A(X) = softmax(X W_Q W_Kᵀ Xᵀ / √d_m) ∈ R^{D×D}                     (Eq. 3, row-wise softmax)
-    f(X) = [X + A(X) X W_V W_O] W ∈ R^{D×H}                             (Eq. 4)
+    f(X) = [X + A(X) X W_V W_O] W ∈ R^{D×H}                             (Eq. 3)
+    A(X) = softmax(X W_Q W_Kᵀ Xᵀ / √d_m) ∈ R^{D×D}                     (Eq. 4, row-wise softmax)
 
 with W_Q, W_K, W_V ∈ R^{L×d_m}, W_O ∈ R^{d_m×L}, W ∈ R^{L×H} and d_m = 16; the forecast is RevIN-denormalised
 (Algorithm 1). Attention is *across channels*: each channel's whole look-back window is one token.
@@ -12,14 +12,20 @@ Layer choices where the paper is silent follow the official PyTorch implementati
 ``samformer_pytorch/samformer/samformer.py``): every map is an ``nn.Linear`` **with bias** and its default
 initialisation, the softmax scale is 1/√d_m, and the residual adds the (normalised) input. One deliberate
 difference: the official code merges W_V W_O into one L×L ``compute_values`` layer; we keep the paper's
-factorisation W_V (L→d_m), W_O (d_m→L) of Eq. 4 (so the value path has rank ≤ d_m and W_O exists as a matrix).
+factorisation W_V (L→d_m), W_O (d_m→L) of Eq. 3 (so the value path has rank ≤ d_m and W_O exists as a matrix).
 Pass ``bias=False`` for the bias-free equations exactly as written.
 
 Ablations (``attention=``):
 
 * ``"learned"`` — Eq. 3–4 as above.
-* ``"random"`` — the "Random Transformer" of §2.2: W_Q, W_K (and their biases) are drawn at initialisation and
-  frozen (stored as buffers, no gradient); W_V, W_O, W and RevIN train.
+* ``"random"`` — the paper's "Random Transformer" (§2.2): "only W is optimized, while self-attention weights W_Q,
+  W_K, W_V, W_O are fixed during training and initialized following Glorot & Bengio (2010)". W_Q, W_K, W_V, W_O are
+  drawn from the Glorot (Xavier) uniform law U(−a, a), a = √(6 / (fan_in + fan_out)), their biases are zero (Glorot &
+  Bengio's bias initialisation), and all four are frozen (buffers, no gradient). Only the head W (weight and bias)
+  and, when ``revin=True``, RevIN's affine parameters train: the model is linear in its trainable weights.
+* ``"frozen_qk"`` — an earlier, weaker variant kept for comparison: only W_Q, W_K (and their biases) are frozen,
+  at ``nn.Linear``'s default initialisation; W_V, W_O, W and RevIN train. It is *not* the paper's model: its
+  attention pattern is random and fixed, but the value path W_V W_O still learns.
 * ``"identity"`` — A(X) = I_D: there is no W_Q, W_K at all and f(X) = [X + X W_V W_O] W.
 * ``"temporal"`` — attention across the L time steps instead of the channels (SAMformer Table 9, "Temporal
   Attention"): the tokens are the L time steps, each the D-vector of channel values X[:, t], so with
@@ -27,9 +33,9 @@ Ablations (``attention=``):
   A = softmax(Xᵀ W_Q W_Kᵀ X / √d_m) ∈ R^{L×L} and f(X) = [Xᵀ + A Xᵀ W_V W_O]ᵀ W (same head W ∈ R^{L×H}).
 
 ``sigma_reparam=True`` replaces every trainable weight matrix (W_Q, W_K, W_V, W_O, W) by a σReparam layer
-(Eq. 5, :class:`~flatcast.models.sigma_reparam.SigmaReparamLinear`). The frozen W_Q, W_K of ``"random"`` have
-nothing to learn; with σReparam they are stored already divided by their spectral norm (Ŵ at γ = 1), so the
-random and learned σReparam models start from the same attention scale.
+(Eq. 5, :class:`~flatcast.models.sigma_reparam.SigmaReparamLinear`). Frozen matrices (``"random"``,
+``"frozen_qk"``) have nothing to learn; with σReparam they are stored already divided by their spectral norm
+(Ŵ at γ = 1), so the random and learned σReparam models start from the same attention scale.
 """
 
 from __future__ import annotations
@@ -46,9 +52,11 @@ from flatcast.utils import check_positive_int
 from .revin import RevIN
 from .sigma_reparam import SigmaReparamLinear
 
-__all__ = ["ChannelTransformer", "ATTENTION_KINDS", "check_series_batch", "seeded_init"]
+__all__ = ["ChannelTransformer", "ATTENTION_KINDS", "FROZEN_ATTENTION_KINDS", "check_series_batch", "seeded_init"]
 
-ATTENTION_KINDS = ("learned", "random", "identity", "temporal")
+ATTENTION_KINDS = ("learned", "random", "frozen_qk", "identity", "temporal")
+#: attention kinds whose W_Q, W_K, W_V, W_O are all frozen (only the head W and RevIN train)
+FROZEN_ATTENTION_KINDS = ("random",)
 
 
 def check_series_batch(x: object, n_channels: int, lookback: int) -> None:
@@ -78,7 +86,7 @@ def seeded_init(seed: int | None):
 
 
 class FrozenLinear(nn.Module):
-    """``x ↦ x Wᵀ + b`` with W, b stored as buffers: moves with the module, never trains (``"random"`` W_Q, W_K)."""
+    """``x ↦ x Wᵀ + b`` with W, b stored as buffers: moves with the module, never trains (frozen attention maps)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
@@ -103,6 +111,15 @@ def _frozen_linear(in_features: int, out_features: int, bias: bool, sigma_repara
     return FrozenLinear(weight, drawn.bias)
 
 
+def _glorot_frozen_linear(in_features: int, out_features: int, bias: bool, sigma_reparam: bool) -> FrozenLinear:
+    """A frozen map initialised as in Glorot & Bengio (2010): weight ~ U(−a, a), a = √(6/(in + out)), bias 0."""
+    weight = torch.empty(out_features, in_features)
+    nn.init.xavier_uniform_(weight)
+    if sigma_reparam:
+        weight = weight / torch.linalg.matrix_norm(weight, ord=2)
+    return FrozenLinear(weight, torch.zeros(out_features) if bias else None)
+
+
 def _paper_matrix(layer: nn.Module) -> torch.Tensor:
     """The layer's (effective) weight in the paper's right-multiplication layout ``(in, out)``."""
     if isinstance(layer, SigmaReparamLinear):
@@ -111,7 +128,7 @@ def _paper_matrix(layer: nn.Module) -> torch.Tensor:
 
 
 class ChannelTransformer(nn.Module):
-    """SAMformer / Transformer / Random Transformer of the SAMformer paper (Eq. 3–5, Algorithm 1).
+    """SAMformer / Transformer / Random Transformer of the SAMformer paper (§2.2 Eqs. 3–4, Eq. 5, Algorithm 1).
 
     Parameters
     ----------
@@ -120,7 +137,8 @@ class ChannelTransformer(nn.Module):
     d_model:
         d_m, the width of queries, keys and values (16 in the paper).
     attention:
-        One of ``"learned"``, ``"random"``, ``"identity"``, ``"temporal"`` (see the module docstring).
+        One of ``"learned"``, ``"random"`` (the paper's Random Transformer), ``"frozen_qk"``, ``"identity"``,
+        ``"temporal"`` (see the module docstring).
     sigma_reparam:
         σReparam (Eq. 5) on every trainable weight matrix. SAMformer proper is ``sigma_reparam=False`` + SAM.
     revin:
@@ -173,14 +191,21 @@ class ChannelTransformer(nn.Module):
             if attention in ("learned", "temporal"):
                 self.query = _linear(token_dim, d_model, bias, self.sigma_reparam)
                 self.key = _linear(token_dim, d_model, bias, self.sigma_reparam)
-            elif attention == "random":
+            elif attention == "frozen_qk":
                 self.query = _frozen_linear(token_dim, d_model, bias, self.sigma_reparam)
                 self.key = _frozen_linear(token_dim, d_model, bias, self.sigma_reparam)
+            elif attention == "random":
+                self.query = _glorot_frozen_linear(token_dim, d_model, bias, self.sigma_reparam)
+                self.key = _glorot_frozen_linear(token_dim, d_model, bias, self.sigma_reparam)
             else:  # identity: no W_Q, W_K at all
                 self.query = None
                 self.key = None
-            self.value = _linear(token_dim, d_model, bias, self.sigma_reparam)
-            self.output = _linear(d_model, token_dim, bias, self.sigma_reparam)
+            if attention in FROZEN_ATTENTION_KINDS:
+                self.value = _glorot_frozen_linear(token_dim, d_model, bias, self.sigma_reparam)
+                self.output = _glorot_frozen_linear(d_model, token_dim, bias, self.sigma_reparam)
+            else:
+                self.value = _linear(token_dim, d_model, bias, self.sigma_reparam)
+                self.output = _linear(d_model, token_dim, bias, self.sigma_reparam)
             self.head = _linear(lookback, horizon, bias, self.sigma_reparam)
 
     # ------------------------------------------------------------------ helpers
@@ -193,7 +218,7 @@ class ChannelTransformer(nn.Module):
         return z.transpose(1, 2) if self.attention_kind == "temporal" else z
 
     def _attention_from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """A = softmax(T W_Q (T W_K)ᵀ / √d_m) (Eq. 3) for a batch of token matrices T."""
+        """A = softmax(T W_Q (T W_K)ᵀ / √d_m) (Eq. 4) for a batch of token matrices T."""
         queries = self.query(tokens)
         keys = self.key(tokens)
         scores = queries @ keys.transpose(1, 2) / math.sqrt(self.d_model)
@@ -201,7 +226,7 @@ class ChannelTransformer(nn.Module):
 
     # ------------------------------------------------------------------ public API
     def attention_scores(self, x: torch.Tensor) -> torch.Tensor:
-        """Attention matrices A(X) of Eq. 3 for input ``x`` (after RevIN), *with* gradient.
+        """Attention matrices A(X) of Eq. 4 for input ``x`` (after RevIN), *with* gradient.
 
         ``(B, D, D)``, or ``(B, L, L)`` for ``"temporal"``; the identity (expanded) for ``"identity"``.
         """
@@ -213,7 +238,7 @@ class ChannelTransformer(nn.Module):
         return self._attention_from_tokens(tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Forecast ``(B, D, H)`` from ``x`` ``(B, D, L)``: RevIN → Eq. 3–4 → RevIN⁻¹ (Algorithm 1)."""
+        """Forecast ``(B, D, H)`` from ``x`` ``(B, D, L)``: RevIN → Eq. 4, Eq. 3 → RevIN⁻¹ (Algorithm 1)."""
         tokens = self._tokens(self._normalized(x))
         values = self.value(tokens)  # T W_V: (B, n_tokens, d_m)
         if self.attention_kind == "identity":
@@ -240,8 +265,8 @@ class ChannelTransformer(nn.Module):
     def attention_parameters(self, include_values: bool = True) -> list[nn.Parameter]:
         """Trainable parameters of W_Q, W_K (and of W_V, W_O when ``include_values``), for restricted Hessians.
 
-        Includes each layer's bias and, with σReparam, its γ. Frozen (``"random"``) or absent (``"identity"``)
-        W_Q, W_K contribute nothing.
+        Includes each layer's bias and, with σReparam, its γ. Frozen (``"random"``: all four; ``"frozen_qk"``:
+        W_Q, W_K) or absent (``"identity"``) maps contribute nothing.
         """
         layers = [self.query, self.key]
         if include_values:
