@@ -15,6 +15,9 @@ _EXPORTS = {
     "DLinear": "dlinear",
     "DLinearOCE": "dlinear",
     "SeriesDecomposition": "dlinear",
+    "DLinearHuber": "dlinear",
+    "DLinearQuantile": "dlinear",
+    "MinMaxWindowOCE": "dlinear",
 }
 
 __all__ = sorted(_EXPORTS)
