@@ -38,6 +38,7 @@ __all__ = [
     "mse_loss",
     "huber_loss",
     "pinball_loss",
+    "oce_loss_from_logits_clamped",
 ]
 
 DEFAULT_EPS = 1e-7
@@ -169,3 +170,19 @@ def pinball_loss(quantiles: torch.Tensor, y: torch.Tensor, levels) -> torch.Tens
                          f"got {tuple(quantiles.shape)}")
     diff = y.unsqueeze(-1) - quantiles
     return torch.maximum(levels * diff, (levels - 1) * diff).mean()
+
+
+def oce_loss_from_logits_clamped(p: torch.Tensor, logits: torch.Tensor, eps: float = 1e-30) -> torch.Tensor:
+    """:func:`oce_loss_from_logits` computed as ``softmax → cumulative sums → clamp → log`` (Eq. 2).
+
+    Several times faster on the CPU than the exact log-cumsum-exp version (whose backward pass is slow for
+    ``K = 100`` bins), at the price of clamping ``Q_k`` and ``1 − Q_k`` at ``eps`` (their gradient is zero where
+    clamped). The authors' code clamps the cumulative probabilities the same way (at 1e-8). Equal to the exact
+    version wherever no cumulative probability falls below ``eps`` (checked in the tests).
+    """
+    _check_pair(p, logits, "logits")
+    q = torch.softmax(logits, dim=-1)
+    cum_q, tail_q = _cumulative_and_tail(q)
+    cum_p, tail_p = _cumulative_and_tail(p)
+    per_level = cum_p * torch.log(cum_q.clamp_min(eps)) + tail_p * torch.log(tail_q.clamp_min(eps))
+    return _mean_over_leading(-per_level.sum(dim=-1))

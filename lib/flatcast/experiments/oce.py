@@ -366,13 +366,13 @@ def plan(config: OCEConfig) -> list[Cell]:
         return cells
     # paper profile: priority order
     for dataset in ("ETTm2", "weather"):
-        for model in ("dlinear", "oce"):
+        for model in ("dlinear", "oce", "oce_target"):
             add(Cell("forecast", dataset, 720, model, L))
-        for snr in SNR_LEVELS:
+        for snr in (-3.0, 20.0, 0.0, 3.0, 10.0):
             for model in ("dlinear", "oce"):
                 add(Cell("snr", dataset, 720, model, L, snr_db=snr))
     for dataset in ("ETTm2", "weather"):
-        for model in ("oce_target", "oce_std", "ce", "huber"):
+        for model in ("oce_std", "ce", "huber"):
             add(Cell("forecast", dataset, 720, model, L))
     for model in ("dlinear", "huber", "oce", "ce", "oce_target", "oce_std", "quantile"):
         add(Cell("calibration", "ETTh1", 96, model, L))
@@ -401,8 +401,19 @@ def plan(config: OCEConfig) -> list[Cell]:
 # ------------------------------------------------------------------------------------------------- results IO
 
 
-def results_path(profile: str = "paper") -> Path:
-    return REPO_ROOT / "data" / "results" / f"oce_{profile}.json"
+def results_path(profile: str = "paper", tag: str = "") -> Path:
+    """``data/results/oce_<profile>[_<tag>].json``; a tag marks a reduced training budget (e.g. ``cap50x3``)."""
+    return REPO_ROOT / "data" / "results" / f"oce_{profile}{'_' + tag if tag else ''}.json"
+
+
+def budget_tag(config: OCEConfig) -> str:
+    """``""`` for the profile's own budget, else ``cap<batches>x<epochs>[_v<val stride>t<test stride>]``."""
+    default = oce_config(config.profile)
+    if (config.epochs, config.max_train_batches, config.val_stride, config.test_stride, config.train_stride) == (
+            default.epochs, default.max_train_batches, default.val_stride, default.test_stride, default.train_stride):
+        return ""
+    return (f"cap{config.max_train_batches or 'all'}x{config.epochs}_v{config.val_stride}t{config.test_stride}"
+            f"s{config.train_stride}")
 
 
 def load_results(path: str | Path | None = None) -> dict[str, Any] | None:
@@ -862,16 +873,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-cells", type=int, default=None)
     parser.add_argument("--verdicts-only", action="store_true")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="reduced budget (the file name records it)")
+    parser.add_argument("--max-train-batches", type=int, default=None)
+    parser.add_argument("--val-stride", type=int, default=None)
+    parser.add_argument("--test-stride", type=int, default=None)
+    parser.add_argument("--datasets", default="", help="comma-separated datasets to run (default: all)")
     args = parser.parse_args(argv)
     import sys
     command = [Path(sys.executable).name, "-m", "flatcast.experiments.oce", *(argv if argv is not None else sys.argv[1:])]
-    config = oce_config(args.profile)
-    path = results_path(args.profile)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("max_train_batches", args.max_train_batches),
+                                    ("val_stride", args.val_stride), ("test_stride", args.test_stride)) if v is not None}
+    config = oce_config(args.profile, **overrides)
+    path = results_path(args.profile, budget_tag(config))
     if not args.verdicts_only:
         cells = plan(config)
         if args.studies:
             wanted = set(args.studies.split(","))
             cells = [c for c in cells if c.study in wanted]
+        if args.datasets:
+            wanted = set(args.datasets.split(","))
+            cells = [c for c in cells if c.dataset in wanted]
         if args.max_cells is not None:
             cells = cells[: args.max_cells]
         run_cells(cells, config, path=path, progress=True, data_dir=args.data_dir, command=command)
