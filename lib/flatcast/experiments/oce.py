@@ -927,13 +927,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-stride", type=int, default=None)
     parser.add_argument("--test-stride", type=int, default=None)
     parser.add_argument("--datasets", default="", help="comma-separated datasets to run (default: all)")
+    parser.add_argument("--part", default="", help="suffix of the results file, so that two runners can work at once")
     args = parser.parse_args(argv)
     import sys
     command = [Path(sys.executable).name, "-m", "flatcast.experiments.oce", *(argv if argv is not None else sys.argv[1:])]
     overrides = {k: v for k, v in (("epochs", args.epochs), ("max_train_batches", args.max_train_batches),
                                     ("val_stride", args.val_stride), ("test_stride", args.test_stride)) if v is not None}
     config = oce_config(args.profile, **overrides)
-    path = results_path(args.profile, budget_tag(config))
+    path = results_path(args.profile, "_".join(t for t in (budget_tag(config), args.part) if t))
     if not args.verdicts_only:
         cells = plan(config)
         if args.studies:
