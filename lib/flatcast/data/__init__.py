@@ -21,6 +21,7 @@ from .registry import (
     verify_file,
 )
 from .splits import Splits, WindowSet, check_window_sizes, make_splits, split_borders
+from .corrupt import add_input_noise, add_target_outliers, noise_std_for_snr, signal_power
 from .toy import DEFAULT_TOY_NOISE_STD, OracleFit, make_toy, oracle_least_squares
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "Splits", "WindowSet", "check_window_sizes", "make_splits", "split_borders",
     "DEFAULT_TOY_NOISE_STD", "OracleFit", "make_toy", "oracle_least_squares",
     "mse", "mae",
+    "add_input_noise", "add_target_outliers", "noise_std_for_snr", "signal_power",
 ]

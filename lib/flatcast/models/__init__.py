@@ -16,6 +16,9 @@ _EXPORTS = {
     "DLinearOCE": "dlinear",
     "SeriesDecomposition": "dlinear",
     "TSMixer": "tsmixer",
+    "DLinearHuber": "dlinear",
+    "DLinearQuantile": "dlinear",
+    "MinMaxWindowOCE": "dlinear",
 }
 
 __all__ = sorted(_EXPORTS)

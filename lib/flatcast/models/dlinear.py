@@ -25,11 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flatcast.losses import ce_loss_from_logits, oce_loss_from_logits
+from flatcast.losses import (ce_loss_from_logits, huber_loss, oce_loss_from_logits, oce_loss_from_logits_clamped,
+                             pinball_loss)
 from flatcast.targets import DISTRIBUTIONS, Bins, target_to_probs
 from flatcast.utils import check_positive_int
 
-__all__ = ["SeriesDecomposition", "DLinear", "DLinearOCE"]
+__all__ = ["SeriesDecomposition", "DLinear", "DLinearOCE", "DLinearHuber", "DLinearQuantile", "MinMaxWindowOCE",
+           "TARGET_RANGES"]
 
 LOSSES = ("oce", "ce")
 
@@ -178,6 +180,9 @@ class DLinearOCE(nn.Module):
         ``"laplace"``.
     loss:
         ``"oce"`` (Eq. 2, the method) or ``"ce"`` (Eq. 19, the ablation).
+    exact_loss:
+        ``True`` (default): the exact log-cumsum-exp OCE; ``False``: the faster clamped version
+        (:func:`flatcast.losses.oce_loss_from_logits_clamped`, what the authors' code computes).
     """
 
     def __init__(
@@ -193,6 +198,7 @@ class DLinearOCE(nn.Module):
         df: float = 5.0,
         loss: str = "oce",
         head_hidden: int = 1,
+        exact_loss: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(bins, Bins):
@@ -215,6 +221,7 @@ class DLinearOCE(nn.Module):
         self.df = float(df)
         self.loss = loss
         self.head_hidden = head_hidden
+        self.exact_loss = bool(exact_loss)
         self.backbone = DLinear(lookback, horizon, n_channels, individual=individual, kernel_size=kernel_size)
         centres = bins.centres.to(torch.get_default_dtype())
         self.register_buffer("bin_centres", centres)
@@ -277,6 +284,8 @@ class DLinearOCE(nn.Module):
         with torch.no_grad():
             p = self.target_probabilities(y.to(logits.dtype))
         if self.loss == "oce":
+            if not self.exact_loss:
+                return oce_loss_from_logits_clamped(p, logits)
             return oce_loss_from_logits(p, logits)
         return ce_loss_from_logits(p, logits)
 
@@ -285,3 +294,178 @@ class DLinearOCE(nn.Module):
             f"bins=Bins(low={self.bins.low:.4g}, high={self.bins.high:.4g}, n_bins={self.bins.n_bins}), "
             f"sigma={self.sigma:.4g}, distribution={self.distribution!r}, loss={self.loss!r}"
         )
+
+
+def _check_xy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_channels: int, horizon: int) -> None:
+    expected = (x.shape[0], n_channels, horizon)
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != expected:
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"y must have shape {expected} = (batch, channels, horizon), got {shape}")
+
+
+class DLinearHuber(DLinear):
+    """DLinear trained with the Huber loss (:func:`flatcast.losses.huber_loss`, threshold ``delta`` in the units
+    of the standardised data): the robust regression baseline that OCE-TS's introduction names but never runs.
+    Same forward/predict as :class:`DLinear`; only ``training_loss`` differs (the trainer's hook)."""
+
+    def __init__(self, lookback: int, horizon: int, n_channels: int, delta: float = 1.0, **options) -> None:
+        super().__init__(lookback, horizon, n_channels, **options)
+        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta < math.inf:
+            raise ValueError(f"delta must be a finite positive number, got {delta!r}")
+        self.delta = float(delta)
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        _check_xy(self, x, y, self.n_channels, self.horizon)
+        return huber_loss(self(x), y, self.delta)
+
+
+class DLinearQuantile(nn.Module):
+    """Quantile regression on the DLinear backbone: one ``L → H`` map pair per quantile level.
+
+    The backbone is a :class:`DLinear` with ``H · m`` outputs (``m`` = number of levels), reshaped to
+    ``(B, D, H, m)``; trained with the pinball loss averaged over levels. ``predict_quantiles`` sorts the ``m``
+    outputs along the level axis (monotone rearrangement, Chernozhukov et al. 2010) so quantiles never cross;
+    ``predict`` is the median level (0.5 must be among the levels). This is "the same backbone" as OCE-TS's,
+    with a distribution read from quantiles instead of bins.
+    """
+
+    def __init__(self, lookback: int, horizon: int, n_channels: int, levels=(0.025, 0.1, 0.25, 0.5, 0.75, 0.9, 0.975),
+                 **options) -> None:
+        super().__init__()
+        levels = [float(v) for v in levels]
+        if not levels or any(not 0 < v < 1 for v in levels) or sorted(set(levels)) != levels:
+            raise ValueError(f"levels must be strictly increasing numbers in (0, 1), got {levels}")
+        if 0.5 not in levels:
+            raise ValueError("levels must include the median 0.5 (the point forecast)")
+        self.register_buffer("levels", torch.tensor(levels, dtype=torch.get_default_dtype()))
+        self.horizon = check_positive_int("horizon", horizon)
+        self.n_channels = check_positive_int("n_channels", n_channels)
+        self.backbone = DLinear(lookback, horizon * len(levels), n_channels, **options)
+        # Every level starts at the same DLinear initialisation plus the level's unit-normal quantile as an offset.
+        with torch.no_grad():
+            normal = torch.distributions.Normal(0.0, 1.0)
+            offsets = normal.icdf(self.levels.double()).to(self.backbone.seasonal_bias.dtype)
+            for bias in (self.backbone.seasonal_bias, self.backbone.trend_bias):
+                per_level = bias.view(*bias.shape[:-1], horizon, len(levels))
+                per_level.copy_(per_level[..., :1].expand_as(per_level).clone())  # same start for every level
+            seasonal = self.backbone.seasonal_bias
+            seasonal.view(*seasonal.shape[:-1], horizon, len(levels)).add_(offsets)
+
+    @property
+    def lookback(self) -> int:
+        return self.backbone.lookback
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw quantile outputs ``(B, D, H, m)`` (not sorted)."""
+        out = self.backbone(x)
+        return out.reshape(*out.shape[:-1], self.horizon, self.levels.numel())
+
+    def predict_quantiles(self, x: torch.Tensor) -> torch.Tensor:
+        """Sorted quantiles ``(B, D, H, m)`` at ``self.levels``."""
+        return torch.sort(self(x), dim=-1).values
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The median forecast ``(B, D, H)``."""
+        median = int((self.levels == 0.5).nonzero()[0])
+        return self.predict_quantiles(x)[..., median]
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        _check_xy(self, x, y, self.n_channels, self.horizon)
+        return pinball_loss(self(x), y, self.levels)
+
+
+#: How :class:`MinMaxWindowOCE` scales a training target window (see its docstring).
+TARGET_RANGES = ("input", "target")
+
+
+class MinMaxWindowOCE(nn.Module):
+    """OCE-TS with the paper's per-window min–max scaling (App. C "Data Normalization", Eq. 74–75).
+
+    Each input window is mapped channel by channel to ``[-1, 1]`` with its own minimum and maximum over time,
+    ``x̃ = 2 (x − min x) / (max x − min x + ε) − 1``; a :class:`DLinearOCE` with bins on ``[-1, 1]`` (the support
+    the authors' code uses, ``torch.linspace(-1, 1, K + 1)``) forecasts there, and the forecast is mapped back.
+
+    ``target_range`` says whose minimum and maximum scale the *training target* ``y``:
+
+    * ``"target"`` — ``y``'s own (what the paper's App. C states and the authors' code does in training): the
+      soft labels then always span exactly ``[-1, 1]``, but at forecast time that range is unknown.
+    * ``"input"`` (default) — the input window's, the same map the forecast is inverted with, so training and
+      test are consistent and nothing from the future is used. Targets outside the input's range are clipped
+      into ``[-1, 1]`` by the soft-label transform (Eq. 9–11 truncate there).
+
+    ``predict(x)`` always inverts with the input window's range (what the paper's text says: "the predicted
+    values strictly employ the maximum and minimum values of the input sequence"). ``predict_with_range(x, lo, hi)``
+    inverts with any given range; the runner uses it with the target window's own range to reproduce the
+    authors' ``test()``, which overwrites ``min_val``/``max_val`` with ``batch_y``'s before denormalising.
+    The OCE is the clamped version by default (``exact_loss=False``; several times faster on the CPU).
+    """
+
+    def __init__(self, lookback: int, horizon: int, n_channels: int, n_bins: int = 100, sigma: float | None = None,
+                 target_range: str = "input", eps: float = 1e-8, exact_loss: bool = False, **options) -> None:
+        super().__init__()
+        if target_range not in TARGET_RANGES:
+            raise ValueError(f"unknown target_range {target_range!r}: use one of {TARGET_RANGES}")
+        self.target_range = target_range
+        self.eps = float(eps)
+        self.inner = DLinearOCE(lookback, horizon, n_channels, Bins(-1.0, 1.0, n_bins), sigma=sigma,
+                                exact_loss=exact_loss, **options)
+
+    @property
+    def lookback(self) -> int:
+        return self.inner.lookback
+
+    @property
+    def horizon(self) -> int:
+        return self.inner.horizon
+
+    @property
+    def n_channels(self) -> int:
+        return self.inner.n_channels
+
+    @property
+    def bins(self) -> Bins:
+        return self.inner.bins
+
+    def input_range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-window, per-channel ``(min, max)`` over time, each ``(B, D, 1)``."""
+        return x.amin(dim=-1, keepdim=True), x.amax(dim=-1, keepdim=True)
+
+    def scale(self, v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        return 2.0 * (v - lo) / (hi - lo + self.eps) - 1.0
+
+    def unscale(self, v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        return (v + 1.0) * 0.5 * (hi - lo + self.eps) + lo
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, D, H, K)`` over the bins of the scaled forecast."""
+        self.inner.backbone.check_input(x)
+        lo, hi = self.input_range(x)
+        return self.inner(self.scale(x, lo, hi))
+
+    def predict_distribution(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self(x), dim=-1)
+
+    def bin_edges(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """Bin edges in data units for each window and channel, ``(B, D, 1, K + 1)``."""
+        edges = self.inner.bins.edges_like(lo)
+        return self.unscale(edges, lo.unsqueeze(-1), hi.unsqueeze(-1))
+
+    def predict_with_range(self, x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        q = self.predict_distribution(x)
+        value = (q * self.inner.bin_centres.to(q.dtype)).sum(-1)
+        return self.unscale(value, lo, hi)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Point forecast ``(B, D, H)``: Eq. 18 in the scaled space, inverted with the input window's range."""
+        lo, hi = self.input_range(x)
+        return self.predict_with_range(x, lo, hi)
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.inner.backbone.check_input(x)
+        _check_xy(self, x, y, self.n_channels, self.horizon)
+        lo, hi = self.input_range(x)
+        if self.target_range == "target":
+            y_lo, y_hi = y.amin(dim=-1, keepdim=True), y.amax(dim=-1, keepdim=True)
+        else:
+            y_lo, y_hi = lo, hi
+        return self.inner.training_loss(self.scale(x, lo, hi), self.scale(y, y_lo, y_hi))

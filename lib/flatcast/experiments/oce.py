@@ -1,0 +1,989 @@
+"""The OCE chapter's runner: ordinal cross-entropy vs MSE (OCE-TS), exact checks and real-data cells.
+
+Two kinds of evidence:
+
+* **Exact checks** (no training, CPU seconds): Table 1 recomputed in one log base (:func:`table1`), Lemma 1
+  (:func:`lemma1_check`), the bin masses of Eq. 8–11 (:func:`bin_mass_check`), and Theorem 1 on a controlled
+  linear problem against leave-one-out retraining (:func:`theorem1_study`, :func:`outlier_refit_sweep`).
+* **Cells** (one training run each, :class:`Cell`): a dataset, a horizon, a look-back, a model kind and the
+  knobs of one study (input SNR, outlier fraction × size, bins, σ, target distribution, loss). The paper
+  profile appends every finished cell to ``data/results/oce_paper.json`` with its provenance and skips cells
+  already there, so ``python -m flatcast.experiments.oce --profile paper`` resumes where it stopped.
+
+Model kinds (:data:`MODEL_KINDS`): ``dlinear`` (MSE, TSL's DLinear on standardised data, the paper's
+baseline), ``huber`` (DLinear + Huber loss, δ = 1 standardised unit), ``oce`` (OCE-TS: DLinear + softmax head +
+OCE with the paper's per-window min–max scaling, :class:`flatcast.models.MinMaxWindowOCE`, target windows scaled
+with the *input's* range), ``ce`` (the same with plain CE, Eq. 19), ``oce_target`` (the same as ``oce`` but
+training targets scaled with their own range, as the paper's App. C says and the authors' code does; scored
+both with the input's range and with the target's range, the latter reproducing the authors' ``test()``),
+``oce_std`` (the library's DLinearOCE on standardised data with one global support, no per-window scaling)
+and ``quantile`` (quantile regression on the DLinear backbone).
+
+Choices where the paper is silent or self-contradictory (the chapter lists them):
+Adam lr 0.005, batch 32, ≤ 15 epochs, early stopping on the validation MSE with patience 5 (paper); cosine
+annealing instead of the unstated "dynamic learning rate adjustment"; K = 100 bins and σ = 0.01 of the
+normalised range (paper text; the authors' scripts default to K = 45, σ = 0.015 on [−1, 1]); the support is
+[−1, 1] for every dataset (the authors' code; the text says [0, 1] for ETT), so the paper's σ is doubled to keep
+σ / range; TSL splits and standardisation before the per-window scaling; metrics on the standardised scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from flatcast import calibration as cal
+from flatcast.claims import write_verdicts
+from flatcast.data import add_input_noise, add_target_outliers, make_splits
+from flatcast.data.splits import Splits, WindowSet
+from flatcast.diagnostics import influence as inf
+from flatcast.losses import ce_loss, oce_loss
+from flatcast.models.dlinear import DLinear, DLinearHuber, DLinearOCE, DLinearQuantile, MinMaxWindowOCE
+from flatcast.profiles import get_profile
+from flatcast.provenance import REPO_ROOT, provenance
+from flatcast.reference import load_reference
+from flatcast.targets import DISTRIBUTIONS, Bins, target_to_probs
+from flatcast.trainer import evaluate, fit
+from flatcast.utils import seed_everything, torch_threads
+
+__all__ = [
+    "MODEL_KINDS", "OCEConfig", "oce_config", "Cell", "build_model", "train_cell", "run_cells", "plan",
+    "table1", "lemma1_check", "bin_mass_check", "theorem1_study", "outlier_refit_sweep", "explorer_problem",
+    "fit_all_losses", "runtime_benchmark", "load_results", "results_frame", "oce_verdicts", "main",
+]
+
+MODEL_KINDS = ("dlinear", "huber", "oce", "ce", "oce_target", "oce_std", "quantile")
+MODEL_LABELS = {
+    "dlinear": "DLinear (MSE)", "huber": "DLinear (Huber)", "oce": "OCE-TS", "ce": "DLinear + CE head",
+    "oce_target": "OCE-TS, targets scaled by their own range", "oce_std": "OCE head, standardised data",
+    "quantile": "DLinear quantile regression",
+}
+SNR_LEVELS = (-3.0, 0.0, 3.0, 10.0, 20.0)
+INTERVALS = (0.5, 0.8, 0.95)
+QUANTILE_LEVELS = (0.025, 0.1, 0.25, 0.5, 0.75, 0.9, 0.975)
+
+
+# ------------------------------------------------------------------------------------------------ configuration
+
+
+@dataclass(frozen=True)
+class OCEConfig:
+    """Sizes of one profile. ``val_stride``/``test_stride`` thin the evaluation windows (every s-th window)."""
+
+    profile: str
+    lookback: int
+    epochs: int
+    max_train_batches: int | None
+    val_stride: int
+    test_stride: int
+    train_stride: int
+    lr: float = 0.005
+    batch_size: int = 32
+    patience: int = 5
+    n_bins: int = 100
+    sigma: float = 0.01  # paper units: fraction of the normalised range
+    huber_delta: float = 1.0
+    threads: int = 1
+    seeds: tuple[int, ...] = (0,)
+
+
+def oce_config(profile: str = "quick", **overrides: Any) -> OCEConfig:
+    """``quick``: L = 96, ≤ 2 epochs of ≤ 20 batches, every 4th training and 8th evaluation window (CI, 2 cores).
+    ``paper``: L = 336, ≤ 15 epochs over every training window, validation on every 4th window (to fit one CPU
+    thread; the test set is complete)."""
+    get_profile(profile)
+    if profile == "quick":
+        config = OCEConfig("quick", lookback=96, epochs=2, max_train_batches=20, val_stride=8, test_stride=8,
+                           train_stride=4, threads=2)
+    else:
+        config = OCEConfig("paper", lookback=336, epochs=15, max_train_batches=None, val_stride=4, test_stride=1,
+                           train_stride=1, threads=1)
+    return replace(config, **overrides)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run: ``study`` names the question, the rest fixes the run."""
+
+    study: str
+    dataset: str
+    horizon: int
+    model: str
+    lookback: int = 336
+    seed: int = 0
+    snr_db: float | None = None
+    outlier_fraction: float = 0.0
+    outlier_size: float = 0.0
+    n_bins: int = 100
+    sigma: float = 0.01
+    distribution: str = "gaussian"
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise ValueError(f"unknown model {self.model!r}: use one of {MODEL_KINDS}")
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(f"unknown distribution {self.distribution!r}: use one of {DISTRIBUTIONS}")
+
+    @property
+    def key(self) -> str:
+        return "|".join(f"{k}={v}" for k, v in asdict(self).items())
+
+
+# --------------------------------------------------------------------------------------------------- models
+
+
+def build_model(cell: Cell, n_channels: int, config: OCEConfig) -> torch.nn.Module:
+    """The model of ``cell`` (seeded by the caller). σ is given in paper units (fraction of the normalised
+    range) and doubled for the [−1, 1] support."""
+    L, H = cell.lookback, cell.horizon
+    sigma = 2.0 * cell.sigma
+    if cell.model == "dlinear":
+        return DLinear(L, H, n_channels)
+    if cell.model == "huber":
+        return DLinearHuber(L, H, n_channels, delta=config.huber_delta)
+    if cell.model == "quantile":
+        return DLinearQuantile(L, H, n_channels, levels=QUANTILE_LEVELS)
+    if cell.model == "oce_std":
+        # one global support for standardised data: ±4 standard deviations, same K and σ relative to the range
+        return DLinearOCE(L, H, n_channels, Bins(-4.0, 4.0, cell.n_bins), sigma=8.0 * cell.sigma,
+                          distribution=cell.distribution)
+    loss = "ce" if cell.model == "ce" else "oce"
+    target_range = "target" if cell.model == "oce_target" else "input"
+    return MinMaxWindowOCE(L, H, n_channels, n_bins=cell.n_bins, sigma=sigma, target_range=target_range,
+                           distribution=cell.distribution, loss=loss)
+
+
+# ----------------------------------------------------------------------------------------------------- data
+
+_SPLITS_CACHE: dict[tuple, Splits] = {}
+
+
+def _thin(ws: WindowSet, stride: int) -> WindowSet:
+    return ws if stride == 1 else WindowSet(ws.x[::stride], ws.y[::stride])
+
+
+def cell_splits(cell: Cell, config: OCEConfig, data_dir=None) -> Splits:
+    """Standardised TSL splits of the cell's dataset, corrupted as the cell says, then thinned per profile."""
+    key = (cell.dataset, cell.lookback, cell.horizon, str(data_dir))
+    if key not in _SPLITS_CACHE:
+        _SPLITS_CACHE.clear()  # keep one dataset in memory
+        _SPLITS_CACHE[key] = make_splits(cell.dataset, cell.lookback, cell.horizon, data_dir=data_dir)
+    splits = _SPLITS_CACHE[key]
+    if cell.snr_db is not None:
+        splits = add_input_noise(splits, cell.snr_db, seed=1000 + cell.seed)
+    if cell.outlier_fraction > 0 and cell.outlier_size > 0:
+        splits = add_target_outliers(splits, cell.outlier_fraction, cell.outlier_size, seed=2000 + cell.seed)
+    return replace(splits, train=_thin(splits.train, config.train_stride), val=_thin(splits.val, config.val_stride),
+                   test=_thin(splits.test, config.test_stride))
+
+
+# --------------------------------------------------------------------------------------------------- metrics
+
+
+@torch.no_grad()
+def _oracle_range_metrics(model: MinMaxWindowOCE, ws: WindowSet, batch: int = 256) -> dict[str, float]:
+    """MSE/MAE when the forecast is denormalised with the *target* window's min and max (authors' ``test()``)."""
+    sq = ab = 0.0
+    n = 0
+    model.eval()
+    for start in range(0, len(ws), batch):
+        x, y = ws[slice(start, start + batch)]
+        pred = model.predict_with_range(x, y.amin(-1, keepdim=True), y.amax(-1, keepdim=True))
+        err = (pred - y).double()
+        sq += float(err.square().sum())
+        ab += float(err.abs().sum())
+        n += y.numel()
+    return {"oracle_mse": sq / n, "oracle_mae": ab / n}
+
+
+@torch.no_grad()
+def _residual_std(model: torch.nn.Module, ws: WindowSet, batch: int = 512) -> torch.Tensor:
+    """RMS of the validation residuals per (channel, step), ``(D, H)``: the Gaussian baseline's spread."""
+    total = None
+    n = 0
+    model.eval()
+    for start in range(0, len(ws), batch):
+        x, y = ws[slice(start, start + batch)]
+        sq = (model.predict(x) - y).double().square().sum(0)
+        total = sq if total is None else total + sq
+        n += x.shape[0]
+    return (total / n).sqrt().float().clamp_min(1e-6)
+
+
+@torch.no_grad()
+def calibration_metrics(model: torch.nn.Module, kind: str, ws: WindowSet, val: WindowSet | None = None,
+                        batch: int = 128, n_pit_bins: int = 10) -> dict[str, Any]:
+    """PIT histogram, coverage of the central 50/80/95 % intervals, CRPS and mean pinball loss (at
+    :data:`QUANTILE_LEVELS`) of ``model``'s predictive distribution on ``ws`` (standardised units).
+
+    ``kind``: ``"oce"``-like (binned q with per-window edges, exact CRPS), ``"dlinear"`` (Gaussian with the
+    validation residuals' spread per channel and step, exact CRPS) or ``"quantile"`` (CRPS from the quantiles by
+    the trapezoid rule, which leaves out the tails beyond 2.5 / 97.5 % and so understates it)."""
+    model.eval()
+    std = _residual_std(model, val) if kind in ("dlinear", "huber") else None
+    pit_counts = np.zeros(n_pit_bins)
+    covered = {c: 0.0 for c in INTERVALS}
+    crps_sum = pinball_sum = 0.0
+    n = 0
+    for start in range(0, len(ws), batch):
+        x, y = ws[slice(start, start + batch)]
+        if kind in ("dlinear", "huber"):
+            mean = model.predict(x)
+            s = std.expand_as(mean)
+            pit = cal.gaussian_cdf(mean, s, y)
+            crps = cal.crps_gaussian(mean, s, y)
+            quant = {t: cal.gaussian_quantile(mean, s, t) for t in QUANTILE_LEVELS}
+        elif kind == "quantile":
+            qs = model.predict_quantiles(x)
+            levels = list(QUANTILE_LEVELS)
+            quant = {t: qs[..., i] for i, t in enumerate(levels)}
+            # PIT by linear interpolation between the predicted quantiles (0 / 1 beyond the extreme levels)
+            below = (qs <= y.unsqueeze(-1)).sum(-1)
+            lv = torch.tensor([0.0, *levels, 1.0])
+            ext = torch.cat([qs[..., :1] - 1e-6, qs, qs[..., -1:] + 1e-6], -1)
+            i = below.clamp(0, len(levels))
+            lo_q, hi_q = ext.gather(-1, i.unsqueeze(-1)).squeeze(-1), ext.gather(-1, (i + 1).unsqueeze(-1)).squeeze(-1)
+            t = ((y - lo_q) / (hi_q - lo_q).clamp_min(1e-9)).clamp(0, 1)
+            pit = lv[i] + t * (lv[i + 1] - lv[i])
+            crps = cal.crps_from_quantiles(qs, y, levels)
+        else:
+            q = model.predict_distribution(x)
+            if isinstance(model, MinMaxWindowOCE):
+                lo, hi = model.input_range(x)
+                edges = model.bin_edges(lo, hi)
+            else:
+                edges = model.bins.edges_like(q)
+            pit = cal.binned_cdf(q, edges, y)
+            crps = cal.crps_binned(q, edges, y)
+            quant = {t: cal.binned_quantile(q, edges, t) for t in QUANTILE_LEVELS}
+        pit_counts += cal.pit_histogram(pit, n_pit_bins) * pit.numel()
+        for c in INTERVALS:
+            lo_t, hi_t = round((1 - c) / 2, 4), round((1 + c) / 2, 4)
+            covered[c] += cal.interval_coverage(quant[lo_t], quant[hi_t], y) * y.numel()
+        crps_sum += float(crps.double().sum())
+        pinball_sum += float(sum(cal.pinball(quant[t], y, t).double().mean() for t in QUANTILE_LEVELS)
+                             / len(QUANTILE_LEVELS)) * y.numel()
+        n += y.numel()
+    return {"pit": (pit_counts / n).tolist(), **{f"coverage_{int(c * 100)}": covered[c] / n for c in INTERVALS},
+            "crps": crps_sum / n, "pinball": pinball_sum / n}
+
+
+@torch.no_grad()
+def forecast_snapshot(model: torch.nn.Module, kind: str, ws: WindowSet, windows: Sequence[int], channel: int
+                      ) -> dict[str, Any]:
+    """Truth, input tail and forecast (mean; 5/25/75/95 % bands for OCE models) of a few test windows."""
+    model.eval()
+    out = []
+    for w in windows:
+        w = min(int(w), len(ws) - 1)
+        x, y = ws[slice(w, w + 1)]
+        item = {"window": w, "input": x[0, channel, -min(x.shape[-1], 336):].tolist(), "truth": y[0, channel].tolist(),
+                "mean": model.predict(x)[0, channel].tolist()}
+        if kind in ("oce", "ce", "oce_target", "oce_std"):
+            q = model.predict_distribution(x)
+            if isinstance(model, MinMaxWindowOCE):
+                edges = model.bin_edges(*model.input_range(x))
+            else:
+                edges = model.bins.edges_like(q)
+            item["bands"] = {str(t): cal.binned_quantile(q, edges, t)[0, channel].tolist() for t in (0.05, 0.25, 0.75, 0.95)}
+        out.append(item)
+    return {"channel": channel, "windows": out}
+
+
+# -------------------------------------------------------------------------------------------------- training
+
+
+def train_cell(cell: Cell, config: OCEConfig, data_dir=None, with_model: bool = False) -> dict[str, Any]:
+    """Train one cell and return its record (test MSE/MAE on the standardised scale, epochs, timing, extras)."""
+    splits = cell_splits(cell, config, data_dir)
+    torch.manual_seed(cell.seed)
+    seed_everything(cell.seed)
+    model = build_model(cell, splits.n_channels, config)
+    start = time.perf_counter()
+    result = fit(model, splits, optimizer=lambda p: torch.optim.Adam(p, lr=config.lr), epochs=config.epochs,
+                 batch_size=config.batch_size, patience=config.patience, cosine=True, seed=cell.seed, device="cpu",
+                 max_train_batches=config.max_train_batches)
+    wall = time.perf_counter() - start
+    history = result.history
+    record: dict[str, Any] = {
+        "cell": asdict(cell), "key": cell.key, "test_mse": float(result.test_mse),
+        "test_mae": float(result.test_mae), "val_mse": float(result.val_mse), "best_epoch": int(result.best_epoch),
+        "epochs_run": int(history["epoch"].max()), "n_steps": int(result.n_steps), "wall_s": wall,
+        "n_train": len(splits.train), "n_val": len(splits.val), "n_test": len(splits.test),
+    }
+    if cell.model == "oce_target":
+        record.update(_oracle_range_metrics(model, splits.test))
+    if cell.study == "calibration":
+        kind = "oce" if cell.model in ("oce", "ce", "oce_target", "oce_std") else cell.model
+        record["calibration"] = calibration_metrics(model, kind, splits.test, splits.val)
+    if cell.study == "forecast":
+        record["snapshot"] = forecast_snapshot(model, cell.model, splits.test, (0, len(splits.test) // 2),
+                                               channel=splits.n_channels - 1)
+    if with_model:
+        record["_model"] = model
+        record["_splits"] = splits
+    return record
+
+
+# -------------------------------------------------------------------------------------------------- the plan
+
+
+def plan(config: OCEConfig) -> list[Cell]:
+    """Every cell of the profile, in the order they run (SNR at H = 720 on ETTm2 and weather first in paper)."""
+    L = config.lookback
+    cells: list[Cell] = []
+    add = cells.append
+    if config.profile == "quick":
+        H = 96
+        for model in ("dlinear", "oce", "oce_target"):
+            add(Cell("forecast", "ETTm2", H, model, L))
+        for snr in (-3.0, 20.0):
+            for model in ("dlinear", "oce"):
+                add(Cell("snr", "ETTm2", H, model, L, snr_db=snr))
+        for model in ("dlinear", "huber", "oce", "ce", "quantile"):
+            add(Cell("calibration", "ETTh1", H, model, L))
+        for model in ("dlinear", "huber", "oce"):
+            add(Cell("robustness", "ETTh1", H, model, L, outlier_fraction=0.05, outlier_size=10.0))
+        add(Cell("bins", "ETTh1", H, "oce", L, n_bins=30))
+        add(Cell("sigma", "ETTh1", H, "oce", L, sigma=1.0))
+        for dist in ("student_t", "laplace"):
+            add(Cell("distribution", "ETTh1", H, "oce", L, distribution=dist))
+        add(Cell("lookback", "ETTh1", H, "oce", 48))
+        return cells
+    # paper profile: priority order
+    for dataset in ("ETTm2", "weather"):
+        for model in ("dlinear", "oce", "oce_target"):
+            add(Cell("forecast", dataset, 720, model, L))
+        for snr in (-3.0, 20.0, 0.0, 3.0, 10.0):
+            for model in ("dlinear", "oce"):
+                add(Cell("snr", dataset, 720, model, L, snr_db=snr))
+    for dataset in ("ETTm2", "weather"):
+        for model in ("oce_std", "ce", "huber"):
+            add(Cell("forecast", dataset, 720, model, L))
+    for model in ("dlinear", "huber", "oce", "ce", "oce_target", "oce_std", "quantile"):
+        add(Cell("calibration", "ETTh1", 96, model, L))
+    for frac in (0.01, 0.05):
+        for size in (5.0, 20.0):
+            for model in ("dlinear", "huber", "oce"):
+                add(Cell("robustness", "ETTh1", 96, model, L, outlier_fraction=frac, outlier_size=size))
+    for dataset in ("ETTm1", "ETTh2"):
+        for bins in (30, 45, 75, 100):
+            add(Cell("bins", dataset, 96, "oce", L, n_bins=bins))
+        for sigma in (0.001, 0.1, 1.0):
+            add(Cell("sigma", dataset, 96, "oce", L, sigma=sigma))
+        for lookback in (48, 96, 192, 504, 720):
+            add(Cell("lookback", dataset, 720, "oce", lookback))
+    for dataset in ("ETTh1", "ETTm2"):
+        for dist in ("student_t", "laplace"):
+            add(Cell("distribution", dataset, 96, "oce", L, distribution=dist))
+    for dataset in ("ETTm2", "weather"):
+        for H in (96, 192, 336):
+            for snr in SNR_LEVELS:
+                for model in ("dlinear", "oce"):
+                    add(Cell("snr", dataset, H, model, L, snr_db=snr))
+    return cells
+
+
+# ------------------------------------------------------------------------------------------------- results IO
+
+
+def results_path(profile: str = "paper", tag: str = "") -> Path:
+    """``data/results/oce_<profile>[_<tag>].json``; a tag marks a reduced training budget (e.g. ``cap50x3``)."""
+    return REPO_ROOT / "data" / "results" / f"oce_{profile}{'_' + tag if tag else ''}.json"
+
+
+def budget_tag(config: OCEConfig) -> str:
+    """``""`` for the profile's own budget, else ``cap<batches>x<epochs>[_v<val stride>t<test stride>]``."""
+    default = oce_config(config.profile)
+    if (config.epochs, config.max_train_batches, config.val_stride, config.test_stride, config.train_stride) == (
+            default.epochs, default.max_train_batches, default.val_stride, default.test_stride, default.train_stride):
+        return ""
+    return (f"cap{config.max_train_batches or 'all'}x{config.epochs}_v{config.val_stride}t{config.test_stride}"
+            f"s{config.train_stride}")
+
+
+def load_results(path: str | Path | None = None) -> dict[str, Any] | None:
+    path = Path(path) if path is not None else results_path("paper")
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "cells" not in data:
+        raise ValueError(f"{path} is not an OCE results file (no 'cells')")
+    return data
+
+
+def paper_files(profile: str = "paper") -> list[Path]:
+    """Every committed results file of ``profile`` (full and capped budgets, all parts)."""
+    return sorted((REPO_ROOT / "data" / "results").glob(f"oce_{profile}*.json"))
+
+
+def paper_frame(profile: str = "paper") -> pd.DataFrame:
+    """All cells of :func:`paper_files` in one frame (column ``file`` says where each came from)."""
+    frames = []
+    for path in paper_files(profile):
+        data = load_results(path)
+        frame = results_frame(data["cells"])
+        frame["file"] = path.name
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _write_results(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_cells(cells: Iterable[Cell], config: OCEConfig, path: Path | None = None, progress: bool = False,
+              data_dir=None, command: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Train every cell not yet in ``path`` (if given) and return ``{key: record}``; with ``path`` each finished
+    cell is written at once (resumable)."""
+    data = load_results(path) if path is not None else None
+    data = data or {"profile": config.profile, "config": asdict(config), "cells": {}, "provenance": []}
+    records = data["cells"]
+    if path is not None:
+        data["provenance"].append(provenance("cpu", command))
+    with torch_threads(config.threads):
+        for cell in cells:
+            if cell.key in records:
+                continue
+            record = train_cell(cell, config, data_dir)
+            record["run"] = len(data["provenance"]) - 1 if path is not None else None
+            records[cell.key] = record
+            if progress:
+                print(f"[oce] {cell.study:12s} {cell.dataset:8s} H={cell.horizon:<4d} L={cell.lookback:<4d} "
+                      f"{cell.model:10s} snr={cell.snr_db} out={cell.outlier_fraction}x{cell.outlier_size} "
+                      f"K={cell.n_bins} σ={cell.sigma} {cell.distribution}: mse {record['test_mse']:.4f} "
+                      f"({record['wall_s']:.0f} s, {record['epochs_run']} ep)", flush=True)
+            if path is not None:
+                _write_results(path, data)
+    return records
+
+
+def results_frame(records: dict[str, dict[str, Any]] | None) -> pd.DataFrame:
+    """One row per cell record: the cell's fields plus test_mse, test_mae (and oracle metrics where present)."""
+    rows = []
+    for record in (records or {}).values():
+        row = dict(record["cell"])
+        for k in ("test_mse", "test_mae", "val_mse", "oracle_mse", "oracle_mae", "epochs_run", "n_steps", "wall_s",
+                  "n_train"):
+            if k in record:
+                row[k] = record[k]
+        for k, value in record.get("calibration", {}).items():
+            if k != "pit":
+                row[k] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------- exact checks
+
+
+def _entropy_terms(p: np.ndarray, q: np.ndarray) -> tuple[float, float]:
+    pt, qt = torch.tensor(p, dtype=torch.float64), torch.tensor(q, dtype=torch.float64)
+    return float(ce_loss(pt, qt)), float(oce_loss(pt, qt))
+
+
+def table1() -> pd.DataFrame:
+    """OCE-TS Table 1 recomputed: CE and OCE in nats and in base-10 logs, next to the printed values."""
+    ref = load_reference("oce_table1_ce_vs_oce")
+    rows = []
+    for case, group in ref.groupby("case"):
+        truth = group[group["role"] == "True"][["p1", "p2", "p3"]].to_numpy(float)[0]
+        for _, pred in group[group["role"] != "True"].iterrows():
+            q = pred[["p1", "p2", "p3"]].to_numpy(float)
+            ce, oce = _entropy_terms(truth, q)
+            rows.append({"case": case, "prediction": pred["role"], "q": str(q.tolist()),
+                         "CE printed": pred["CE"], "CE (nats)": ce, "CE (log10)": ce / math.log(10),
+                         "OCE printed": pred["OCE"], "OCE (nats)": oce, "OCE (log10)": oce / math.log(10)})
+    return pd.DataFrame(rows)
+
+
+def lemma1_check(n: int = 20_000, K_values: Sequence[int] = (2, 3, 5, 10, 100), seed: int = 0) -> pd.DataFrame:
+    """Lemma 1 (App. A, Eq. 34): ``‖σ − e_y‖₂ ≤ √2`` over random softmax outputs (Dirichlet and near-vertex
+    samples) for several K, the proof's claimed extremal value ``sqrt(1 + 1/(K − 1))`` (σ_y = 0, the rest
+    uniform) and the true maximum ``√2`` (σ one-hot on another class)."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for K in K_values:
+        alpha = torch.rand(n, 1, generator=gen, dtype=torch.float64) * 3 + 0.02
+        gamma = torch.distributions.Gamma(alpha.expand(n, K), torch.ones(n, K, dtype=torch.float64))
+        torch.manual_seed(seed + K)
+        sigma = gamma.sample()
+        sigma = sigma / sigma.sum(-1, keepdim=True)
+        y = torch.randint(0, K, (n,), generator=gen)
+        norm = torch.linalg.vector_norm(sigma - torch.nn.functional.one_hot(y, K).double(), dim=-1)
+        vertex = torch.zeros(K, dtype=torch.float64)
+        vertex[1] = 1.0
+        vertex_norm = float(torch.linalg.vector_norm(vertex - torch.nn.functional.one_hot(torch.tensor(0), K).double()))
+        rows.append({"K": K, "max sampled ‖σ−e_y‖": float(norm.max()), "√2": math.sqrt(2),
+                     "proof's 'worst case' √(1+1/(K−1))": math.sqrt(1 + 1 / (K - 1)),
+                     "one-hot on a wrong class": vertex_norm, "bound holds": bool(norm.max() <= math.sqrt(2) + 1e-12)})
+    return pd.DataFrame(rows)
+
+
+def bin_mass_check(n: int = 20_000, seed: int = 0) -> pd.DataFrame:
+    """Eq. 8–11: ``Σ_k p_k = 1`` and ``p_k ≥ 0`` for targets inside, at the edge of and outside ``[a, b]``, for the
+    three target shapes, several K and σ (float64). Reports the worst deviation of the sum from 1."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.cat([torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1,
+                   torch.tensor([-1.0, 1.0, -1.5, 3.0, 50.0], dtype=torch.float64)])
+    rows = []
+    for dist in DISTRIBUTIONS:
+        for K in (30, 100):
+            for sigma in (0.002, 0.02, 0.2, 2.0):
+                p = target_to_probs(y, Bins(-1.0, 1.0, K), sigma, dist)
+                rows.append({"distribution": dist, "K": K, "σ": sigma,
+                             "max |Σp − 1|": float((p.sum(-1) - 1).abs().max()), "min p": float(p.min())})
+    return pd.DataFrame(rows)
+
+
+def _soft_targets(y: torch.Tensor, centers: torch.Tensor, sigma: float) -> torch.Tensor:
+    width = float(centers[1] - centers[0])
+    bins = Bins(float(centers[0]) - width / 2, float(centers[-1]) + width / 2, len(centers))
+    return target_to_probs(y, bins, sigma)
+
+
+def theorem1_study(n: int = 120, d: int = 3, K: int = 8, ridge: float = 1e-2, n_loo: int = 12, seed: int = 0
+                   ) -> dict[str, Any]:
+    """Theorem 1 on a controlled problem: ``y = θ*ᵀx + noise`` with Gaussian features (last one constant).
+
+    Fits ridge regression (MSE), and linear softmax classifiers over ``K`` bins with CE and with OCE (soft
+    Gaussian targets of width one bin, ridge ``λ``); measures each point's influence ``‖IF‖`` (Eq. 5, 6 and the
+    autograd OCE version), checks it against exact leave-one-out retraining for ``n_loo`` points
+    (``θ̂_{−i} − θ̂ ≈ −IF_i/n``), and puts the measured ratio ``R_i = ‖IF_CE‖/‖IF_MSE‖`` beside the theorem's
+    bounds (:func:`flatcast.diagnostics.influence.theorem1_check`, with the mean ``P̄``). Also reports the
+    spectrum of ``P̄``: its smallest eigenvalue is exactly 0 (``P 1 = 0``), so "P positive definite" never holds.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.cat([torch.randn(n, d - 1, generator=gen, dtype=torch.float64), torch.ones(n, 1, dtype=torch.float64)], 1)
+    theta_star = torch.randn(d, generator=gen, dtype=torch.float64)
+    y = X @ theta_star + 0.5 * torch.randn(n, generator=gen, dtype=torch.float64)
+    centers = torch.linspace(float(y.min()), float(y.max()), K, dtype=torch.float64)
+    width = float(centers[1] - centers[0])
+    p = _soft_targets(y, centers, width)
+    theta, theta_loo = inf.ridge_leave_one_out(X, y, ridge)
+    if_mse = inf.mse_influence(X, y, theta, ridge)
+    out: dict[str, Any] = {"n": n, "d": d, "K": K, "ridge": ridge}
+    idx = torch.randperm(n, generator=gen)[:n_loo]
+    loo_rows = []
+    for loss in ("ce", "oce"):
+        W = _fit_classifier(X, p, loss, ridge)
+        IF = (inf.ce_influence(X, p, W, ridge) if loss == "ce" else inf.oce_influence(X, p, W, ridge)).flatten(1)
+        predicted, actual = [], []
+        for i in idx.tolist():
+            keep = torch.ones(n, dtype=torch.bool)
+            keep[i] = False
+            # leave-one-out with the other points' weight kept at 1/n: scale the ridge so the objective matches
+            W_loo = _fit_classifier(X[keep], p[keep], loss, ridge * n / (n - 1), init=W)
+            actual.append((W_loo - W).flatten() * (n - 1) / n)
+            predicted.append(-IF[i] / n)
+        a, b = torch.stack(actual).flatten(), torch.stack(predicted).flatten()
+        loo_rows.append({"loss": loss.upper(), "pearson(IF, LOO)": float(torch.corrcoef(torch.stack([a, b]))[0, 1]),
+                         "median ‖IF‖": float(torch.linalg.vector_norm(IF, dim=-1).median())})
+        out[f"W_{loss}"] = W
+        out[f"if_{loss}"] = torch.linalg.vector_norm(IF, dim=-1)
+    a = (theta_loo[idx] - theta).flatten()
+    b = (-if_mse[idx] / n).flatten()
+    loo_rows.insert(0, {"loss": "MSE", "pearson(IF, LOO)": float(torch.corrcoef(torch.stack([a, b]))[0, 1]),
+                        "median ‖IF‖": float(torch.linalg.vector_norm(if_mse, dim=-1).median())})
+    out["loo"] = pd.DataFrame(loo_rows)
+    check = inf.theorem1_check(X, y, theta, p, out["W_ce"], damping=ridge)
+    q = torch.softmax(X @ out["W_ce"].T, -1)
+    P_bar = inf.softmax_covariance(q).mean(0)
+    eig = torch.linalg.eigvalsh(P_bar)
+    sigma_x = X.T @ X / n
+    out.update({
+        "residual": check.residual, "lower": check.lower, "measured": check.measured, "upper": check.upper,
+        "fraction_holding": check.fraction_holding, "p_spread": check.p_spread,
+        "P_eigenvalues": eig, "kappa_sigma_x": float(torch.linalg.cond(sigma_x)),
+        "if_mse": torch.linalg.vector_norm(if_mse, dim=-1),
+        "fraction_R_below_1": float((check.measured <= 1).double().mean()),
+    })
+    shared = inf.theorem1_instance(n=200, d=4, K=6, shared_p=True, seed=seed)
+    shared_check = inf.theorem1_check(shared.X, shared.y, shared.theta, shared.p, shared.W)
+    out["shared_fraction_holding"] = shared_check.fraction_holding
+    return out
+
+
+def _lbfgs(params: torch.Tensor, objective, max_iter: int = 100) -> torch.Tensor:
+    t = params.detach().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([t], max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14, history_size=20,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        value = objective(t)
+        value.backward()
+        return value
+
+    opt.step(closure)
+    return t.detach()
+
+
+def _fit_classifier(X: torch.Tensor, p: torch.Tensor, loss: str, ridge: float, init: torch.Tensor | None = None,
+                    max_iter: int = 300) -> torch.Tensor:
+    """``argmin mean loss(p_i, softmax(W x_i)) + (λ/2)‖W‖²`` (``loss`` "ce" or "oce") by L-BFGS, warm-started from
+    ``init`` (then 60 iterations suffice) or from zero (as :func:`flatcast.diagnostics.influence.fit_linear_classifier`)."""
+    K, d = p.shape[1], X.shape[1]
+
+    def objective(w):
+        W = w.reshape(K, d)
+        data = inf.oce_loss_linear(W, X, p) if loss == "oce" else -(p * torch.log_softmax(X @ W.T, -1)).sum(-1).mean()
+        return data + 0.5 * ridge * w.pow(2).sum()
+
+    start = init.reshape(-1) if init is not None else torch.zeros(K * d, dtype=X.dtype)
+    return _lbfgs(start, objective, 60 if init is not None else max_iter).reshape(K, d)
+
+
+def fit_all_losses(x: torch.Tensor, y: torch.Tensor, centers: torch.Tensor, ridge: float = 1e-3,
+                   huber_delta: float = 1.0, init: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Fit the 1-D problem ``y ≈ f(x)`` with MSE (closed form), Huber, and softmax classifiers over the bins
+    ``centers`` with CE and OCE (features ``[x, 1]``, soft Gaussian targets one bin wide), all with ridge ``λ``;
+    L-BFGS, warm-started from ``init`` when given. Returns each fit's parameters."""
+    X = torch.stack([x, torch.ones_like(x)], 1)
+    theta = inf.fit_ridge(X, y, ridge)
+    p = _soft_targets(y, centers, float(centers[1] - centers[0]))
+
+    def huber(t):
+        r = (X @ t - y).abs()
+        return torch.where(r <= huber_delta, 0.5 * r**2, huber_delta * (r - 0.5 * huber_delta)).mean() + 0.5 * ridge * t.pow(2).sum()
+
+    init = init or {}
+    return {"mse": theta,
+            "huber": _lbfgs(init.get("huber", theta), huber, 60),
+            "ce": _fit_classifier(X, p, "ce", ridge, init.get("ce")),
+            "oce": _fit_classifier(X, p, "oce", ridge, init.get("oce"))}
+
+
+def predict_all(fits: dict[str, torch.Tensor], x: torch.Tensor, centers: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Point predictions of each fit at ``x`` (the classifiers' expected bin centre, OCE-TS Eq. 18)."""
+    X = torch.stack([x, torch.ones_like(x)], 1)
+    out = {}
+    for name, params in fits.items():
+        if params.ndim == 1:
+            out[name] = X @ params
+        else:
+            out[name] = torch.softmax(X @ params.T, -1) @ centers
+    return out
+
+
+def explorer_problem(n: int = 25, seed: int = 0, K: int = 20) -> dict[str, torch.Tensor]:
+    """The explorer's 1-D problem: ``y = 0.8 x + 0.3 ε`` on ``x ∈ [−2, 2]``, ``K`` bins over ``[−4, 4]``."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.linspace(-2, 2, n, dtype=torch.float64)
+    y = 0.8 * x + 0.3 * torch.randn(n, generator=gen, dtype=torch.float64)
+    centers = torch.linspace(-4, 4, K, dtype=torch.float64)
+    return {"x": x, "y": y, "centers": centers}
+
+
+def outlier_refit_sweep(shifts: Sequence[float] = tuple(np.linspace(0, 6, 7)), index: int = 20, seed: int = 0,
+                        positions: Sequence[float] | None = None) -> pd.DataFrame:
+    """Move one training target by each shift, *refit* every loss, and measure how far the fitted function moved
+    (mean absolute change of the prediction over ``x ∈ [−2, 2]``): the finite-sample influence of that point,
+    in the units of ``y`` for every loss. ``frame.attrs`` keeps the fitted curves per position (the explorer)."""
+    prob = explorer_problem(seed=seed)
+    x, y, centers = prob["x"], prob["y"], prob["centers"]
+    if positions is not None:
+        shifts = [float(p) - float(y[index]) for p in positions]
+    grid = torch.linspace(-2, 2, 81, dtype=torch.float64)
+    base_fits = fit_all_losses(x, y, centers)
+    base = predict_all(base_fits, grid, centers)
+    rows = []
+    curves = {}
+    for s in shifts:
+        y2 = y.clone()
+        y2[index] += float(s)
+        moved = predict_all(fit_all_losses(x, y2, centers, init=base_fits), grid, centers)
+        curves[round(float(y[index]) + float(s), 6)] = {k: v.numpy() for k, v in moved.items()}
+        for name in moved:
+            rows.append({"shift": float(s), "position": float(y[index]) + float(s),
+                         "loss": name.upper() if name != "huber" else "Huber",
+                         "mean |Δ prediction|": float((moved[name] - base[name]).abs().mean())})
+    frame = pd.DataFrame(rows)
+    frame.attrs.update({"curves": curves, "grid": grid.numpy(), "index": index, "problem": prob})
+    return frame
+
+
+# --------------------------------------------------------------------------------------------------- runtime
+
+
+def runtime_benchmark(lookback: int = 336, horizons: Sequence[int] = (96, 720), n_channels: int = 7,
+                      steps: int = 20, batch: int = 32, threads: int = 1, seed: int = 0) -> pd.DataFrame:
+    """Milliseconds per training iteration (forward + backward + Adam step) of DLinear (MSE) and OCE-TS on random
+    inputs, one CPU thread by default: OCE-TS Table 3's comparison, relative to DLinear."""
+    rows = []
+    with torch_threads(threads):
+        for H in horizons:
+            times = {}
+            for kind in ("dlinear", "oce"):
+                torch.manual_seed(seed)
+                cell = Cell("runtime", "synthetic", H, kind, lookback)
+                model = build_model(cell, n_channels, oce_config("paper"))
+                opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+                x = torch.randn(batch, n_channels, lookback)
+                y = torch.randn(batch, n_channels, H)
+
+                def step():
+                    opt.zero_grad()
+                    loss = model.training_loss(x, y) if hasattr(model, "training_loss") else \
+                        torch.nn.functional.mse_loss(model(x), y)
+                    loss.backward()
+                    opt.step()
+
+                for _ in range(3):
+                    step()
+                start = time.perf_counter()
+                for _ in range(steps):
+                    step()
+                times[kind] = (time.perf_counter() - start) / steps * 1000
+            rows.append({"H": H, "L": lookback, "channels": n_channels, "batch": batch,
+                         "DLinear ms/iter": times["dlinear"], "OCE-TS ms/iter": times["oce"],
+                         "ratio OCE/DLinear": times["oce"] / times["dlinear"]})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------- verdicts
+
+
+def _cells(frame: pd.DataFrame, **match) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    mask = np.ones(len(frame), dtype=bool)
+    for k, v in match.items():
+        mask &= (frame[k].isna() if v is None else frame[k] == v).to_numpy()
+    return frame[mask]
+
+
+def snr_table(frame: pd.DataFrame, dataset: str, horizon: int) -> pd.DataFrame:
+    """Test MSE per SNR for DLinear and OCE-TS (rows: SNR; ∞ = the clean ``forecast`` cell), with Table 6."""
+    if frame.empty:
+        return pd.DataFrame()
+    rows = []
+    ref = load_reference("oce_table6_snr_full")
+    for snr in (*SNR_LEVELS, None):
+        row = {"SNR (dB)": "clean" if snr is None else snr}
+        for model in ("dlinear", "oce"):
+            sub = _cells(frame, study="snr" if snr is not None else "forecast", dataset=dataset, horizon=horizon,
+                         model=model, snr_db=snr)
+            row[MODEL_LABELS[model]] = float(sub["test_mse"].mean()) if len(sub) else np.nan
+            if snr is not None:
+                r = ref[(ref.dataset.str.lower() == dataset.lower()) & (ref.horizon == horizon) & (ref.snr_db == snr)
+                        & (ref.model == ("DLinear" if model == "dlinear" else "OCE-TS")) & (ref.metric == "MSE")]
+                row[f"paper {'DLinear' if model == 'dlinear' else 'OCE-TS'}"] = float(r.value.iloc[0]) if len(r) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("SNR (dB)")
+
+
+def oce_verdicts(exact: dict[str, Any], paper: pd.DataFrame, quick: pd.DataFrame | None = None,
+                 runtime: pd.DataFrame | None = None) -> dict[str, dict[str, str]]:
+    """Verdicts for O1, O2, O3, O4, O6–O12, O14 from the exact checks and the paper-profile cells (quick-only
+    evidence gives "inconclusive" or "not yet tested")."""
+    v: dict[str, dict[str, str]] = {}
+    t1 = exact["table1"]
+    c1 = t1[t1.case == "Case 1"].set_index("prediction")
+    c2 = t1[t1.case == "Case 2"].set_index("prediction")
+    order_ok = (c1.loc["Pred B", "CE (nats)"] < c1.loc["Pred A", "CE (nats)"]
+                and c1.loc["Pred B", "OCE (nats)"] > c1.loc["Pred A", "OCE (nats)"]
+                and c2.loc["Pred A", "CE (nats)"] < c2.loc["Pred B", "CE (nats)"]
+                and c2.loc["Pred A", "OCE (nats)"] > c2.loc["Pred B", "OCE (nats)"])
+    ce_log10 = bool(np.allclose(t1["CE (log10)"], t1["CE printed"], atol=6e-4))
+    oce_nats = bool(np.allclose(t1["OCE (nats)"], t1["OCE printed"], atol=6e-4))
+    v["O1"] = {"verdict": "supported" if order_ok else "not supported",
+               "evidence": (f"Recomputed exactly. The printed CE column is base-10 (matches: {ce_log10}) and the OCE column "
+                            f"natural log (matches: {oce_nats}); the orderings (B lower CE but higher OCE in case 1, A "
+                            "lower CE but higher OCE in case 2) hold in either base because a base change rescales a "
+                            "column; only the cross-column magnitudes are on different scales.")}
+    th = exact["theorem1"]
+    v["O2"] = {"verdict": "partly supported",
+               "evidence": (f"Controlled linear problem (n={th['n']}, d={th['d']}, K={th['K']}): influence functions match "
+                            "leave-one-out retraining (Pearson " + ", ".join(
+                                f"{r['loss']} {r['pearson(IF, LOO)']:.3f}" for _, r in th['loo'].iterrows()) +
+                            f"). The assumption 'P positive definite' can never hold: P·1 = 0, smallest eigenvalue of the "
+                            f"mean P = {float(th['P_eigenvalues'][0]):.1e}, so the stated upper bound is infinite; with the "
+                            f"eigenvalues restricted to 1⊥ the bounds hold for all points only when every sample shares one P "
+                            f"(shared-P instance: {th['shared_fraction_holding']:.0%} inside); on a fitted classifier (P spread "
+                            f"{th['p_spread']:.2f}) {th['fraction_holding']:.0%} of points lie inside. The qualitative claim "
+                            f"(MSE influence grows linearly with the residual, CE's is bounded, so R ∝ 1/|r|) holds, but 'R ≤ 1' is "
+                            f"not unit-free (IF_MSE scales with the units of y, IF_CE does not): here R ≤ 1 for "
+                            f"{th['fraction_R_below_1']:.0%} of points. Refitting with one moved target, CE/OCE fits stop moving "
+                            "once the target leaves the bins' support (clipping), as a Huber fit does; MSE moves linearly.")}
+    lem = exact["lemma1"]
+    v["O3"] = {"verdict": "supported" if bool(lem["bound holds"].all()) else "not supported",
+               "evidence": (f"max sampled ‖σ−e_y‖ = {lem['max sampled ‖σ−e_y‖'].max():.4f} ≤ √2 over {len(lem)} values of K; "
+                            "the bound is attained at a one-hot σ on a wrong class, not at the proof's 'σ_y = 0, rest uniform' "
+                            "case (√(1+1/(K−1)) < √2 for K > 2): the lemma holds, its proof's extremal argument is wrong.")}
+    bm = exact["bin_mass"]
+    v["O4"] = {"verdict": "supported" if bm["max |Σp − 1|"].max() < 1e-12 and bm["min p"].min() >= 0 else "not supported",
+               "evidence": (f"max |Σp−1| = {bm['max |Σp − 1|'].max():.1e}, min p = {bm['min p'].min():.1e} over Gaussian, "
+                            "Student-t and Laplace targets, K ∈ {30, 100}, σ ∈ {0.002…2}, targets inside and outside [a, b] "
+                            "(clipped first; the authors' code divides by a clamped Z and returns an all-zero vector far outside).")}
+    paper = paper if paper is not None else pd.DataFrame()
+
+    def have(**m):
+        return len(_cells(paper, **m)) > 0
+
+    # O6: forecasts at H=720
+    rows = []
+    for ds in ("ETTm2", "weather"):
+        d = _cells(paper, study="forecast", dataset=ds, horizon=720, model="dlinear")
+        o = _cells(paper, study="forecast", dataset=ds, horizon=720, model="oce")
+        if len(d) and len(o):
+            rows.append((ds, float(d.test_mse.mean()), float(o.test_mse.mean())))
+    if rows:
+        better = all(o < d for _, d, o in rows)
+        if len(rows) < 2:
+            verdict = "inconclusive"
+        else:
+            verdict = "supported" if better else ("partly supported" if any(o < d for _, d, o in rows) else "not supported")
+        v["O6"] = {"verdict": verdict,
+                   "evidence": "Paper sizes (L=336, H=720, full training set) with a capped training budget (see the results "
+                   "file's config), 1 seed; test MSE DLinear vs OCE-TS (input-range denormalisation): " + "; ".join(
+                       f"{ds} {d:.3f} vs {o:.3f}" for ds, d, o in rows) + ". The plots show both forecasts with OCE-TS's 5–95 % band"
+                   + ("; only one of the two datasets ran." if len(rows) < 2 else ".")}
+    else:
+        v["O6"] = {"verdict": "inconclusive", "evidence": "Only the quick profile ran (H=96); see the chapter's plots."}
+    if runtime is not None and len(runtime):
+        r = runtime.set_index("H")
+        worst = float(r["ratio OCE/DLinear"].max())
+        v["O7"] = {"verdict": "supported" if worst <= 3 else "inconclusive",
+                   "evidence": "ms/iteration on one CPU thread of a shared, heavily loaded machine (L=336, batch 32, 7 "
+                   "channels, K=100; both models timed in the same process): " + "; ".join(
+                       f"H={h}: DLinear {r.loc[h, 'DLinear ms/iter']:.1f}, OCE-TS {r.loc[h, 'OCE-TS ms/iter']:.1f} "
+                       f"({r.loc[h, 'ratio OCE/DLinear']:.1f}×)" for h in r.index) +
+                   " (paper: 34.9 vs 19.3 ms, 1.8×, RTX 4060). On a CPU the K-bin head and loss dominate and the cost is "
+                   "not moderate; the paper's GPU ratio could not be checked here (no GPU)."}
+    else:
+        v["O7"] = {"verdict": "not yet tested", "evidence": "runtime benchmark not run"}
+    # O12 SNR
+    snr_rows = []
+    for ds in ("ETTm2", "weather"):
+        tab = snr_table(paper, ds, 720)
+        if len(tab) and tab[[MODEL_LABELS["dlinear"], MODEL_LABELS["oce"]]].loc[list(SNR_LEVELS)].notna().all().all():
+            snr_rows.append((ds, tab))
+    if snr_rows:
+        parts, wins, flat = [], True, True
+        for ds, tab in snr_rows:
+            d = tab[MODEL_LABELS["dlinear"]].loc[list(SNR_LEVELS)]
+            o = tab[MODEL_LABELS["oce"]].loc[list(SNR_LEVELS)]
+            wins &= bool((o < d).all())
+            spread_o = (o.max() - o.min()) / o.min()
+            spread_d = (d.max() - d.min()) / d.min()
+            parts.append(f"{ds}: DLinear {d.min():.3f}–{d.max():.3f} (spread {spread_d:.0%}), OCE-TS {o.min():.3f}–{o.max():.3f} "
+                         f"(spread {spread_o:.0%})")
+        v["O12"] = {"verdict": "supported" if wins and len(snr_rows) == 2 else ("partly supported" if wins else "not supported"),
+                    "evidence": "Paper sizes with a capped budget, H=720, L=336, 1 seed, noise on the inputs of all splits: " + "; ".join(parts) +
+                    ". Paper Table 4: ETTm2 0.420–0.440 vs 0.273–0.280; weather 0.337–0.342 vs 0.223–0.227."}
+    else:
+        v["O12"] = {"verdict": "inconclusive", "evidence": "No complete paper-profile SNR sweep at H=720 yet; quick profile only."}
+    # O11 CE vs OCE
+    ce = _cells(paper, study="forecast", model="ce")
+    if len(ce):
+        parts, wins = [], []
+        for _, r in ce.iterrows():
+            o = _cells(paper, study="forecast", dataset=r.dataset, horizon=r.horizon, model="oce")
+            if len(o):
+                parts.append(f"{r.dataset} H={r.horizon}: OCE {float(o.test_mse.mean()):.3f} vs CE {r.test_mse:.3f}")
+                wins.append(float(o.test_mse.mean()) < r.test_mse)
+        if parts:
+            v["O11"] = {"verdict": "supported" if all(wins) else ("partly supported" if any(wins) else "not supported"),
+                        "evidence": "Paper profile (1 seed): " + "; ".join(parts) + ". Fewer datasets than the paper's six."}
+    v.setdefault("O11", {"verdict": "inconclusive", "evidence": "quick profile only (ETTh1, H=96)"})
+    for cid, study, text in (("O8", "distribution", "target distributions (Gaussian / Student-t ν=5 / Laplace)"),
+                             ("O9", "lookback", "look-back windows"), ("O10", "bins", "bins and σ")):
+        sub = _cells(paper, study=study)
+        if len(sub):
+            v[cid] = {"verdict": "inconclusive", "evidence": f"Paper-profile cells for {text}: {len(sub)} of the grid ran "
+                      "(1 seed); see the chapter's table. Differences are within what one seed can resolve."}
+        else:
+            v[cid] = {"verdict": "inconclusive", "evidence": f"Quick profile only for {text} (ETTh1, L=96, H=96, short training)."}
+    calib = _cells(paper, study="calibration")
+    source = "paper size"
+    if not len(calib) and quick is not None and len(quick):
+        calib, source = _cells(quick, study="calibration"), "quick profile (short training, 1 seed)"
+    if len(calib) and "coverage_80" in calib and len(calib[calib.model == "oce"]):
+        o = calib[calib.model == "oce"].iloc[0]
+        parts = [f"OCE-TS covers {o.coverage_50:.0%}/{o.coverage_80:.0%}/{o.coverage_95:.0%} with its 50/80/95 % "
+                 f"intervals, CRPS {o.crps:.3f}"]
+        for model, label in (("dlinear", "Gaussian from MSE residuals"), ("quantile", "quantile regression")):
+            m = calib[calib.model == model]
+            if len(m):
+                m = m.iloc[0]
+                parts.append(f"{label} {m.coverage_50:.0%}/{m.coverage_80:.0%}/{m.coverage_95:.0%}, CRPS {m.crps:.3f}")
+        miscal = max(abs(o.coverage_50 - 0.5), abs(o.coverage_80 - 0.8), abs(o.coverage_95 - 0.95))
+        verdict = "partly supported" if miscal > 0.1 else "supported"
+        if source.startswith("quick"):
+            verdict = "inconclusive"
+        v["O14"] = {"verdict": verdict,
+                    "evidence": f"{source}, ETTh1 H=96: " + "; ".join(parts) + ". The output is a distribution (weak reading "
+                    "holds); whether it is calibrated is what the coverage shows (worst gap to nominal "
+                    f"{miscal:.0%}). Its width is set by the fixed label width σ, not learned from the errors."}
+    else:
+        v["O14"] = {"verdict": "not yet tested", "evidence": "no calibration cells"}
+    return v
+
+
+def exact_checks(seed: int = 0) -> dict[str, Any]:
+    """Everything that needs no training (seconds on one core)."""
+    return {"table1": table1(), "lemma1": lemma1_check(seed=seed), "bin_mass": bin_mass_check(seed=seed),
+            "theorem1": theorem1_study(seed=seed)}
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flatcast.experiments.oce --profile paper``: train the cells of the plan not yet in
+    ``data/results/oce_paper.json`` (resumable), then write the verdicts (``--verdicts-only`` skips training)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--profile", default="paper", choices=("quick", "paper"))
+    parser.add_argument("--studies", default="", help="comma-separated studies to run (default: all)")
+    parser.add_argument("--max-cells", type=int, default=None)
+    parser.add_argument("--verdicts-only", action="store_true")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="reduced budget (the file name records it)")
+    parser.add_argument("--max-train-batches", type=int, default=None)
+    parser.add_argument("--val-stride", type=int, default=None)
+    parser.add_argument("--test-stride", type=int, default=None)
+    parser.add_argument("--datasets", default="", help="comma-separated datasets to run (default: all)")
+    parser.add_argument("--runtime-steps", type=int, default=10, help="timed iterations per model in the runtime benchmark")
+    parser.add_argument("--part", default="", help="suffix of the results file, so that two runners can work at once")
+    args = parser.parse_args(argv)
+    import sys
+    command = [Path(sys.executable).name, "-m", "flatcast.experiments.oce", *(argv if argv is not None else sys.argv[1:])]
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("max_train_batches", args.max_train_batches),
+                                    ("val_stride", args.val_stride), ("test_stride", args.test_stride)) if v is not None}
+    config = oce_config(args.profile, **overrides)
+    path = results_path(args.profile, "_".join(t for t in (budget_tag(config), args.part) if t))
+    if not args.verdicts_only:
+        cells = plan(config)
+        if args.studies:
+            wanted = set(args.studies.split(","))
+            cells = [c for c in cells if c.study in wanted]
+        if args.datasets:
+            wanted = set(args.datasets.split(","))
+            cells = [c for c in cells if c.dataset in wanted]
+        if args.max_cells is not None:
+            cells = cells[: args.max_cells]
+        run_cells(cells, config, path=path, progress=True, data_dir=args.data_dir, command=command)
+    frame = paper_frame(args.profile)
+    runtime = runtime_benchmark(steps=args.runtime_steps)
+    verdicts = oce_verdicts(exact_checks(), frame, runtime=runtime)
+    sources = sorted(str(p.relative_to(REPO_ROOT)) for p in paper_files(args.profile))
+    write_verdicts("oce", verdicts, {"sources": sources, **provenance("cpu", command)})
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""The OCE chapter's runner: exact checks, the plan, resumable results, one tiny real cell, verdicts."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flatcast.experiments import oce
+
+
+def test_table1_reproduces_the_printed_columns_in_their_bases():
+    t = oce.table1()
+    assert np.allclose(t["CE (log10)"], t["CE printed"], atol=6e-4)
+    assert np.allclose(t["OCE (nats)"], t["OCE printed"], atol=6e-4)
+    # hand check of case 1, prediction A: -(0.8 ln 0.3 + 0.1 ln 0.5 + 0.1 ln 0.2)
+    row = t[(t.case == "Case 1") & (t.prediction == "Pred A")].iloc[0]
+    assert row["CE (nats)"] == pytest.approx(-(0.8 * math.log(0.3) + 0.1 * math.log(0.5) + 0.1 * math.log(0.2)))
+
+
+def test_lemma1_bound_holds_but_the_proofs_extremal_case_is_not_the_maximum():
+    lem = oce.lemma1_check(n=5000, K_values=(3, 10))
+    assert lem["bound holds"].all()
+    assert (lem["proof's 'worst case' √(1+1/(K−1))"] < math.sqrt(2) - 1e-3).all()
+    assert np.allclose(lem["one-hot on a wrong class"], math.sqrt(2))
+
+
+def test_bin_masses_sum_to_one():
+    bm = oce.bin_mass_check(n=500)
+    assert bm["max |Σp − 1|"].max() < 1e-12 and bm["min p"].min() >= 0
+
+
+def test_outlier_refit_sweep_mse_linear_huber_and_ce_bounded():
+    sweep = oce.outlier_refit_sweep(shifts=(0.0, 3.0, 6.0))
+    move = sweep.pivot(index="shift", columns="loss", values="mean |Δ prediction|")
+    assert move.loc[6.0, "MSE"] == pytest.approx(2 * move.loc[3.0, "MSE"], rel=1e-6)  # linear in the shift
+    assert move.loc[6.0, "Huber"] == pytest.approx(move.loc[3.0, "Huber"], rel=0.05)  # saturated
+    assert move.loc[6.0, "CE"] < 0.6 * move.loc[6.0, "MSE"] and move.loc[6.0, "OCE"] < 0.6 * move.loc[6.0, "MSE"]
+    assert set(sweep.attrs["curves"]) and len(sweep.attrs["grid"]) == 81
+
+
+def test_plans_have_unique_valid_cells_and_paper_starts_with_h720_forecasts():
+    for profile in ("quick", "paper"):
+        cells = oce.plan(oce.oce_config(profile))
+        keys = [c.key for c in cells]
+        assert len(keys) == len(set(keys))
+    paper = oce.plan(oce.oce_config("paper"))
+    assert (paper[0].dataset, paper[0].horizon, paper[0].study) == ("ETTm2", 720, "forecast")
+    with pytest.raises(ValueError):
+        oce.Cell("snr", "ETTh1", 96, "transformer")
+
+
+def test_budget_tag_names_reduced_budgets():
+    assert oce.budget_tag(oce.oce_config("paper")) == ""
+    tag = oce.budget_tag(oce.oce_config("paper", epochs=3, max_train_batches=50))
+    assert tag.startswith("cap50x3")
+    assert oce.results_path("paper", tag).name == f"oce_paper_{tag}.json"
+
+
+def test_run_cells_is_resumable_and_records_metrics(benchmark_data_dir, tmp_path, monkeypatch):
+    config = oce.oce_config("quick", epochs=1, max_train_batches=2, val_stride=64, test_stride=64, train_stride=16)
+    cells = [oce.Cell("calibration", "ETTh1", 24, "oce", 48), oce.Cell("forecast", "ETTh1", 24, "oce_target", 48)]
+    path = tmp_path / "oce_test.json"
+    records = oce.run_cells(cells, config, path=path, data_dir=benchmark_data_dir)
+    first = records[cells[0].key]
+    assert 0 < first["test_mse"] < 10 and first["n_steps"] == 2
+    cal = first["calibration"]
+    assert sum(cal["pit"]) == pytest.approx(1.0) and 0 <= cal["coverage_50"] <= cal["coverage_80"] <= cal["coverage_95"] <= 1
+    assert cal["crps"] > 0
+    assert "oracle_mse" in records[cells[1].key] and "snapshot" in records[cells[1].key]
+    saved = json.loads(path.read_text())
+    assert set(saved["cells"]) == {c.key for c in cells} and saved["provenance"][0]["commit"]
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(oce, "train_cell", boom)
+    again = oce.run_cells(cells, config, path=path, data_dir=benchmark_data_dir)
+    assert set(again) == set(saved["cells"])
+
+
+def test_verdicts_from_exact_checks_only():
+    exact = {"table1": oce.table1(), "lemma1": oce.lemma1_check(n=2000, K_values=(3,)),
+             "bin_mass": oce.bin_mass_check(n=200), "theorem1": oce.theorem1_study(n=40, n_loo=3)}
+    v = oce.oce_verdicts(exact, pd.DataFrame())
+    assert v["O1"]["verdict"] == "supported" and v["O3"]["verdict"] == "supported"
+    assert v["O4"]["verdict"] == "supported" and v["O2"]["verdict"] == "partly supported"
+    assert v["O12"]["verdict"] == "inconclusive" and v["O7"]["verdict"] == "not yet tested"
+    owned = {"O1", "O2", "O3", "O4", "O6", "O7", "O8", "O9", "O10", "O11", "O12", "O14"}
+    assert set(v) == owned
