@@ -207,7 +207,7 @@ from _widget_state import STATE_SCRIPT, explorers, page_state, text_of  # noqa: 
 from flatcast.explorer import PAGE_BUDGET_BYTES, choice_class  # noqa: E402
 
 #: Chapters that must have an explorer (the test fails when its page has none).
-EXPLORER_CHAPTERS = ("toy_problem",)
+EXPLORER_CHAPTERS = ("toy_problem", "sharpness", "attention", "eeo", "oce", "benchmark")
 #: Whole page budget: the HTML (with its widget state) plus the figures it references; the book's shared
 #: scripts under _static/ (widget manager, require.js, MathJax), loaded once for every page, are not counted.
 PAGE_WEIGHT_BUDGET_BYTES = 6_000_000
