@@ -384,7 +384,7 @@ def _exercise(path: Path, found: list, label: str, shots: Path | None, wait_s: f
             page.goto(path.resolve().as_uri(), wait_until="load")
             for e, ex in enumerate(found):
                 root = page.locator(f".flatcast-explorer-{ex.key}")
-                root.locator(".flatcast-choice img").first.wait_for(state="visible", timeout=30_000)
+                root.locator(".flatcast-choice img, img.flatcast-choice").first.wait_for(state="visible", timeout=30_000)
                 root.scroll_into_view_if_needed()
                 current = [0] * len(ex.controls)
                 _expect_shown(page, root, ex, current, f"{label} explorer {e} on load", wait_s)

@@ -126,6 +126,8 @@ def plot_table_dataset(frame: pd.DataFrame, dataset: str, title: str = "") -> pl
         for ax in axes:
             ax.text(0.5, 0.5, f"{dataset} is not in this table", ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
+        if title:
+            fig.suptitle(title)
         return fig
     horizons = sorted(f.horizon.unique())
     models = [m for m in _COLORS if m in set(f.model)]
