@@ -37,8 +37,8 @@ from flatcast.batched import BatchedChannelTransformer
 from flatcast.data import make_splits
 from flatcast.models import ChannelTransformer
 from flatcast.optim import SAM
-from flatcast.trainer import TrainingStep
-from flatcast.utils import resolve_device, seed_everything
+from flatcast.trainer import BatchedTrainingStep, TrainingStep
+from flatcast.utils import keep_freed_memory_in_heap, resolve_device, seed_everything
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = REPO_ROOT.parent / "shared" / "peers" / "bench_official.py"
@@ -156,22 +156,13 @@ def batched_stepper(args, splits, device, k: int, total: int):
     b = args.batch_size
     order = torch.stack([orders(len(train_x), total, b, torch.Generator().manual_seed(args.seed + i), device)[: total * b]
                          for i in range(k)])
-    batch: dict[str, torch.Tensor] = {}
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.enable_grad():
-            losses = net.member_losses(batch["x"], batch["y"])
-            losses.sum().backward()
-        return losses.detach()
+    step = BatchedTrainingStep(net, optimizer)
 
     def run(first: int, count: int) -> torch.Tensor:
         losses = torch.zeros(k, device=device)
         for i in range(first, first + count):
             idx = order[:, i * b:(i + 1) * b]
-            batch["x"], batch["y"] = train_x[idx], train_y[idx]
-            losses = closure()
-            optimizer.step(closure)
+            losses = step(train_x[idx], train_y[idx])
         return losses
 
     return run
@@ -210,6 +201,9 @@ def official_rate(args) -> float | None:
                "--lookback", str(args.lookback), "--horizon", str(args.horizon), "--batch-size", str(args.batch_size),
                "--rho", str(args.rho)]
     env = dict(os.environ)
+    if keep_freed_memory_in_heap():  # the port gets the same allocator setting (glibc reads it from the environment)
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(256 * 2**20))
+        env.setdefault("MALLOC_TRIM_THRESHOLD_", str(512 * 2**20))
     if args.data_dir is not None:
         env["FLATCAST_DATA"] = str(Path(args.data_dir).resolve())
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
@@ -248,12 +242,14 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
+    allocator = keep_freed_memory_in_heap()  # as fit and fit_many do
     split_kwargs = {} if args.data_dir is None else {"data_dir": args.data_dir}
     splits = make_splits(args.dataset, args.lookback, args.horizon, **split_kwargs).to(device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
     print(f"device: {device} ({device_name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; freed memory kept in the heap "
+          f"(glibc mallopt, also given to the port): {allocator}")
     print(f"data: {args.dataset} L={args.lookback} H={args.horizon} batch {args.batch_size} "
           f"({len(splits.train)} training windows); SAM(rho={args.rho}) around Adam(lr={args.lr})")
 

@@ -178,6 +178,11 @@ class BatchedChannelTransformer(nn.Module):
         self.mutable_buffers = [n for n in self.buffer_names if n.endswith(".u") or n.endswith(".v")]
         # RevIN statistics of the last training batch: SAM evaluates the same batch twice (Eq. 2)
         self._statistics_cache: tuple | None = None
+        #: the members' loss and gradient can come from the hand-derived gradient (no autograd graph)
+        self.closed_form = (self.attention_kind == "learned" and self.fused_qkv
+                            and all(self.kinds[name] == "linear" for name in _LAYERS)
+                            and not self.buffer_names)
+        self._closed_form_cache: tuple | None = None
 
     # ------------------------------------------------------------------ weights
     def param(self, name: str) -> torch.Tensor:
@@ -304,6 +309,39 @@ class BatchedChannelTransformer(nn.Module):
     def member_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The k members' MSEs ``(k,)`` of their forecasts of ``x`` ``(k, B, D, L)`` against ``y`` ``(k, B, D, H)``."""
         return (self(x) - y).square().mean(dim=(1, 2, 3))
+
+    _GRADIENT_FIELDS = {"qkv.weight": "qkv_weight", "qkv.bias": "qkv_bias", "output.weight": "output_weight",
+                        "output.bias": "output_bias", "head.weight": "head_weight", "head.bias": "head_bias",
+                        "revin.affine_weight": "revin_weight", "revin.affine_bias": "revin_bias"}
+
+    @torch.no_grad()
+    def member_losses_and_gradient(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The k members' MSEs ``(k,)`` (as :meth:`member_losses`), with the gradient of their sum written into
+        ``flat.grad`` (replacing it) by the hand-derived gradient
+        (:func:`flatcast.models.channel_gradient.loss_and_gradient`), when :attr:`closed_form` is true. A second
+        call on the same ``x`` (SAM's perturbed evaluation) reuses RevIN's statistics of the first."""
+        from flatcast.models.channel_gradient import ChannelWeights, loss_and_gradient
+
+        if not self.closed_form:
+            raise RuntimeError("this batched model has no closed-form gradient (see BatchedChannelTransformer."
+                               "closed_form); use member_losses(x, y).sum().backward()")
+        if x.ndim == 3:
+            x = x.unsqueeze(0).expand(self.k, *x.shape)
+        views = self._views()
+        weights = ChannelWeights(
+            views["qkv.weight"], views.get("qkv.bias"), views["output.weight"], views.get("output.bias"),
+            views["head.weight"], views.get("head.bias"), views.get("revin.affine_weight"),
+            views.get("revin.affine_bias"))
+        cached = self._closed_form_cache
+        statistics = cached[2] if cached is not None and cached[0] is x and cached[1] == x._version else None
+        losses, gradient, statistics = loss_and_gradient(
+            x, y, weights, revin=self.has_revin, revin_eps=self.revin_eps, statistics=statistics)
+        self._closed_form_cache = (x, x._version, statistics) if statistics is not None else None
+        grad = torch.empty_like(self.flat)
+        for (name, shape), piece in zip(self._chunks, grad.split(self._chunk_sizes, dim=1)):
+            piece.view(self.k, *shape).copy_(getattr(gradient, self._GRADIENT_FIELDS[name]))
+        self.flat.grad = grad
+        return losses
 
     @torch.no_grad()
     def evaluate_members(self, windowset, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:

@@ -54,7 +54,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from flatcast.utils import model_device, resolve_device, seed_everything
+from flatcast.utils import keep_freed_memory_in_heap, model_device, resolve_device, seed_everything
 
 __all__ = ["FitResult", "fit", "fit_many", "batched_optimizer_unsupported", "evaluate", "default_optimizer", "compute_training_loss", "TrainingStep"]
 
@@ -164,39 +164,92 @@ class TrainingStep:
     so plain Adam costs one gradient evaluation per step. Returns the detached loss of the first evaluation
     (the loss at the weights before the step). ``grad_evals`` counts the gradient evaluations actually made.
     Used by :func:`fit` and by ``scripts/benchmark_training.py`` so both time the same code.
+
+    For SAMformer's channel transformer with learned attention and the MSE objective (``closed_form=None``:
+    whenever :func:`flatcast.models.channel_gradient.closed_form_unsupported` allows it) the loss and its
+    gradient come from :func:`flatcast.models.channel_gradient.model_loss_and_gradient`, the gradient derived by
+    hand (the same numbers as autograd to float rounding, without building a graph), and SAM's second evaluation
+    reuses the batch's RevIN statistics. ``closed_form=False`` forces autograd; ``True`` raises if not possible.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, closed_form: bool | None = None):
+        from flatcast.models.channel_gradient import closed_form_unsupported
+
         self.model, self.optimizer = model, optimizer
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.reuse_unchanged = type(optimizer).__module__.startswith("torch.optim")
         self.grad_evals = 0
+        reason = closed_form_unsupported(model)
+        if closed_form and reason is not None:
+            raise ValueError(f"TrainingStep(closed_form=True) cannot be used here: {reason}")
+        self.closed_form = reason is None if closed_form is None else bool(closed_form)
+
+    def _loss_and_gradient(self, xb: torch.Tensor, yb: torch.Tensor, statistics: Any) -> tuple[torch.Tensor, Any]:
+        """The training loss at the current weights, with its gradient in every ``.grad`` (replaced, not added)."""
+        if self.closed_form:
+            from flatcast.models.channel_gradient import model_loss_and_gradient
+
+            return model_loss_and_gradient(self.model, xb, yb, statistics)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            loss = compute_training_loss(self.model, xb, yb)
+            loss.backward()
+        return loss.detach(), None
 
     def _versions(self) -> list[int]:
         return [p._version for p in self.params]
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        model, optimizer = self.model, self.optimizer
-        optimizer.zero_grad(set_to_none=True)
-        loss = compute_training_loss(model, xb, yb)
-        loss.backward()
+        first_loss, statistics = self._loss_and_gradient(xb, yb, None)
         self.grad_evals += 1
-        first_loss = loss.detach()
         latest = {"loss": first_loss, "versions": self._versions()}
 
         def closure() -> torch.Tensor:
             if self.reuse_unchanged and latest["versions"] == self._versions():
                 return latest["loss"]  # weights unchanged since the last backward: the gradients are current
-            optimizer.zero_grad(set_to_none=True)
-            with torch.enable_grad():
-                recomputed = compute_training_loss(model, xb, yb)
-                recomputed.backward()
+            recomputed, _ = self._loss_and_gradient(xb, yb, statistics)  # same batch: same RevIN statistics
             self.grad_evals += 1
-            latest["loss"], latest["versions"] = recomputed.detach(), self._versions()
+            latest["loss"], latest["versions"] = recomputed, self._versions()
             return recomputed
 
-        optimizer.step(closure)
+        self.optimizer.step(closure)
         return first_loss
+
+
+class BatchedTrainingStep:
+    """One optimizer step of :func:`fit_many`: k members of a :class:`flatcast.batched.BatchedChannelTransformer`,
+    each on its own batch (``xb`` ``(k, B, D, L)``, ``yb`` ``(k, B, D, H)``).
+
+    The loss is the sum of the members' MSEs, so each member's slice of the gradient is that of its own loss; its
+    gradient comes from the hand-derived gradient when the model allows it (``net.closed_form``), else from
+    autograd. SAM (made per member) takes its perturbed second evaluation through the closure; a plain
+    elementwise optimizer steps once. Returns the members' losses ``(k,)`` before the step. Used by
+    :func:`fit_many` and by ``scripts/benchmark_training.py``, so both time the same code.
+    """
+
+    def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer):
+        from flatcast.optim import SAM
+
+        self.net, self.optimizer = net, optimizer
+        self.is_sam = isinstance(optimizer, SAM)
+
+    def _losses(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        if net.closed_form:
+            return net.member_losses_and_gradient(xb, yb)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            losses = net.member_losses(xb, yb)
+            losses.sum().backward()
+        return losses.detach()
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        first_losses = self._losses(xb, yb)
+        if self.is_sam:
+            self.optimizer.step(lambda: self._losses(xb, yb))
+        else:
+            self.optimizer.step()
+        return first_losses
 
 
 def _move_splits(splits: Any, device: torch.device) -> Any:
@@ -314,6 +367,7 @@ def fit(
         eval_batch_size, min_delta,
     )
     target_device = resolve_device(device)
+    keep_freed_memory_in_heap()
     start_time = time.perf_counter()
     shuffle_generator = seed_everything(int(seed))
 
@@ -632,6 +686,7 @@ def _fit_batched(models, splits, optimizer, epochs, batch_size, patience, cosine
                  progress, max_train_batches, eval_batch_size, min_delta, restore_best, batched_class):
     from flatcast.optim import SAM
 
+    keep_freed_memory_in_heap()
     start_time = time.perf_counter()
     k = len(models)
     seed_everything(seeds[0])
@@ -646,7 +701,6 @@ def _fit_batched(models, splits, optimizer, epochs, batch_size, patience, cosine
     net = batched_class(models).to(target_device)
     net.train()
     opt = _member_optimizer(optimizer, [net.flat], k, member_rho)
-    is_sam = isinstance(opt, SAM)
     # the learning-rate schedule is fit's CosineAnnealingLR, driven on a probe optimizer (same float sequence)
     # and copied into the members' optimizer, which is rebuilt whenever members leave the batch
     probe_param = torch.zeros(1, requires_grad=True)
@@ -681,12 +735,7 @@ def _fit_batched(models, splits, optimizer, epochs, batch_size, patience, cosine
         steps_per_epoch = min(steps_per_epoch, max_train_batches)
     on_cpu = _check_every_step(target_device)
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        with torch.enable_grad():
-            losses = net.member_losses(xb, yb)
-            losses.sum().backward()
-        return losses.detach()
+    training_step = BatchedTrainingStep(net, opt)
 
     def raise_non_finite(losses: torch.Tensor, epoch: int, step: int) -> None:
         position = int((~torch.isfinite(losses)).nonzero()[0, 0])
@@ -717,11 +766,7 @@ def _fit_batched(models, splits, optimizer, epochs, batch_size, patience, cosine
         for step in range(steps_per_epoch):
             index = permutations[:, step * batch_size:(step + 1) * batch_size]
             xb, yb = train_x[index], train_y[index]
-            first_losses = closure()
-            if is_sam:
-                opt.step(closure)
-            else:
-                opt.step()
+            first_losses = training_step(xb, yb)
             if on_cpu:
                 if not bool(torch.isfinite(first_losses).all()):
                     raise_non_finite(first_losses, epoch, step + 1)
@@ -768,6 +813,7 @@ def _fit_batched(models, splits, optimizer, epochs, batch_size, patience, cosine
                 break
             opt = _compact_optimizer(opt, optimizer, net, keep, k_active,
                                      None if member_rho is None else [member_rho[m] for m in active])
+            training_step.optimizer = opt
     if progress_bar is not None:
         progress_bar.close()
     for position, member in enumerate(active):

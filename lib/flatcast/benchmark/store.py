@@ -42,9 +42,10 @@ LIB = Path(__file__).resolve().parents[1]
 #: Source files whose content decides a recipe's result (beyond its config).
 _COMMON_CODE = ("trainer.py", "data/splits.py", "data/metrics.py", "models/revin.py")
 _RECIPE_CODE = {
-    "samformer": ("models/channel_transformer.py", "optim/sam.py"),
-    "transformer": ("models/channel_transformer.py",),
-    "transformer_eeo": ("models/channel_transformer.py", "optim/sam.py", "optim/eeo.py"),
+    "samformer": ("models/channel_transformer.py", "models/channel_gradient.py", "batched.py", "optim/sam.py"),
+    "transformer": ("models/channel_transformer.py", "models/channel_gradient.py", "batched.py"),
+    "transformer_eeo": ("models/channel_transformer.py", "models/channel_gradient.py", "optim/sam.py",
+                        "optim/eeo.py"),
     "tsmixer": ("models/tsmixer.py",),
     "tsmixer_sam": ("models/tsmixer.py", "optim/sam.py"),
     "dlinear": ("models/dlinear.py",),

@@ -59,12 +59,13 @@ from flatcast.models import ChannelTransformer
 from flatcast.profiles import get_profile
 from flatcast.recipes import OPTIMIZERS, optimizer_factory
 from flatcast.provenance import REPO_ROOT, provenance
-from flatcast.trainer import fit
+from flatcast.trainer import fit_many
 from flatcast.utils import resolve_device, seed_everything, torch_threads
 
 __all__ = [
     "ToyConfig", "TOY_CONFIGS", "toy_config", "MODEL_KINDS", "MODEL_LABELS", "OPTIMIZERS", "OPTIMIZER_LABELS",
-    "ToyRun", "toy_splits", "check_reproduces", "oracle", "build_model", "optimizer_factory", "train_toy", "compare_models",
+    "ToyRun", "toy_splits", "check_reproduces", "oracle", "build_model", "optimizer_factory", "train_toy",
+    "train_toy_seeds", "compare_models",
     "sweep_rho", "compare_optimizers", "summarise", "ToyStudy", "best_rho", "run_study", "toy_verdicts",
     "summary_table", "key_numbers", "sigma_reparam_scale", "claims_box",
     "study_to_json", "study_from_json", "results_path", "load_study", "load_side_result", "main",
@@ -218,13 +219,15 @@ class ToyRun:
         return cls(**data)
 
 
-def _attention_tracker(config: ToyConfig, epochs: int, store: dict[int, np.ndarray]) -> Callable:
+def _attention_tracker(config: ToyConfig, epochs: int, stores: dict[int, dict[int, np.ndarray]]) -> Callable:
+    """A callback recording the attention entropy and nuclear norm every epoch and the mean attention matrix at
+    ``config.attention_epochs``, into ``stores[id(model)]`` (one store per model: fit_many calls it per member)."""
     wanted = {e for e in config.attention_epochs if e <= epochs} | {epochs}
 
     def callback(model: ChannelTransformer, epoch: int, splits: Splits) -> dict[str, float]:
         attention = collect_attention(model, splits.val.x[: config.entropy_samples])
         if epoch in wanted:
-            store[epoch] = attention.mean(dim=0).numpy()
+            stores[id(model)][epoch] = attention.mean(dim=0).numpy()
         return {"attention_entropy": float(attention_entropy(attention)),
                 "attention_nuclear_norm": float(nuclear_norm(attention))}
 
@@ -238,38 +241,66 @@ def train_toy(kind: str, splits: Splits, config: ToyConfig, seed: int, *, optimi
 
     ``optimizer`` defaults to the kind's own (Adam; SAM for ``transformer_sam``; EEO for ``transformer_eeo``);
     ``lr``, ``rho``, ``epochs`` default to the config's. Runs the whole epoch budget (no early stopping).
+    One member of :func:`train_toy_seeds`.
+    """
+    return train_toy_seeds(kind, splits, config, [seed], optimizer=optimizer, lr=lr, rho=rho, epochs=epochs,
+                           sharpness=sharpness, device=device)[0]
+
+
+def train_toy_seeds(kind: str, splits: Splits, config: ToyConfig, seeds: Sequence[int], *,
+                    optimizer: str | None = None, lr: float | None = None,
+                    rho: float | Sequence[float] | None = None, epochs: int | None = None,
+                    sharpness: bool = True, device: str = "cpu") -> list[ToyRun]:
+    """:func:`train_toy` for several seeds (and optionally one ρ per run) at once, one :class:`ToyRun` per run.
+
+    The runs are trained together by :func:`flatcast.trainer.fit_many` (one batched model, each member exactly
+    its single run to float rounding) when the model and optimizer allow it (Adam, SGD, AdamW, SAM), else one
+    after the other. ``rho`` may be one value or one per seed (a ρ sweep: pass the same seed several times).
+    A run's ``wall_time_s`` is the batched call's wall time divided by the number of runs.
     """
     optimizer = optimizer or default_optimizer_of(kind)
     lr = config.lr if lr is None else lr
-    if rho is None and optimizer in ("sam", "eeo"):
-        rho = config.rho
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("train_toy_seeds needs at least one seed")
+    rhos = list(rho) if isinstance(rho, (list, tuple, np.ndarray)) else [rho] * len(seeds)
+    if len(rhos) != len(seeds):
+        raise ValueError(f"rho must be one value or one per seed: {len(rhos)} values for {len(seeds)} seeds")
+    if optimizer in ("sam", "eeo"):
+        rhos = [config.rho if r is None else r for r in rhos]
     epochs = config.epochs if epochs is None else epochs
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    factory = optimizer_factory(optimizer, lr, rho, seed=seed, sgd_lr=config.sgd_lr)
-    seed_everything(seed)
-    model = build_model(kind, config, seed)
-    snapshots: dict[int, np.ndarray] = {}
+    factories = [optimizer_factory(optimizer, lr, r, seed=seed, sgd_lr=config.sgd_lr) for seed, r in zip(seeds, rhos)]
+    models = []
+    for seed in seeds:
+        seed_everything(seed)
+        models.append(build_model(kind, config, seed))
+    snapshots: dict[int, dict[int, np.ndarray]] = {id(model): {} for model in models}
     with torch_threads(config.threads if resolve_device(device).type == "cpu" else None):
-        result = fit(model, splits, optimizer=factory, epochs=epochs, batch_size=config.batch_size, patience=None,
-                     cosine=False, seed=seed, device=device,
-                     callbacks=[_attention_tracker(config, epochs, snapshots)], restore_best=False)
-        lambda_max = float("nan")
+        results = fit_many(models, splits, optimizer=factories, epochs=epochs, batch_size=config.batch_size,
+                           patience=None, cosine=False, seeds=seeds, device=device,
+                           callbacks=[_attention_tracker(config, epochs, snapshots)], restore_best=False)
+        lambdas = [float("nan")] * len(seeds)
         if sharpness:
             n = min(config.sharpness_samples, len(splits.train))
             data = (splits.train.x[:n], splits.train.y[:n])
-            lambda_max, _ = top_eigenvalue(result.model, data, n_iter=config.sharpness_iters, tol=1e-4, seed=seed)
-    history = result.history
-    # σReparam (Eq. 5): every matrix's spectral norm is its γ, so the scale the model can reach is read off them.
-    gammas = {name.removesuffix(".gamma"): float(p.detach()) for name, p in result.model.named_parameters()
-              if name.endswith(".gamma")}
-    return ToyRun(
-        kind=kind, optimizer=optimizer, seed=int(seed), lr=float(lr), rho=None if rho is None else float(rho),
-        history=history, attention=snapshots, lambda_max=float(lambda_max),
-        final_val_mse=float(history["val_mse"].iloc[-1]), best_val_mse=float(history["val_mse"].min()),
-        wall_time_s=float(result.wall_time_s), grad_evals=int(result.grad_evals),
-        extras={"sigma_reparam_gammas": gammas} if gammas else {},
-    )
+            lambdas = [float(top_eigenvalue(result.model, data, n_iter=config.sharpness_iters, tol=1e-4,
+                                            seed=seed)[0]) for result, seed in zip(results, seeds)]
+    runs = []
+    for result, seed, r, lambda_max in zip(results, seeds, rhos, lambdas):
+        history = result.history
+        # σReparam (Eq. 5): every matrix's spectral norm is its γ, so the scale the model can reach is read off them.
+        gammas = {name.removesuffix(".gamma"): float(p.detach()) for name, p in result.model.named_parameters()
+                  if name.endswith(".gamma")}
+        runs.append(ToyRun(
+            kind=kind, optimizer=optimizer, seed=seed, lr=float(lr), rho=None if r is None else float(r),
+            history=history, attention=snapshots[id(result.model)], lambda_max=lambda_max,
+            final_val_mse=float(history["val_mse"].iloc[-1]), best_val_mse=float(history["val_mse"].min()),
+            wall_time_s=float(result.wall_time_s), grad_evals=int(result.grad_evals),
+            extras={"sigma_reparam_gammas": gammas} if gammas else {},
+        ))
+    return runs
 
 
 # --------------------------------------------------------------------------------------------- studies
@@ -288,11 +319,14 @@ def compare_models(splits: Splits, config: ToyConfig, kinds: Sequence[str] = MOD
     for kind in kinds:
         optimizer = default_optimizer_of(kind)
         rho = config.rho if optimizer in ("sam", "eeo") else None
+        found = {seed: next((r for r in reuse if (r.kind, r.seed, r.optimizer, r.lr, r.rho) ==
+                             (kind, seed, optimizer, config.lr, rho) and len(r.history) == config.epochs + 1), None)
+                 for seed in seeds}
+        missing = [seed for seed in seeds if found[seed] is None]
+        if missing:  # the missing seeds of one kind train together (one batched model where possible)
+            found.update(zip(missing, train_toy_seeds(kind, splits, config, missing)))
         for seed in seeds:
-            run = next((r for r in reuse if (r.kind, r.seed, r.optimizer, r.lr, r.rho) ==
-                        (kind, seed, optimizer, config.lr, rho) and len(r.history) == config.epochs + 1), None)
-            if run is None:
-                run = train_toy(kind, splits, config, seed)
+            run = found[seed]
             runs.append(run)
             _say(progress, f"{MODEL_LABELS[kind]:<24} seed {seed}: val MSE {run.final_val_mse:.4f}, "
                            f"λmax {run.lambda_max:.3g}, {run.wall_time_s:.1f} s")
@@ -306,10 +340,9 @@ def sweep_rho(splits: Splits, config: ToyConfig, rhos: Sequence[float] | None = 
     Returns the table and the runs (the best one is reused by :func:`run_study`)."""
     rhos = config.rho_grid if rhos is None else rhos
     seed = config.seeds[0] if seed is None else seed
-    rows, runs = [], []
-    for rho in rhos:
-        run = train_toy("transformer_sam", splits, config, seed, rho=float(rho))
-        runs.append(run)
+    rows = []
+    runs = train_toy_seeds("transformer_sam", splits, config, [seed] * len(rhos), rho=[float(r) for r in rhos])
+    for rho, run in zip(rhos, runs):
         rows.append({"rho": float(rho), "final_val_mse": run.final_val_mse, "best_val_mse": run.best_val_mse,
                      "lambda_max": run.lambda_max})
         _say(progress, f"SAM ρ = {rho:<5}: val MSE {run.final_val_mse:.4f}, λmax {run.lambda_max:.3g}")
@@ -325,11 +358,15 @@ def compare_optimizers(splits: Splits, config: ToyConfig, optimizers: Sequence[s
     seeds = config.seeds if seeds is None else seeds
     runs = []
     for name in optimizers:
+        found = {seed: next((r for r in reuse if (r.kind, r.seed, r.optimizer, r.lr) ==
+                             ("transformer", seed, name, config.lr) and len(r.history) == config.epochs + 1), None)
+                 for seed in seeds}
+        missing = [seed for seed in seeds if found[seed] is None]
+        if missing:
+            found.update(zip(missing, train_toy_seeds("transformer", splits, config, missing, optimizer=name,
+                                                      sharpness=False)))
         for seed in seeds:
-            run = next((r for r in reuse if (r.kind, r.seed, r.optimizer, r.lr) == ("transformer", seed, name, config.lr)
-                        and len(r.history) == config.epochs + 1), None)
-            if run is None:
-                run = train_toy("transformer", splits, config, seed, optimizer=name, sharpness=False)
+            run = found[seed]
             runs.append(run)
             _say(progress, f"{OPTIMIZER_LABELS[name]:<16} seed {seed}: val MSE {run.final_val_mse:.4f}")
     return runs

@@ -26,7 +26,7 @@ from flatcast.data.splits import Splits
 from flatcast.explorer import StaticExplorer, figure_png, static_explorer
 
 from .toy import (MODEL_KINDS, MODEL_LABELS, OPTIMIZER_LABELS, OPTIMIZERS, ToyConfig, ToyRun, default_optimizer_of,
-                  train_toy)
+                  train_toy, train_toy_seeds)
 from .toy_figures import plot_attention_matrix, plot_entropy, plot_learning_curves
 
 __all__ = ["ToyExplorer"]
@@ -112,9 +112,11 @@ class ToyExplorer:
               epochs: int) -> dict[tuple[str, int], ToyRun]:
         grid: dict[tuple[str, int], ToyRun] = {}
         if runs is None:
-            for kind in kinds:
-                for seed in (self.config.seeds[:1] if seeds is None else seeds):
-                    grid[kind, int(seed)] = train_toy(kind, self.splits, self.config, int(seed), epochs=epochs)
+            seed_list = [int(s) for s in (self.config.seeds[:1] if seeds is None else seeds)]
+            for kind in kinds:  # a kind's seeds train together (flatcast.trainer.fit_many)
+                for seed, run in zip(seed_list, train_toy_seeds(kind, self.splits, self.config, seed_list,
+                                                                epochs=epochs)):
+                    grid[kind, seed] = run
             return grid
         for run in runs:  # the model's own optimizer at the config's lr (the study's model comparison)
             if run.kind in kinds and run.optimizer == default_optimizer_of(run.kind) and run.lr == self.config.lr \
