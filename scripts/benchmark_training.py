@@ -170,9 +170,11 @@ def batched_stepper(args, splits, device, k: int, total: int):
 
 def batched_vs_sequential(args, splits, device, k: int, rounds: int) -> dict:
     """Member-steps/s of the batched step and steps/s of the single run, timed in alternating chunks (so that
-    both see the same machine load): each round times ``2`` batched steps (2k member-steps) and ``min(2k, 20)``
+    both see the same machine load): each round times ``max(2, ⌈20/k⌉)`` batched steps (≥ 20 member-steps) and 20
     single steps."""
-    batched_chunk, single_chunk = 2, min(2 * k, 20)
+    # chunks of ~20 member-steps each: shorter ones (2 steps) evict each other's weights and activations from the
+    # caches between chunks and time a cold start that neither loop has in real training
+    batched_chunk, single_chunk = max(2, math.ceil(20 / k)), 20
     batched = batched_stepper(args, splits, device, k, args.warmup + rounds * batched_chunk)
     single = single_stepper(args, splits, device, args.warmup + rounds * single_chunk)
     batched(0, args.warmup)
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(line)
     batched = []
     for k in args.members:
-        rounds = max(4, args.steps // (2 * k))
+        rounds = max(4, args.steps // (k * max(2, math.ceil(20 / k))))
         result = batched_vs_sequential(args, splits, device, k, rounds)
         batched.append(result)
         print(f"batched k={k:>3} (fit_many's step, SAM per member): {result['rate']:.1f} member-steps/s "
