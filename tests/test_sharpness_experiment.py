@@ -234,3 +234,47 @@ def test_cli_plan_counts_the_paper_grid(tmp_path, capsys):
     # per dataset: 5 recipes × 5 seeds + 8 ρ values × 5 seeds, less the ρ* grid point shared with SAMformer's runs
     assert "120 runs planned, 0 stored" in capsys.readouterr().out
     assert len(sh.planned_runs(sh.sharpness_config("quick"))) == 2 * (5 * 3 + 3 * 2)
+
+
+# ------------------------------------------------------------------ S20 at the paper's size, from the benchmark grid
+def _cell(dataset, horizon, recipe, values, current=True):
+    return {"identity": {"config": {"recipe": recipe, "dataset": dataset, "horizon": horizon, "profile": "paper"}},
+            "key": f"{dataset}-{horizon}-{recipe}", "current": current,
+            "per_seed": [{"seed": i, "test_mse": v, "test_mae": v} for i, v in enumerate(values)]}
+
+
+def test_benchmark_seed_spread_hand_computed():
+    from flatcast.experiments import sharpness as sh
+
+    results = [_cell("ETTh1", 96, "transformer", [1.0, 2.0, 3.0]), _cell("ETTh1", 96, "samformer", [1.0, 1.5, 2.0]),
+               _cell("ETTh1", 192, "transformer", [1.0, 1.0]),  # no SAMformer cell: left out
+               _cell("weather", 96, "samformer", [0.2, 0.4]), _cell("weather", 96, "transformer", [0.3, 0.3],
+                                                                    current=False),
+               _cell("ETTh1", 96, "tsmixer", [5.0, 9.0])]
+    spread = sh.benchmark_seed_spread(results)
+    assert list(zip(spread["dataset"], spread["horizon"])) == [("ETTh1", 96), ("Weather", 96)]
+    first = spread.iloc[0]
+    assert first["transformer_std"] == pytest.approx(1.0) and first["samformer_std"] == pytest.approx(0.5)
+    assert first["std_ratio"] == pytest.approx(2.0) and first["transformer_mean"] == pytest.approx(2.0)
+    assert first["transformer_n"] == 3 and bool(first["current_code"])
+    second = spread.iloc[1]
+    assert second["std_ratio"] == pytest.approx(0.0) and not bool(second["current_code"])
+
+    verdict = sh.seed_spread_verdict(spread)
+    assert verdict["verdict"] == "inconclusive"  # 2 of 24 pairs
+    assert "in 1 of 2" in verdict["measured"] and "not supported" in verdict["measured"]
+    assert "older code" in verdict["measured"]
+    assert sh.seed_spread_verdict(spread.iloc[:0])["verdict"] == "not yet tested"
+
+
+def test_seed_spread_verdict_rule_on_a_complete_grid():
+    from flatcast.experiments import sharpness as sh
+
+    rows = [{"dataset": d, "horizon": h, "std_ratio": 3.0, "current_code": True}
+            for d in sh.SPREAD_DATASETS for h in sh.SPREAD_HORIZONS]
+    frame = pd.DataFrame(rows)
+    assert sh.seed_spread_verdict(frame)["verdict"] == "supported"
+    frame.loc[0, "std_ratio"] = 1.5  # still larger everywhere, not 2× everywhere
+    assert sh.seed_spread_verdict(frame)["verdict"] == "partly supported"
+    frame.loc[: len(frame) // 2, "std_ratio"] = 0.5  # smaller in more than half
+    assert sh.seed_spread_verdict(frame)["verdict"] == "not supported"

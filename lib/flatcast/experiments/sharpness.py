@@ -98,6 +98,7 @@ __all__ = [
     "SharpnessConfig", "SHARPNESS_CONFIGS", "sharpness_config", "MAIN_RECIPES", "LANDSCAPE_RECIPES",
     "ResultsStore", "SharpnessStudy", "run_key", "run_study", "measure_curvature", "compute_landscape",
     "step_cost", "summary_table", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
+    "benchmark_seed_spread", "seed_spread_verdict", "SPREAD_DATASETS", "SPREAD_HORIZONS",
     "load_study", "planned_runs", "main",
 ]
 
@@ -706,11 +707,91 @@ SPREAD_FACTOR = 2.0
 COST_FACTOR = 1.5
 
 
-def sharpness_verdicts(study: SharpnessStudy) -> pd.DataFrame:
+#: S20 at the paper's size: the datasets × horizons of SAMformer Table 1 that can run here (electricity and traffic
+#: cannot be had on these machines).
+SPREAD_DATASETS = ("ETTh1", "ETTh2", "ETTm1", "ETTm2", "exchange_rate", "weather")
+SPREAD_HORIZONS = (96, 192, 336, 720)
+
+
+def benchmark_seed_spread(results: list[dict] | None = None,
+                          recipes: Sequence[str] = ("transformer", "samformer")) -> pd.DataFrame:
+    """Seed spread at the paper's size from the benchmark grid's SAMformer Table 1 cells (SAMformer Fig. 5b, App.
+    B.4 Figs. 9–10: "holds across all datasets and prediction horizons").
+
+    ``results``: finished paper-profile cells (default: :func:`flatcast.experiments.benchmark.paper_results`, the
+    committed store). One row per (dataset, horizon) where every recipe of ``recipes`` has a finished cell: for each
+    recipe the test-MSE mean, std over seeds (ddof 1) and number of seeds, the per-seed values, and the ratio of
+    the first recipe's std to the second's; ``current_code`` is false when a cell was computed by older code.
+    """
+    from flatcast.experiments.benchmark import paper_results, seed_frame
+
+    frame = seed_frame(paper_results() if results is None else results)
+    columns = ["dataset", "horizon", *[f"{r}_{m}" for r in recipes for m in ("mean", "std", "n", "seeds")],
+               "std_ratio", "current_code"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    frame = frame[frame["recipe"].isin(recipes)]
+    rows = []
+    for (dataset, horizon), cell in frame.groupby(["dataset", "horizon"], sort=False):
+        if set(cell["recipe"]) != set(recipes):
+            continue
+        row: dict[str, Any] = {"dataset": dataset, "horizon": int(horizon),
+                               "current_code": bool(cell["current_code"].all())}
+        for name in recipes:
+            values = cell.loc[cell["recipe"] == name, "test_mse"].to_numpy(dtype=float)
+            row.update({f"{name}_mean": float(values.mean()),
+                        f"{name}_std": float(values.std(ddof=1)) if values.size > 1 else float("nan"),
+                        f"{name}_n": int(values.size), f"{name}_seeds": values.tolist()})
+        row["std_ratio"] = row[f"{recipes[0]}_std"] / row[f"{recipes[1]}_std"]
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=columns)
+    order = {name: i for i, name in enumerate(_table_names(SPREAD_DATASETS))}
+    return out.sort_values(["dataset", "horizon"], key=lambda c: c.map(order) if c.name == "dataset" else c,
+                           ignore_index=True)
+
+
+def _table_names(datasets: Sequence[str]) -> list[str]:
+    from flatcast.experiments.benchmark import TABLE_NAMES
+
+    return [TABLE_NAMES.get(d, d) for d in datasets]
+
+
+def seed_spread_verdict(spread: pd.DataFrame) -> dict[str, str]:
+    """S20 from :func:`benchmark_seed_spread`: ``{"id", "measured", "rule", "verdict"}``.
+
+    The claim is that the Transformer's test MSE varies a lot over seeds and SAMformer's does not, on every dataset
+    and horizon. Rule: supported if the Transformer's std is at least :data:`SPREAD_FACTOR` × SAMformer's in every
+    available (dataset, horizon) pair; partly supported if it is larger in most pairs; not supported otherwise.
+    Until all 6 × 4 pairs have finished cells the verdict is "inconclusive" (the rule's outcome on the pairs run
+    is given)."""
+    expected = len(SPREAD_DATASETS) * len(SPREAD_HORIZONS)
+    n = len(spread)
+    rule = (f"supported if Transformer's std ≥ {SPREAD_FACTOR:g}× SAMformer's in every one of the {expected} "
+            "(dataset, horizon) pairs of Table 1 available here; partly if larger in most; not supported otherwise")
+    if n == 0:
+        return {"id": "S20", "measured": "no finished Table 1 cells of both models", "rule": rule,
+                "verdict": "not yet tested"}
+    wider = int((spread["std_ratio"] > 1).sum())
+    much = int((spread["std_ratio"] >= SPREAD_FACTOR).sum())
+    outcome = ("supported" if much == n else "partly supported" if wider > n / 2 else "not supported")
+    median = float(spread["std_ratio"].median())
+    stale = "" if spread["current_code"].all() else "; some cells computed by older code"
+    measured = (f"benchmark grid (paper profile, 5 seeds): Transformer's test-MSE std > SAMformer's in {wider} of {n} "
+                f"(dataset, horizon) pairs, ≥ {SPREAD_FACTOR:g}× in {much}; median ratio {median:.2f}× "
+                f"({n} of {expected} pairs finished{stale})")
+    if n < expected:
+        return {"id": "S20", "measured": f"{measured} — rule outcome on the pairs run: {outcome}", "rule": rule,
+                "verdict": "inconclusive"}
+    return {"id": "S20", "measured": measured, "rule": rule, "verdict": outcome}
+
+
+def sharpness_verdicts(study: SharpnessStudy, spread: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per claim this chapter owns (S19, S20, S27–S30): what we measured, the rule and the verdict.
 
     Outside the paper profile (or with an incomplete paper run) every verdict is capped at ``inconclusive``:
     the rule's outcome is shown in the evidence, but reduced sizes cannot settle a claim about the paper's.
+    With ``spread`` (:func:`benchmark_seed_spread`: the benchmark grid's paper-profile cells) S20 is judged on it
+    by :func:`seed_spread_verdict` instead, over every available dataset and horizon, whatever this study's profile.
     """
     config = study.config
     datasets = [d for d in ("ETTh1", "exchange_rate") if d in config.datasets]
@@ -826,18 +907,23 @@ def sharpness_verdicts(study: SharpnessStudy) -> pd.DataFrame:
         frame.loc[capped, "measured"] = (frame.loc[capped, "measured"] + f" — rule outcome "
                                          + frame.loc[capped, "verdict"] + f"; {why}")
         frame.loc[capped, "verdict"] = "inconclusive"
+    if spread is not None:
+        s20 = seed_spread_verdict(spread)
+        frame.loc[frame["id"] == "S20", ["measured", "rule", "verdict"]] = [s20["measured"], s20["rule"],
+                                                                            s20["verdict"]]
     return frame
 
 
-def claims_box(**studies: SharpnessStudy | None) -> pd.DataFrame:
-    """The claims box: one row per claim with each named study's measurement and verdict side by side."""
+def claims_box(spread: pd.DataFrame | None = None, **studies: SharpnessStudy | None) -> pd.DataFrame:
+    """The claims box: one row per claim with each named study's measurement and verdict side by side (S20 from
+    ``spread`` when given, see :func:`sharpness_verdicts`)."""
     from flatcast.claims import claim
 
     box = None
     for name, study in studies.items():
         if study is None or study.runs.empty:
             continue
-        verdicts = sharpness_verdicts(study)[["id", "measured", "verdict"]].rename(
+        verdicts = sharpness_verdicts(study, spread)[["id", "measured", "verdict"]].rename(
             columns={"measured": f"measured ({name})", "verdict": f"verdict ({name})"})
         box = verdicts if box is None else box.merge(verdicts, on="id")
     if box is None:
@@ -877,6 +963,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-verdicts", action="store_true", help="do not write data/results/sharpness_claims.json")
     parser.add_argument("--claims-dir", default=None, help="where to write sharpness_claims.json")
     parser.add_argument("--plan", action="store_true", help="print how many runs are planned and done, train nothing")
+    parser.add_argument("--verdicts-only", action="store_true",
+                        help="train nothing: write the verdicts of the stored study (S20 from the benchmark grid)")
     args = parser.parse_args(argv)
     command = ["python", "-m", "flatcast.experiments.sharpness", *(argv if argv is not None else sys.argv[1:])]
     out = Path(args.out) if args.out else results_path(args.profile)
@@ -888,14 +976,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     run_provenance = provenance(args.device, command)
     run_provenance["threads"] = config.threads or run_provenance["threads"]
-    study = run_study(config, out, device=args.device, progress=True, max_runs=args.max_runs,
-                      run_provenance=run_provenance)
+    if args.verdicts_only:
+        study = load_study(out, profile=args.profile)
+        if study is None:
+            parser.error(f"--verdicts-only: no stored study at {out}")
+    else:
+        study = run_study(config, out, device=args.device, progress=True, max_runs=args.max_runs,
+                          run_provenance=run_provenance)
     print(f"{len(study.runs)} runs stored in {out}; complete: {study.complete}")
-    verdicts = sharpness_verdicts(study)
+    spread = benchmark_seed_spread()
+    verdicts = sharpness_verdicts(study, spread)
     print(verdicts.to_string())
     if not args.no_verdicts:
-        path = write_verdicts("sharpness", {row.id: {"verdict": row.verdict, "evidence": f"{row.measured} "
-                                                     f"({args.profile} profile)"} for row in verdicts.itertuples()},
+        def evidence(row) -> str:  # S20 comes from the benchmark grid's paper-profile cells, not from this study
+            return row.measured if row.id == "S20" and len(spread) else f"{row.measured} ({args.profile} profile)"
+
+        path = write_verdicts("sharpness", {row.id: {"verdict": row.verdict, "evidence": evidence(row)}
+                                            for row in verdicts.itertuples()},
                               provenance={**study.provenance, "verdicts": provenance(args.device, command)},
                               results_dir=args.claims_dir)
         print(f"wrote {path}")

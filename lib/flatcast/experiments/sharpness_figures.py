@@ -19,7 +19,7 @@ from flatcast.recipes import RECIPES
 
 from .sharpness import FLATNESS_MEASURES, SharpnessStudy, _geomean, flatness_correlations
 
-__all__ = ["RECIPE_COLORS", "DATASET_LABELS", "plot_lambda_max", "plot_seed_spread", "plot_rho_sensitivity",
+__all__ = ["RECIPE_COLORS", "DATASET_LABELS", "plot_lambda_max", "plot_seed_spread", "plot_benchmark_seed_spread", "plot_rho_sensitivity",
            "plot_sigma_reparam", "plot_interpolation", "plot_slice_1d", "plot_contours", "plot_spectrum",
            "plot_flatness_vs_mse", "render_landscape", "SLICE_TYPES"]
 
@@ -94,6 +94,52 @@ def plot_seed_spread(study: SharpnessStudy, recipes: Sequence[str] = ("transform
         ax.set_title(f"{_dataset(dataset)}, H={study.config.horizon}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"Test MSE over seeds (points: seeds; bar: mean ± std) — {_profile_note(study)}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_benchmark_seed_spread(spread, recipes: Sequence[str] = ("transformer", "samformer")) -> plt.Figure:
+    """Seed spread at the paper's size from the benchmark grid (SAMformer Fig. 5b / App. B.4 on every dataset and
+    horizon run): left, every seed's test MSE divided by SAMformer's mean for the same (dataset, horizon), so that
+    datasets of different scales share one axis; right, the ratio of the two models' std over seeds (log scale).
+    ``spread``: :func:`flatcast.experiments.sharpness.benchmark_seed_spread`."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.9), gridspec_kw={"width_ratios": [3, 2]})
+    if spread is None or len(spread) == 0:
+        for ax in (left, right):
+            ax.text(0.5, 0.5, "no finished benchmark cells", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        return fig
+    labels = [f"{row.dataset}\nH={row.horizon}" for row in spread.itertuples()]
+    x = np.arange(len(spread))
+    reference = spread[f"{recipes[1]}_mean"].to_numpy(dtype=float)
+    offsets = np.linspace(-0.18, 0.18, len(recipes))
+    for offset, name in zip(offsets, recipes):
+        for i, (seeds, ref) in enumerate(zip(spread[f"{name}_seeds"], reference)):
+            values = np.asarray(seeds, dtype=float) / ref
+            left.scatter(np.full(values.size, x[i] + offset), values, s=14, color=RECIPE_COLORS.get(name),
+                         label=_label(name) if i == 0 else None, zorder=3)
+    left.axhline(1.0, color="grey", lw=0.8, ls=":")
+    left.set_xticks(x, labels, fontsize=7)
+    left.set_ylabel("test MSE / SAMformer's mean")
+    left.set_title("every seed's test MSE, relative to SAMformer's mean", fontsize=10)
+    left.legend(fontsize=8)
+    left.grid(axis="y", alpha=0.3)
+    ratio = spread["std_ratio"].to_numpy(dtype=float)
+    right.bar(x, ratio, color=[RECIPE_COLORS.get(recipes[0]) if r > 1 else "lightgrey" for r in ratio])
+    right.axhline(1.0, color="black", lw=0.8)
+    right.axhline(2.0, color="grey", lw=0.8, ls="--", label="2× (the chapter's rule)")
+    right.set_yscale("log")
+    right.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    right.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    right.tick_params(axis="y", which="minor", labelsize=7)
+    right.set_xticks(x, labels, fontsize=7)
+    right.set_ylabel(f"std {_label(recipes[0])} / std {_label(recipes[1])} (log)")
+    right.set_title("ratio of the test-MSE std over seeds", fontsize=10)
+    right.legend(fontsize=8, loc="lower right")
+    right.grid(axis="y", alpha=0.3, which="both")
+    n_seeds = int(spread[f"{recipes[0]}_n"].max())
+    fig.suptitle(f"Seed spread at the paper's size (benchmark grid, L=512, {n_seeds} seeds per model; "
+                 f"{len(spread)} of 24 dataset × horizon pairs finished)", fontsize=9)
     fig.tight_layout()
     return fig
 
