@@ -278,3 +278,18 @@ def test_seed_spread_verdict_rule_on_a_complete_grid():
     assert sh.seed_spread_verdict(frame)["verdict"] == "partly supported"
     frame.loc[: len(frame) // 2, "std_ratio"] = 0.5  # smaller in more than half
     assert sh.seed_spread_verdict(frame)["verdict"] == "not supported"
+
+
+def test_sharpness_verdicts_take_s20_from_the_benchmark_spread():
+    from flatcast.experiments import sharpness as sh
+
+    study = sh.load_study(profile="quick")
+    if study is None:
+        pytest.skip("no committed quick study")
+    rows = [{"dataset": d, "horizon": h, "std_ratio": 3.0, "current_code": True}
+            for d in sh.SPREAD_DATASETS for h in sh.SPREAD_HORIZONS]
+    verdicts = sh.sharpness_verdicts(study, pd.DataFrame(rows)).set_index("id")
+    assert verdicts.loc["S20", "verdict"] == "supported" and "benchmark grid" in verdicts.loc["S20", "measured"]
+    assert verdicts.loc["S19", "verdict"] == "inconclusive"  # the quick study's own claims stay capped
+    box = sh.claims_box(pd.DataFrame(rows), quick=study).set_index("id")
+    assert box.loc["S20", "verdict (quick)"] == "supported"

@@ -818,13 +818,13 @@ def sharpness_verdicts(study: SharpnessStudy, spread: pd.DataFrame | None = None
         "verdict": verdict})
 
     # S20 — seed spread
-    spread = {d: (std_of("transformer", d, "test_mse"), std_of("samformer", d, "test_mse")) for d in datasets}
-    wider = [t > s for t, s in spread.values()]
-    much = [t >= SPREAD_FACTOR * s for t, s in spread.values()]
-    verdict = ("partly supported" if spread and all(much) else "partly supported" if spread and any(wider)
+    stds = {d: (std_of("transformer", d, "test_mse"), std_of("samformer", d, "test_mse")) for d in datasets}
+    wider = [t > s for t, s in stds.values()]
+    much = [t >= SPREAD_FACTOR * s for t, s in stds.values()]
+    verdict = ("partly supported" if stds and all(much) else "partly supported" if stds and any(wider)
                else "not supported")
     rows.append({"id": "S20", "measured": "test-MSE std over seeds, Transformer vs SAMformer: " + ", ".join(
-        f"{d} {t:.4f} vs {s:.4f}" for d, (t, s) in spread.items()) + f" (H={config.horizon} only)",
+        f"{d} {t:.4f} vs {s:.4f}" for d, (t, s) in stds.items()) + f" (H={config.horizon} only)",
         "rule": f"partly supported if Transformer's std ≥ {SPREAD_FACTOR:g}× SAMformer's on every dataset run, or "
                 "larger on some; 'every dataset and horizon' is not run here, so never fully supported",
         "verdict": verdict})
