@@ -273,8 +273,12 @@ _FIT_RECIPE_OPTIONS = {"epochs", "patience", "batch_size", "cosine", "lr", "rho"
 #: OCE-TS "Experimental Settings": w = 336 (ILI 104), H 96–720 (ILI 24–60), batch 32, 15 epochs, Adam with lr 0.005,
 #: patience 5; K = 100 bins (main text; App. C calls 75 the default). The paper's "dynamic learning rate adjustment
 #: based on validation performance" is not in the trainer: the lr stays constant (cosine=False).
+#: ``exact_loss=False``: the OCE of Eq. 2 with Q_k and 1 − Q_k clamped at 1e-30 before the log
+#: (:func:`flatcast.losses.oce_loss_from_logits_clamped`; the authors' code clamps at 1e-8). It equals the exact
+#: log-cumsum-exp version wherever no cumulative probability is below the clamp, and its step is 8× faster at
+#: H = 96 and 4× at H = 720 on the CPU (K = 100 bins, batch 32, 7 channels: 0.10 s vs 0.79 s and 1.75 s vs 7.4 s).
 OCE_TRAINING = {"epochs": 15, "patience": 5, "batch_size": 32, "cosine": False, "lr": 0.005, "lookback": 336,
-                "lookback_ili": 104, "n_bins": 100}
+                "lookback_ili": 104, "n_bins": 100, "exact_loss": False}
 
 
 @dataclass(frozen=True)
@@ -316,7 +320,8 @@ def build_baseline(name: str, splits, seed: int) -> torch.nn.Module:
         if r.model == "dlinear":
             return DLinear(splits.lookback, splits.horizon, splits.n_channels)
         bins = Bins.from_data(splits.train.y, n_bins=OCE_TRAINING["n_bins"])
-        return DLinearOCE(splits.lookback, splits.horizon, splits.n_channels, bins)
+        return DLinearOCE(splits.lookback, splits.horizon, splits.n_channels, bins,
+                          exact_loss=OCE_TRAINING["exact_loss"])
 
 
 def baseline_defaults(name: str) -> dict[str, Any]:

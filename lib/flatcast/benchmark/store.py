@@ -80,7 +80,8 @@ def _hyper(cell: Cell) -> dict:
         rho = recipes.paper_rho(cell.dataset, cell.horizon, model="TSMixer+SAM", fallback=True) if r.uses_rho \
             else None
         return {"lr": lr, "rho": rho, "cosine": True, **tsmixer_settings(cell.dataset)}
-    extra = {"n_bins": recipes.OCE_TRAINING["n_bins"]} if r.model == "dlinear_oce" else {}
+    extra = {"n_bins": recipes.OCE_TRAINING["n_bins"], "exact_loss": recipes.OCE_TRAINING["exact_loss"]} \
+        if r.model == "dlinear_oce" else {}
     return {"lr": recipes.OCE_TRAINING["lr"], "rho": None, "cosine": recipes.OCE_TRAINING["cosine"], **extra}
 
 
