@@ -216,3 +216,29 @@ def test_load_study_and_verdicts_only_cli(tiny_study, tmp_path):
     assert {v["verdict"] for v in payload["verdicts"].values()} <= {"inconclusive", "not yet tested"}
     with pytest.raises(SystemExit, match="no results"):
         at.main(["--profile", "quick", "--out", str(tmp_path / "none.jsonl"), "--verdicts-only"])
+
+
+def test_tables_9_10_records_from_the_benchmark_grid():
+    """The benchmark grid's samformer-table9 cells become this chapter's table records; a run the chapter already
+    has is not counted twice."""
+    from flatcast.experiments import attention as at
+
+    def cell(recipe, dataset, horizon, values, profile="paper"):
+        return {"identity": {"config": {"recipe": recipe, "dataset": dataset, "horizon": horizon, "profile": profile}},
+                "key": f"{recipe}-{dataset}-{horizon}", "current": True,
+                "per_seed": [{"seed": i, "test_mse": v, "test_mae": v / 2, "n_steps": 10, "wall_time_s": 1.0}
+                             for i, v in enumerate(values)]}
+
+    results = [cell("samformer", "ETTh1", 96, [0.4, 0.5]), cell("identity_sam", "ETTh1", 96, [0.5, 0.6]),
+               cell("tsmixer", "ETTh1", 96, [9.0]), cell("samformer", "ETTh1", 96, [1.0], profile="quick"),
+               cell("samformer", "national_illness", 24, [1.0])]
+    records = at.benchmark_table_records(results)
+    assert sorted((r["recipe"], r["seed"]) for r in records) == [("identity_sam", 0), ("identity_sam", 1),
+                                                                   ("samformer", 0), ("samformer", 1)]
+    table = at.table_frame(records)
+    assert table.loc[0, "samformer MSE"] == pytest.approx(0.45) and table.loc[0, "identity_sam MAE"] == pytest.approx(0.275)
+    improvement, n = at.overall_improvement(table, "samformer", "identity_sam", "MSE")
+    assert n == 1 and improvement == pytest.approx(100 * (0.55 - 0.45) / 0.55)
+    own = [{**records[0], "source": "own", "test_mse": 9.9}]  # the chapter's own run of the same seed wins
+    merged = at.with_benchmark_tables(own, results)
+    assert len(merged) == 4 and sum(r["test_mse"] == 9.9 for r in merged) == 1

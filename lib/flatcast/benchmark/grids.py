@@ -34,7 +34,7 @@ PAPER_SEEDS = (0, 1, 2, 3, 4)
 #: The label each recipe has in the papers' tables (``model`` column of ``data/reference``).
 RECIPE_LABELS = {"samformer": "SAMformer", "transformer": "Transformer", "tsmixer": "TSMixer",
                  "tsmixer_sam": "TSMixer+SAM", "transformer_eeo": "EEO-TFV", "dlinear": "DLinear",
-                 "dlinear_oce": "OCE-TS"}
+                 "dlinear_oce": "OCE-TS", "identity_sam": "Identity Attention", "temporal": "Temporal Attention"}
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,11 @@ GRIDS: dict[str, Grid] = {g.name: g for g in [
          ("transformer_eeo", "samformer"), EEO_DATASETS, "samformer", ("eeo_table1_avg", "eeo_table5_long"),
          "EEO-TFV states no training settings; they 'follow those of SAMFormer' (§4)",
          aliases=("eeo-table5",)),
+    Grid("samformer-table9", "SAMformer App. C.4 Tables 9–10: channel-wise attention vs temporal attention and "
+         "A(X) = I", ("samformer", "identity_sam", "transformer", "temporal"), SAMFORMER_DATASETS, "samformer",
+         ("samformer_table9_temporal", "samformer_table10_identity"),
+         "electricity and traffic are not available here; the SAMformer and Transformer cells are Table 1's",
+         aliases=("samformer-table10",)),
     Grid("quick", "CI smoke grid: three model families through the same engine",
          ("samformer", "tsmixer", "dlinear"), ("ETTh1",), "samformer", (), "quick profile only"),
 ]}

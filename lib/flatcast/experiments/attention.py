@@ -68,7 +68,8 @@ __all__ = [
     "AttentionConfig", "ATTENTION_CONFIGS", "attention_config", "DYNAMICS_RECIPES", "TABLE_RECIPES", "LABELS",
     "run_key", "planned_runs", "reduce_splits", "load_splits", "train_cell", "run_study", "load_records",
     "append_record", "results_path", "records_frame", "table_frame", "overall_improvement", "final_attention",
-    "diagonal_statistics", "attention_verdicts", "claims_box", "main",
+    "diagonal_statistics", "attention_verdicts", "claims_box", "main", "benchmark_table_records",
+    "with_benchmark_tables",
 ]
 
 DYNAMICS_RECIPES = ("transformer", "samformer", "sigma_reparam", "samformer_sigma_reparam", "transformer_eeo")
@@ -465,6 +466,44 @@ def table_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def benchmark_table_records(results: list[dict] | None = None) -> list[dict[str, Any]]:
+    """Tables 9–10 at the paper's size from the benchmark grid ``samformer-table9`` (``python -m flatcast.benchmark
+    run --grid samformer-table9``), one record per (finished cell, seed) in this module's record format
+    (``study="table"``, ``source="benchmark"``).
+
+    The grid's SAMformer and Transformer cells are SAMformer Table 1's (same protocol, same cell identity), so they
+    are trained once for both tables. ``results``: finished paper-profile cells (default: the committed store)."""
+    from flatcast.experiments.benchmark import paper_results
+
+    cells = paper_results() if results is None else results
+    out = []
+    for cell in cells:
+        cfg = cell["identity"]["config"]
+        if cfg["recipe"] not in TABLE_RECIPES or cfg.get("profile", "paper") != "paper":
+            continue
+        if cfg["dataset"] not in TABLE_DATASETS or int(cfg["horizon"]) not in PAPER_HORIZONS:
+            continue
+        for s in cell["per_seed"]:
+            out.append({"study": "table", "source": "benchmark", "recipe": cfg["recipe"], "dataset": cfg["dataset"],
+                        "horizon": int(cfg["horizon"]), "seed": int(s["seed"]), "test_mse": s["test_mse"],
+                        "test_mae": s["test_mae"], "val_mse": s.get("val_mse"), "best_epoch": s.get("best_epoch"),
+                        "epochs_run": s.get("epochs_run"), "n_steps": s.get("n_steps"),
+                        "wall_time_s": s.get("wall_time_s"), "current_code": bool(cell.get("current", True)),
+                        "cell_key": cell.get("key")})
+    return out
+
+
+def with_benchmark_tables(records: Sequence[dict[str, Any]], results: list[dict] | None = None
+                          ) -> list[dict[str, Any]]:
+    """``records`` plus the benchmark grid's Tables 9–10 runs (:func:`benchmark_table_records`) of every
+    (recipe, dataset, horizon, seed) that ``records`` do not already have."""
+    have = {(r["recipe"], r["dataset"], int(r["horizon"]), int(r["seed"])) for r in records
+            if r.get("study") == "table"}
+    extra = [r for r in benchmark_table_records(results)
+             if (r["recipe"], r["dataset"], r["horizon"], r["seed"]) not in have]
+    return list(records) + extra
+
+
 def _paper_reference() -> dict[tuple, float]:
     """(paper dataset name, horizon, recipe, metric) → the paper's mean, from Tables 9, 10, 1 (MSE) and 6 (MAE)."""
     out: dict[tuple, float] = {}
@@ -727,6 +766,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.perf_counter()
         records = run_study(config, out, progress=True, command=command, max_runs=args.max_runs)
         print(f"{len(records)} runs in {out} ({(time.perf_counter() - start) / 60:.1f} min this call)")
+    if args.profile == "paper":  # Tables 9–10 at the paper's size also come from the benchmark grid
+        records = with_benchmark_tables(records)
     verdicts = attention_verdicts(records, attention_config(args.profile))
     print(verdicts[["id", "verdict", "measured"]].to_string())
     if not args.no_verdicts:

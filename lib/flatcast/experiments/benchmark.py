@@ -38,7 +38,7 @@ __all__ = ["TABLE_NAMES", "seed_frame", "comparison_table", "parameter_counts", 
 #: registry name → the name the papers' tables use
 TABLE_NAMES = {"ETTh1": "ETTh1", "ETTh2": "ETTh2", "ETTm1": "ETTm1", "ETTm2": "ETTm2", "exchange_rate": "Exchange",
                "weather": "Weather", "national_illness": "ILI"}
-PAPER_GRIDS = ("samformer-table1", "oce-table2", "eeo-table1")
+PAPER_GRIDS = ("samformer-table1", "oce-table2", "eeo-table1", "samformer-table9")
 
 
 def seed_frame(results: list[dict]) -> pd.DataFrame:
@@ -71,6 +71,9 @@ def _paper_tables(recipe: str) -> tuple[tuple[str, str], tuple[str, str]]:
         return ("oce_table2_main", m), ("oce_table2_main", m)
     if recipe == "transformer_eeo":
         return ("eeo_table5_long", "EEO-TFV"), ("eeo_table5_long", "EEO-TFV")
+    if recipe in ("identity_sam", "temporal"):  # SAMformer App. C.4: MSE and MAE in one table each
+        table = "samformer_table10_identity" if recipe == "identity_sam" else "samformer_table9_temporal"
+        return (table, RECIPE_LABELS[recipe]), (table, RECIPE_LABELS[recipe])
     m = RECIPE_LABELS[recipe]
     return ("samformer_table1_mse", m), ("samformer_table6_mae", m)
 
