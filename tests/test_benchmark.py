@@ -67,6 +67,12 @@ def test_cell_key_changes_with_every_setting_and_not_with_the_table():
     # EEO-TFV's SAMformer column is the same cell as SAMformer Table 1's: it runs once
     eeo = [c for c in expand("eeo-table1") if c.recipe == "samformer" and c.dataset == "ETTh1" and c.horizon == 96]
     assert cell_key(eeo[0]) == key
+    # so are the SAMformer and Transformer cells of Tables 9–10 (samformer-table9); its other two recipes are new
+    table9 = expand("samformer-table9")
+    assert len(table9) == 6 * 4 * 4 and grid("samformer-table10") is GRIDS["samformer-table9"]
+    table1_keys = {cell_key(c) for c in expand("samformer-table1")}
+    shared = [c for c in table9 if cell_key(c) in table1_keys]
+    assert {c.recipe for c in shared} == {"samformer", "transformer"} and len(shared) == 48
 
 
 def test_cell_key_changes_with_the_code(monkeypatch):
