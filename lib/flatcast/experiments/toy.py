@@ -309,6 +309,17 @@ def _say(progress: bool, message: str) -> None:
         print(message, flush=True)
 
 
+def _reused_or_trained(seeds: Sequence[int], reused: Callable[[int], ToyRun | None],
+                       train: Callable[[list[int]], list[ToyRun]]) -> list[ToyRun]:
+    """One run per seed: ``reused(seed)`` where it finds one, else trained — every missing seed in one
+    ``train(missing)`` call, so that they train together (one batched model where possible)."""
+    found = {seed: reused(seed) for seed in seeds}
+    missing = [seed for seed in seeds if found[seed] is None]
+    if missing:
+        found.update(zip(missing, train(missing)))
+    return [found[seed] for seed in seeds]
+
+
 def compare_models(splits: Splits, config: ToyConfig, kinds: Sequence[str] = MODEL_KINDS,
                    seeds: Sequence[int] | None = None, reuse: Sequence[ToyRun] = (),
                    progress: bool = False) -> list[ToyRun]:
@@ -319,14 +330,12 @@ def compare_models(splits: Splits, config: ToyConfig, kinds: Sequence[str] = MOD
     for kind in kinds:
         optimizer = default_optimizer_of(kind)
         rho = config.rho if optimizer in ("sam", "eeo") else None
-        found = {seed: next((r for r in reuse if (r.kind, r.seed, r.optimizer, r.lr, r.rho) ==
-                             (kind, seed, optimizer, config.lr, rho) and len(r.history) == config.epochs + 1), None)
-                 for seed in seeds}
-        missing = [seed for seed in seeds if found[seed] is None]
-        if missing:  # the missing seeds of one kind train together (one batched model where possible)
-            found.update(zip(missing, train_toy_seeds(kind, splits, config, missing)))
-        for seed in seeds:
-            run = found[seed]
+        kind_runs = _reused_or_trained(
+            seeds, lambda seed: next((r for r in reuse if (r.kind, r.seed, r.optimizer, r.lr, r.rho) ==
+                                      (kind, seed, optimizer, config.lr, rho)
+                                      and len(r.history) == config.epochs + 1), None),
+            lambda missing: train_toy_seeds(kind, splits, config, missing))
+        for seed, run in zip(seeds, kind_runs):
             runs.append(run)
             _say(progress, f"{MODEL_LABELS[kind]:<24} seed {seed}: val MSE {run.final_val_mse:.4f}, "
                            f"λmax {run.lambda_max:.3g}, {run.wall_time_s:.1f} s")
@@ -358,15 +367,12 @@ def compare_optimizers(splits: Splits, config: ToyConfig, optimizers: Sequence[s
     seeds = config.seeds if seeds is None else seeds
     runs = []
     for name in optimizers:
-        found = {seed: next((r for r in reuse if (r.kind, r.seed, r.optimizer, r.lr) ==
-                             ("transformer", seed, name, config.lr) and len(r.history) == config.epochs + 1), None)
-                 for seed in seeds}
-        missing = [seed for seed in seeds if found[seed] is None]
-        if missing:
-            found.update(zip(missing, train_toy_seeds("transformer", splits, config, missing, optimizer=name,
-                                                      sharpness=False)))
-        for seed in seeds:
-            run = found[seed]
+        optimizer_runs = _reused_or_trained(
+            seeds, lambda seed: next((r for r in reuse if (r.kind, r.seed, r.optimizer, r.lr) ==
+                                      ("transformer", seed, name, config.lr)
+                                      and len(r.history) == config.epochs + 1), None),
+            lambda missing: train_toy_seeds("transformer", splits, config, missing, optimizer=name, sharpness=False))
+        for seed, run in zip(seeds, optimizer_runs):
             runs.append(run)
             _say(progress, f"{OPTIMIZER_LABELS[name]:<16} seed {seed}: val MSE {run.final_val_mse:.4f}")
     return runs
