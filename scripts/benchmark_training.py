@@ -2,9 +2,11 @@
 
 Prints, on the current machine and in one run (so that the ratios compare like with like):
 
-1. **single run**: optimizer steps per second of exactly the trainer's step (:class:`flatcast.trainer.TrainingStep`:
-   loss, backward, ``SAM.step(closure)`` with its second forward/backward at the perturbed weights, SAMformer
-   Eq. 3) on batches gathered from the windows kept on the device, as :func:`flatcast.trainer.fit` does;
+1. **single run**: optimizer steps per second of exactly :func:`flatcast.trainer.fit`'s step
+   (:func:`flatcast.trainer.single_run_step`: for SAMformer a one-member batched step with the hand-derived
+   gradient, SAM's ascent, the second gradient at the perturbed weights and Adam's fused update, SAMformer Eq. 3)
+   on batches gathered from the windows kept on the device, as ``fit`` does; the optimizer is the recipes' own
+   (:func:`flatcast.recipes.optimizer_factory`);
 2. **batched members**: member-steps per second of :func:`flatcast.trainer.fit_many`'s step (k members of
    :class:`flatcast.batched.BatchedChannelTransformer`, SAM per member, each member on its own batch) for each
    k of ``--members``, and the ratio to k sequential single runs (= the single-run rate);
@@ -36,8 +38,8 @@ import torch
 from flatcast.batched import BatchedChannelTransformer
 from flatcast.data import make_splits
 from flatcast.models import ChannelTransformer
-from flatcast.optim import SAM
-from flatcast.trainer import BatchedTrainingStep, TrainingStep
+from flatcast.recipes import optimizer_factory
+from flatcast.trainer import BatchedTrainingStep, single_run_step
 from flatcast.utils import keep_freed_memory_in_heap, resolve_device, seed_everything
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -113,13 +115,18 @@ def orders(n_train: int, n_batches: int, batch_size: int, generator: torch.Gener
     return torch.cat([torch.randperm(n_train, generator=generator) for _ in range(n_permutations)]).to(device)
 
 
+def sam_factory(args):
+    """The recipes' SAM around Adam (:func:`flatcast.recipes.optimizer_factory`, Adam's fused kernel included)."""
+    return optimizer_factory("sam", args.lr, args.rho)
+
+
 def single_stepper(args, splits, device, total: int):
-    """``run(first, count)`` of the trainer's own step (fit's path) on one ChannelTransformer + SAM."""
+    """``run(first, count)`` of fit's own step (:func:`flatcast.trainer.single_run_step`) on one
+    ChannelTransformer + SAM."""
     generator = seed_everything(args.seed)
     model = ChannelTransformer(args.lookback, args.horizon, splits.n_channels, seed=args.seed).to(device)
     model.train()
-    optimizer = SAM(model.parameters(), rho=args.rho, lr=args.lr)
-    step = TrainingStep(model, optimizer)
+    step, optimizer = single_run_step(model, sam_factory(args))
     train_x, train_y = splits.train.x, splits.train.y
     order = orders(len(train_x), total, args.batch_size, generator, device)
     b = args.batch_size
@@ -151,7 +158,7 @@ def batched_stepper(args, splits, device, k: int, total: int):
                for i in range(k)]
     net = BatchedChannelTransformer(members).to(device)
     net.train()
-    optimizer = SAM([net.flat], rho=args.rho, lr=args.lr).per_member(k)
+    optimizer = sam_factory(args)([net.flat]).per_member(k)
     train_x, train_y = splits.train.x, splits.train.y
     b = args.batch_size
     order = torch.stack([orders(len(train_x), total, b, torch.Generator().manual_seed(args.seed + i), device)[: total * b]
@@ -259,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
     for repeat in range(args.repeats):  # official and single alternate, so that both see the same load
         official = None if args.no_official else official_rate(args)
         single = single_run_rate(args, splits, device)
-        print(f"single run (fit's TrainingStep, ChannelTransformer {single['params']} parameters, "
+        print(f"single run (fit's step, ChannelTransformer {single['params']} parameters, "
               f"{single['grad_evals']:.1f} gradient evaluations/step): {single['rate']:.1f} steps/s "
               f"({1000 / single['rate']:.2f} ms/step, {single['steps']} steps)")
         if official is not None:

@@ -15,6 +15,7 @@ from flatcast.data import make_toy
 from flatcast.models import ChannelTransformer
 from flatcast.optim import EEO, SAM
 from flatcast.trainer import batched_optimizer_unsupported, evaluate, fit, fit_many
+from flatcast.utils import torch_threads
 
 LOOKBACK, HORIZON, CHANNELS = 16, 4, 3
 
@@ -125,7 +126,8 @@ def _compare(single, batched, rtol=2e-4):
 def test_each_batched_member_equals_its_single_run(name, factory, kind):
     splits = toy_splits()
     seeds = [0, 1, 2]
-    singles = [fit(m, splits, optimizer=factory, epochs=3, batch_size=16, patience=None, seed=s, device="cpu")
+    singles = [fit(m, splits, optimizer=factory, epochs=3, batch_size=16, patience=None, seed=s, device="cpu",
+                   flat_weights=False)
                for m, s in zip(models(seeds, **kind), seeds)]
     many = fit_many(models(seeds, **kind), splits, optimizer=factory, epochs=3, batch_size=16, patience=None,
                     seeds=seeds, device="cpu", batched=True)
@@ -142,7 +144,7 @@ def test_early_stopping_best_checkpoint_and_compaction_per_member():
     seeds = [0, 1, 2, 3]
     factory = lambda p: SAM(p, rho=0.5, lr=0.05)  # noqa: E731
     kwargs = dict(optimizer=factory, epochs=8, batch_size=16, patience=2, device="cpu")
-    singles = [fit(m, splits, seed=s, **kwargs) for m, s in zip(models(seeds), seeds)]
+    singles = [fit(m, splits, seed=s, flat_weights=False, **kwargs) for m, s in zip(models(seeds), seeds)]
     stops = {len(r.history) for r in singles}
     assert len(stops) > 1, "the test needs members that stop at different epochs"
     many = fit_many(models(seeds), splits, seeds=seeds, batched=True, **kwargs)
@@ -169,7 +171,7 @@ def test_callbacks_see_each_member_and_fallback_is_sequential():
                        seeds=[0, 1], device="cpu", callbacks=[record])
     assert sorted(seen) == sorted((id(m), e) for m in members for e in range(3))
     single = fit(models([1])[0], splits, optimizer=lambda p: torch.optim.Adam(p, lr=1e-2), epochs=2,
-                 batch_size=32, seed=1, device="cpu", callbacks=[record])
+                 batch_size=32, seed=1, device="cpu", callbacks=[record], flat_weights=False)
     np.testing.assert_allclose(results[1].history.w_norm, single.history.w_norm, rtol=1e-5)
     # EEO is not batched: fit_many falls back to fit, number for number
     factory = lambda p: EEO(p, rho=0.1, lr=1e-2, escape=False, seed=0)  # noqa: E731
@@ -273,7 +275,8 @@ def test_members_with_different_rho_and_a_plain_adam_member():
     factories = [lambda p: SAM(p, rho=0.2, lr=1e-2), lambda p: SAM(p, rho=1.5, lr=1e-2),
                  lambda p: torch.optim.Adam(p, lr=1e-2)]
     kwargs = dict(epochs=2, batch_size=16, patience=None, device="cpu")
-    singles = [fit(m, splits, optimizer=f, seed=3, **kwargs) for m, f in zip(models([0, 0, 0]), factories)]
+    singles = [fit(m, splits, optimizer=f, seed=3, flat_weights=False, **kwargs)
+               for m, f in zip(models([0, 0, 0]), factories)]
     many = fit_many(models([0, 0, 0]), splits, optimizer=factories, seeds=[3, 3, 3], batched=True, **kwargs)
     for single, batched in zip(singles, many):
         _compare(single, batched)
@@ -284,3 +287,72 @@ def test_members_with_different_rho_and_a_plain_adam_member():
                                                     lambda p: SAM(p, rho=0.2, lr=1e-3)], batched=True, **kwargs)
     with pytest.raises(ValueError, match="one factory per model"):
         fit_many(models([0, 1]), splits, optimizer=factories, **kwargs)
+
+
+def test_fit_trains_a_closed_form_model_as_one_flat_member_and_equals_its_own_loop(monkeypatch):
+    """fit's default takes the one-member batched path exactly where it applies, with the numbers of its own loop."""
+    import flatcast.trainer as trainer
+
+    taken = []
+    original = trainer._fit_batched
+    monkeypatch.setattr(trainer, "_fit_batched", lambda *a, **k: taken.append(len(a[0])) or original(*a, **k))
+    splits = toy_splits(seed=1)
+    factory = lambda p: SAM(p, rho=0.3, lr=1e-2)  # noqa: E731
+    kwargs = dict(optimizer=factory, epochs=3, batch_size=16, patience=None, seed=4, device="cpu")
+    flat = fit(models([4])[0], splits, **kwargs)
+    assert taken == [1]
+    own = fit(models([4])[0], splits, flat_weights=False, **kwargs)
+    assert taken == [1]
+    _compare(own, flat)
+    # where the batched trainer does not apply, fit keeps its own loop
+    for model, opt in ((models([0], attention="identity")[0], factory),
+                       (models([0], sigma_reparam=True)[0], factory),
+                       (models([0])[0], lambda p: EEO(p, rho=0.1, lr=1e-2, escape=False, seed=0))):
+        fit(model, splits, optimizer=opt, epochs=1, batch_size=32, device="cpu")
+    assert taken == [1]
+    with pytest.raises(ValueError, match="flat_weights"):
+        fit(models([0])[0], splits, epochs=1, device="cpu", flat_weights=True)
+
+
+def test_closed_form_weights_are_views_of_flat_with_w_qkv_and_w_side_by_side():
+    net = BatchedChannelTransformer(models([0, 1, 2]))
+    weights = net._closed_form_weights()
+    assert weights.stacked_weight is not None
+    torch.testing.assert_close(weights.stacked_weight, torch.cat([weights.qkv_weight, weights.head_weight], 1),
+                               rtol=0, atol=0)
+    with torch.no_grad():  # views, not copies: an in-place update of flat (SAM's ascent) is seen
+        net.flat.add_(1.0)
+    torch.testing.assert_close(weights.head_weight, net.param("head.weight"), rtol=0, atol=0)
+    net.select([2, 0])  # a new flat: new views
+    assert net._closed_form_weights() is not weights
+    assert net._closed_form_weights().stacked_weight.shape[0] == 2
+
+
+@pytest.mark.parametrize("factory", [lambda p: SAM(p, rho=0.3, lr=1e-2, fused=True),
+                                     lambda p: torch.optim.Adam(p, lr=1e-2, fused=True),
+                                     lambda p: SAM(p, rho=0.3, lr=1e-2)], ids=["sam-fused", "adam-fused", "sam"])
+def test_a_members_numbers_do_not_depend_on_the_size_of_its_batch(factory):
+    """Bit for bit on the CPU: member 0 trained alone, with one other member, or with three, takes the same steps
+    (every product is per member, and each member's row of ``flat`` is padded so that elementwise kernels treat
+    its values alike for any k). This is what lets a run be reused whatever batch it was trained in."""
+    from flatcast.trainer import BatchedTrainingStep, _member_optimizer
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 4, 8, CHANNELS, LOOKBACK, generator=generator)
+    y = torch.randn(12, 4, 8, CHANNELS, HORIZON, generator=generator)
+    finals = []
+    with torch_threads(1):
+        for k in (1, 2, 4):
+            net = BatchedChannelTransformer(models(range(k)))
+            assert net.flat.shape[1] % 64 == 0
+            step = BatchedTrainingStep(net, _member_optimizer(factory, [net.flat], k))
+            for i in range(12):
+                step(x[i, :k], y[i, :k])
+            finals.append(_params(_member_model(net, 0)))
+    assert torch.equal(finals[0], finals[1]) and torch.equal(finals[0], finals[2])
+
+
+def _member_model(net, index):
+    model = models([0])[0]
+    net.write_member(index, model)
+    return model

@@ -100,3 +100,40 @@ def test_oce_recipe_trains_the_clamped_ordinal_loss_and_its_cells_say_so(etth1_s
     assert clamped <= exact and (exact - clamped) / exact < 0.01
     cell = expand("oce-table2", datasets=["ETTh1"], horizons=[96], recipes=["dlinear_oce"])[0]
     assert cell_identity(cell)["hyper"]["exact_loss"] is False
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw_1e-4", "sam", "eeo"])
+def test_the_fused_adam_kernel_takes_the_default_kernels_steps(name):
+    """The recipes' optimizers use Adam's fused kernel; 60 steps of it follow the default implementation to float
+    rounding (the same update, evaluated in another order), on the same model and batches."""
+    from flatcast.recipes import ADAM_KERNEL
+
+    options = {"rho": 0.3} if name in ("sam", "eeo") else {}
+    fused = optimizer_factory(name, 1e-2, seed=0, **options)
+    probe = fused([torch.nn.Parameter(torch.zeros(3))])
+    base = getattr(probe, "base_optimizer", probe)
+    assert base.param_groups[0]["fused"] is ADAM_KERNEL["fused"] is True
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(8, 3, 12, generator=generator), torch.randn(8, 3, 4, generator=generator))
+               for _ in range(60)]
+    finals = []
+    for kernel in ("fused", "default"):
+        model = ChannelTransformer(12, 4, 3, seed=1)
+        opt = fused(model.parameters())
+        if kernel == "default":  # the same optimizer with torch's default (single-tensor) kernel
+            base = getattr(opt, "base_optimizer", opt)
+            for group in base.param_groups:
+                group["fused"] = None
+        for x, y in batches:
+            def closure():
+                opt.zero_grad()
+                loss = torch.nn.functional.mse_loss(model(x), y)
+                loss.backward()
+                return loss
+            closure()
+            opt.step(closure)
+        finals.append(torch.cat([p.detach().reshape(-1) for n, p in model.named_parameters() if n != "key.bias"]))
+    torch.testing.assert_close(finals[0], finals[1], rtol=1e-4, atol=1e-5)
+    assert not torch.equal(finals[0], torch.cat([p.detach().reshape(-1) for n, p in
+                                                 ChannelTransformer(12, 4, 3, seed=1).named_parameters()
+                                                 if n != "key.bias"]))

@@ -29,11 +29,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from flatcast.models.channel_gradient import closed_form_unsupported
 from flatcast.models.revin import instance_statistics, standardize
 
 __all__ = ["BatchedChannelTransformer", "batching_unsupported", "stack_windows"]
 
 _LAYERS = ("query", "key", "value", "output", "head")
+#: a member's row of ``flat`` holds a multiple of this many values (zeros after the weights)
+_ALIGN = 64
+_PADDING = "_padding"
 
 
 def _layer_kind(layer: nn.Module | None) -> str:
@@ -147,15 +151,24 @@ class BatchedChannelTransformer(nn.Module):
         # W_Q, W_K, W_V (and their biases) side by side, so one view feeds one product for all three
         fused = [f"{layer}.{part}" for part in ("weight", "bias") for layer in ("query", "key", "value")]
         order = [n for n in fused if n in trainable] + [n for n in trainable if n not in fused]
+        if all(f"{layer}.weight" in trainable for layer in _LAYERS):  # W right after W_Q, W_K, W_V: one [W_QKV; W]
+            order.remove("head.weight")
+            order.insert(order.index("value.weight") + 1, "head.weight")
         self.layout: dict[str, tuple[int, tuple[int, ...]]] = {}
         offset = 0
         for name in order:
             shape = tuple(first.get_parameter(name).shape)
             self.layout[name] = (offset, shape)
             offset += math.prod(shape)
-        self.n_per_member = offset
+        # each member's row is padded with zeros to a multiple of _ALIGN values: elementwise kernels that treat a
+        # tensor's last few values apart (Adam's fused update finishes with a scalar loop) then treat every
+        # member's values alike whatever k is, so a member's numbers do not depend on the size of its batch
+        self.n_padding = -offset % _ALIGN
+        self.n_per_member = offset + self.n_padding
         with torch.no_grad():
-            rows = [torch.cat([m.get_parameter(n).detach().reshape(-1) for n in order]) for m in models]
+            rows = [torch.cat([m.get_parameter(n).detach().reshape(-1) for n in order]
+                              + [torch.zeros(self.n_padding, dtype=first.get_parameter(order[0]).dtype,
+                                             device=first.get_parameter(order[0]).device)]) for m in models]
         self.flat = nn.Parameter(torch.stack(rows))
         self.fused_qkv = (self.kinds["query"] == self.kinds["key"] == self.kinds["value"] == "linear")
         # the pieces one split of ``flat`` yields: W_Q, W_K, W_V (and their biases) as one piece when fused
@@ -168,6 +181,8 @@ class BatchedChannelTransformer(nn.Module):
                     self._chunks.append((f"qkv.{part}", (3 * shape[0], *shape[1:])))
                 continue
             self._chunks.append((name, self.layout[name][1]))
+        if self.n_padding:
+            self._chunks.append((_PADDING, (self.n_padding,)))
         self._chunk_sizes = [math.prod(shape) for _, shape in self._chunks]
 
         # buffers: frozen W_Q/W_K (and biases), σReparam's u/v; stored under dotted names with "__" for "."
@@ -179,10 +194,9 @@ class BatchedChannelTransformer(nn.Module):
         # RevIN statistics of the last training batch: SAM evaluates the same batch twice (Eq. 2)
         self._statistics_cache: tuple | None = None
         #: the members' loss and gradient can come from the hand-derived gradient (no autograd graph)
-        self.closed_form = (self.attention_kind == "learned" and self.fused_qkv
-                            and all(self.kinds[name] == "linear" for name in _LAYERS)
-                            and not self.buffer_names)
+        self.closed_form = closed_form_unsupported(first) is None and self.fused_qkv and not self.buffer_names
         self._closed_form_cache: tuple | None = None
+        self._weights_cache: tuple | None = None
 
     # ------------------------------------------------------------------ weights
     def param(self, name: str) -> torch.Tensor:
@@ -314,24 +328,41 @@ class BatchedChannelTransformer(nn.Module):
                         "output.bias": "output_bias", "head.weight": "head_weight", "head.bias": "head_bias",
                         "revin.affine_weight": "revin_weight", "revin.affine_bias": "revin_bias"}
 
+    def _closed_form_weights(self):
+        """The members' weights as a :class:`~flatcast.models.channel_gradient.ChannelWeights` of views of ``flat``
+        (kept while ``flat``'s storage and k stay the same; W_Q, W_K, W_V and W are one ``(k, 3 d_m + H, L)`` view)."""
+        from flatcast.models.channel_gradient import ChannelWeights
+
+        key = (self.flat.data_ptr(), self.k, self.flat.dtype, self.flat.device)
+        if self._weights_cache is not None and self._weights_cache[0] == key:
+            return self._weights_cache[1]
+        views = {name: view.detach() for name, view in self._views().items()}
+        qkv, head = views["qkv.weight"], views["head.weight"]
+        offset = self.layout["query.weight"][0]
+        rows = qkv.shape[1] + head.shape[1]
+        stacked = None
+        if self.layout["head.weight"][0] == offset + qkv[0].numel() and qkv.shape[2] == head.shape[2]:
+            stacked = self.flat.detach()[:, offset:offset + rows * qkv.shape[2]].view(self.k, rows, qkv.shape[2])
+        weights = ChannelWeights(
+            qkv, views.get("qkv.bias"), views["output.weight"], views.get("output.bias"), head, views.get("head.bias"),
+            views.get("revin.affine_weight"), views.get("revin.affine_bias"), stacked_weight=stacked)
+        self._weights_cache = (key, weights)
+        return weights
+
     @torch.no_grad()
     def member_losses_and_gradient(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The k members' MSEs ``(k,)`` (as :meth:`member_losses`), with the gradient of their sum written into
         ``flat.grad`` (replacing it) by the hand-derived gradient
         (:func:`flatcast.models.channel_gradient.loss_and_gradient`), when :attr:`closed_form` is true. A second
         call on the same ``x`` (SAM's perturbed evaluation) reuses RevIN's statistics of the first."""
-        from flatcast.models.channel_gradient import ChannelWeights, loss_and_gradient
+        from flatcast.models.channel_gradient import loss_and_gradient
 
         if not self.closed_form:
             raise RuntimeError("this batched model has no closed-form gradient (see BatchedChannelTransformer."
                                "closed_form); use member_losses(x, y).sum().backward()")
         if x.ndim == 3:
             x = x.unsqueeze(0).expand(self.k, *x.shape)
-        views = self._views()
-        weights = ChannelWeights(
-            views["qkv.weight"], views.get("qkv.bias"), views["output.weight"], views.get("output.bias"),
-            views["head.weight"], views.get("head.bias"), views.get("revin.affine_weight"),
-            views.get("revin.affine_bias"))
+        weights = self._closed_form_weights()
         cached = self._closed_form_cache
         statistics = cached[2] if cached is not None and cached[0] is x and cached[1] == x._version else None
         losses, gradient, statistics = loss_and_gradient(
@@ -339,7 +370,10 @@ class BatchedChannelTransformer(nn.Module):
         self._closed_form_cache = (x, x._version, statistics) if statistics is not None else None
         grad = torch.empty_like(self.flat)
         for (name, shape), piece in zip(self._chunks, grad.split(self._chunk_sizes, dim=1)):
-            piece.view(self.k, *shape).copy_(getattr(gradient, self._GRADIENT_FIELDS[name]))
+            if name == _PADDING:
+                piece.zero_()
+            else:
+                piece.view(self.k, *shape).copy_(getattr(gradient, self._GRADIENT_FIELDS[name]))
         self.flat.grad = grad
         return losses
 

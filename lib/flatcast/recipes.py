@@ -135,6 +135,12 @@ def paper_rho(dataset: str, horizon: int, model: str = "SAMformer", fallback: bo
     return float(row["value"].iloc[0])
 
 
+#: Adam's (and AdamW's) fused kernel, torch >= 2.4 on CPU and CUDA: the whole update of a tensor in one pass. The
+#: same update as the default implementation up to float rounding (tests/test_recipes.py), ~10 % less time per
+#: SAMformer step on two CPU threads, where the update of ~130 k weights is a visible share of a step.
+ADAM_KERNEL = {"fused": True}
+
+
 def optimizer_factory(name: str, lr: float, rho: float | None = None, seed: int = 0,
                       sgd_lr: float | None = None,
                       **eeo_options: Any) -> Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]:
@@ -154,13 +160,14 @@ def optimizer_factory(name: str, lr: float, rho: float | None = None, seed: int 
     if name == "sgd":
         return lambda params: torch.optim.SGD(params, lr=sgd_lr if sgd_lr is not None else lr)
     if name == "adam":
-        return lambda params: torch.optim.Adam(params, lr=lr)
+        return lambda params: torch.optim.Adam(params, lr=lr, **ADAM_KERNEL)
     if name.startswith("adamw_"):
         weight_decay = float(name.split("_", 1)[1])
-        return lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return lambda params: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **ADAM_KERNEL)
     if name == "sam":
-        return lambda params: SAM(params, base_optimizer=torch.optim.Adam, rho=rho, lr=lr)
-    return lambda params: EEO(params, base_optimizer=torch.optim.Adam, rho=rho, lr=lr, seed=seed, **eeo_options)
+        return lambda params: SAM(params, base_optimizer=torch.optim.Adam, rho=rho, lr=lr, **ADAM_KERNEL)
+    return lambda params: EEO(params, base_optimizer=torch.optim.Adam, rho=rho, lr=lr, seed=seed, **ADAM_KERNEL,
+                               **eeo_options)
 
 
 def build_model(name: str, lookback: int, horizon: int, n_channels: int, seed: int, revin: bool = True,

@@ -68,10 +68,11 @@ Callback = Callable[[nn.Module, int, Any], Mapping[str, Any]]
 
 
 def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """SAM around Adam with the SAMformer settings (``rho=0.7``, ``lr=1e-3``; SAMformer Eq. 3)."""
+    """SAM around Adam with the SAMformer settings (``rho=0.7``, ``lr=1e-3``; SAMformer Eq. 3), Adam's fused kernel
+    (:data:`flatcast.recipes.ADAM_KERNEL`)."""
     from flatcast.optim import SAM
 
-    return SAM(params, rho=0.7, lr=1e-3)
+    return SAM(params, rho=0.7, lr=1e-3, fused=True)
 
 
 @dataclass
@@ -252,6 +253,30 @@ class BatchedTrainingStep:
         return first_losses
 
 
+def single_run_step(model: nn.Module, optimizer: OptimizerFactory) -> tuple[Any, torch.optim.Optimizer]:
+    """The step :func:`fit` takes for ``model`` under ``optimizer`` (a factory), outside of ``fit``: ``(step,
+    optimizer)`` with ``step(xb, yb)`` one optimizer step on a batch ``(B, D, L)``, ``(B, D, H)`` returning its
+    loss. A one-member :class:`BatchedTrainingStep` where ``fit`` batches the model (:func:`_one_member_plan`;
+    the model's weights are then updated in a flat copy, not in ``model`` itself), else a :class:`TrainingStep`.
+    Used by ``scripts/benchmark_training.py`` to time exactly fit's step."""
+    plan = _one_member_plan(model, optimizer)
+    if plan is None:
+        opt = optimizer(model.parameters())
+        return TrainingStep(model, opt), opt
+    from flatcast.batched import BatchedChannelTransformer
+
+    factory, member_rho, _ = plan
+    net = BatchedChannelTransformer([model]).to(model_device(model))
+    net.train()
+    opt = _member_optimizer(factory, [net.flat], 1, member_rho)
+    batched_step = BatchedTrainingStep(net, opt)
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return batched_step(xb.unsqueeze(0), yb.unsqueeze(0))[0]
+
+    return step, opt
+
+
 def _move_splits(splits: Any, device: torch.device) -> Any:
     """``splits.to(device)`` (the storage moves once); falls back to moving each window set."""
     mover = getattr(splits, "to", None)
@@ -352,6 +377,7 @@ def fit(
     eval_batch_size: int = 1024,
     min_delta: float = 0.0,
     restore_best: bool = True,
+    flat_weights: bool | None = None,
 ) -> FitResult:
     """Train ``model`` on ``splits.train``, early-stop on ``splits.val``, report on ``splits.test``.
 
@@ -361,12 +387,26 @@ def fit(
     exceptions propagate. ``max_train_batches`` caps the optimizer steps per epoch (quick profiles);
     ``restore_best=False`` keeps the last weights instead of the best checkpoint. See the module docstring
     for the optimizer/EMA protocol, early stopping, the learning-rate schedule and the NaN check.
+
+    ``flat_weights=None`` (default) trains a SAMformer-style channel transformer with the hand-derived gradient
+    under Adam/AdamW/SGD/SAM as a one-member :func:`fit_many` batch (:func:`_one_member_plan`: the same steps,
+    with every weight in one flat parameter, which is faster on a CPU); ``False`` always runs this function's
+    own loop over the model's parameters (the reference the tests compare the batched trainer with).
     """
     callbacks = _validate_fit_arguments(
         model, splits, optimizer, epochs, batch_size, patience, seed, callbacks, max_train_batches,
         eval_batch_size, min_delta,
     )
     target_device = resolve_device(device)
+    if flat_weights not in (None, False):
+        raise ValueError(f"flat_weights must be None (automatic) or False, got {flat_weights!r}")
+    plan = None if flat_weights is False else _one_member_plan(model, optimizer)
+    if plan is not None:  # the same training, with the weights as one flat parameter (faster; see below)
+        from flatcast.batched import BatchedChannelTransformer
+
+        return _fit_batched([model], splits, plan, epochs, batch_size, patience, cosine, [int(seed)],
+                            target_device, callbacks, progress, max_train_batches, eval_batch_size, min_delta,
+                            restore_best, BatchedChannelTransformer)[0]
     keep_freed_memory_in_heap()
     start_time = time.perf_counter()
     shuffle_generator = seed_everything(int(seed))
@@ -556,6 +596,24 @@ def _plan_member_optimizers(optimizer: Any, k: int):
     return None, factories[probes.index(sams[0])], rhos, evals
 
 
+def _one_member_plan(model: nn.Module, optimizer: OptimizerFactory):
+    """The batched trainer's plan for training ``model`` alone, or ``None`` when :func:`fit` keeps its own loop.
+
+    A channel transformer with the hand-derived gradient (:func:`flatcast.models.channel_gradient.
+    closed_form_unsupported`) under an optimizer the batched trainer splits per member (Adam, AdamW, SGD, SAM
+    around one of them) is trained as a one-member :class:`flatcast.batched.BatchedChannelTransformer`: the same
+    steps (the tests compare both loops to float tolerance) with every weight in one flat parameter, so SAM's
+    ascent and restore and the optimizer's update are one operation each instead of one per tensor.
+    """
+    from flatcast.batched import batching_unsupported
+    from flatcast.models.channel_gradient import closed_form_unsupported
+
+    if closed_form_unsupported(model) is not None or batching_unsupported([model]) is not None:
+        return None
+    plan = _plan_member_optimizers(optimizer, 1)
+    return None if plan[0] is not None else plan[1:]
+
+
 def _slice_member_state(state: Any, keep: torch.Tensor, k_old: int) -> Any:
     """Optimizer state with every per-member tensor (leading dim ``k_old``) restricted to the ``keep`` rows."""
     if isinstance(state, torch.Tensor):
@@ -675,6 +733,8 @@ def fit_many(
                              max_train_batches=max_train_batches, eval_batch_size=eval_batch_size,
                              min_delta=min_delta, restore_best=restore_best)
     if batched is False or reason is not None:
+        if batched is False:  # each model through fit's own loop, not a one-member batch
+            sequential_kwargs["flat_weights"] = False
         return [fit(model, splits, optimizer=factory, seed=int(seed), **sequential_kwargs)
                 for model, factory, seed in zip(models, factories, seeds)]
     return _fit_batched(models, splits, plan[1:], epochs, batch_size, patience, cosine, [int(s) for s in seeds],

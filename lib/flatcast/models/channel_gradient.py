@@ -19,10 +19,26 @@ chain rule written out: for G = ∂ℓ/∂Ŷ = 2(Ŷ − Y)/(B D H),
     ∂ℓ/∂Q = ∂ℓ/∂S K / √d_m,   ∂ℓ/∂K = (∂ℓ/∂S)ᵀ Q / √d_m,   ∂ℓ/∂W_{Q,K,V} = (∂ℓ/∂{Q,K,V})ᵀ Z
     ∂ℓ/∂Z = ∂ℓ/∂M + [∂ℓ/∂Q, ∂ℓ/∂K, ∂ℓ/∂V] [W_Q; W_K; W_V],   ∂ℓ/∂γ += Σ ∂ℓ/∂Z ⊙ (X − μ)/s,   ∂ℓ/∂β += Σ ∂ℓ/∂Z
 
-(biases: the sum of the corresponding output gradient over rows). It is the same mathematics as autograd through
-:class:`~flatcast.models.ChannelTransformer` (the tests compare both to float tolerance), computed with about a
-dozen batched products and a few fused elementwise operations instead of a graph of ~100 recorded operations:
-on a CPU, where a SAMformer step is dominated by per-operation overhead, this is what makes a step cheap.
+(biases: the sum of the corresponding output gradient over rows).
+
+Two products per evaluation
+---------------------------
+Written as above, an evaluation reads and writes length-L tensors (Z, M, ∂ℓ/∂M, ∂ℓ/∂Z) some twenty times; on a CPU
+those passes over memory, not the products, dominate a step. Everything that is linear in Z is therefore taken
+through the stacked matrix Ŵ = [W_Q; W_K; W_V; W] ∈ R^{(3d_m+H)×L} and the standardised windows S = (X − μ)/s,
+with Z = γ S + β 1ᵀ per channel (RevIN's affine map):
+
+    P = S Ŵᵀ,   Z Ŵᵀ = γ P + β (Ŵ 1)ᵀ                    Q, K, V and Z Wᵀ at once
+    O = Z Wᵀ + (A V)(W W_O)ᵀ + W b_O + b                 M = Z + A V W_Oᵀ + b_O is never formed
+    G = [∂ℓ/∂Q, ∂ℓ/∂K, ∂ℓ/∂V, ∂ℓ/∂O] = ∂ℓ/∂(Z Ŵᵀ),   ∂ℓ/∂(AV) = ∂ℓ/∂O (W W_O)
+    ∂ℓ/∂Ŵ = (γ G)ᵀ S + (β G)ᵀ 1 1ᵀ  (+ T W_Oᵀ + (1ᵀ∂ℓ/∂O)ᵀ b_Oᵀ in W's rows),   T = (∂ℓ/∂O)ᵀ A V
+    ∂ℓ/∂W_O = Wᵀ T,   ∂ℓ/∂b_O = (1ᵀ ∂ℓ/∂O) W
+    ∂ℓ/∂γ|_in = Σ_rows G ⊙ P,   ∂ℓ/∂β|_in = Σ_rows G (Ŵ 1)
+
+so only P = S Ŵᵀ and (γ G)ᵀ S touch the windows; ∂ℓ/∂Z = G Ŵ is never formed either (its products with S and 1
+are the two sums on the last line). It also drops five products with L on one side (≈ 40 % of the arithmetic).
+Every operation is per member: a member's numbers do not depend on how many members share the call (matrix-vector
+products are written as products and sums for that reason: a batched matrix-vector product is not k-invariant).
 
 Covered: learned channel-wise attention (``attention="learned"``), plain ``nn.Linear`` maps with or without
 biases, RevIN with or without its affine parameters, or no RevIN. Anything else (σReparam, frozen, identity or
@@ -55,6 +71,9 @@ class ChannelWeights:
     head_bias: torch.Tensor | None
     revin_weight: torch.Tensor | None = None
     revin_bias: torch.Tensor | None = None
+    #: optional ``(k, 3 d_m + H, L)`` tensor equal to ``[qkv_weight; head_weight]`` along dim 1 (e.g. a view of
+    #: storage where both lie side by side), so that :func:`loss_and_gradient` need not concatenate them
+    stacked_weight: torch.Tensor | None = None
 
 
 def closed_form_unsupported(model) -> str | None:
@@ -106,12 +125,16 @@ def loss_and_gradient(
     statistics)`` where ``gradient`` is a :class:`ChannelWeights` of the same shapes as ``weights`` (``None``
     when ``with_gradient=False``) and ``statistics`` = (μ, s, (X − μ)/s) of RevIN, which depend on ``x`` only: pass
     them back for a second evaluation on the same batch (SAM's perturbed gradient) to skip recomputing them.
+
+    Evaluation order (module docstring, "Two products per evaluation"): only ``S Ŵᵀ`` and ``Ĝᵀ S`` touch the
+    length-L windows; Z, M and their gradients are never formed.
     """
     k, batch, n_channels, lookback = x.shape
     horizon = y.shape[-1]
     d_model = weights.qkv_weight.shape[1] // 3
+    n_qkv = 3 * d_model
     rows = batch * n_channels
-    affine = weights.revin_weight is not None
+    affine = revin and weights.revin_weight is not None
 
     # ---- forward
     if revin:
@@ -123,33 +146,35 @@ def loss_and_gradient(
             standardized = centred.div_(std)
             statistics = (mean, std, standardized)
         mean, std, standardized = statistics
-        if affine:
-            gamma = weights.revin_weight[:, None, :, None]
-            beta = weights.revin_bias[:, None, :, None]
-            z = torch.addcmul(beta, standardized, gamma)
-        else:
-            z = standardized
     else:
-        z = x
-    tokens = z.reshape(k, rows, lookback)
-    qkv_t = weights.qkv_weight.transpose(1, 2)
-    if weights.qkv_bias is None:
-        qkv = torch.bmm(tokens, qkv_t)
+        standardized = x
+    windows = standardized.reshape(k, rows, lookback)  # S
+    stacked = weights.stacked_weight  # Ŵ = [W_Q; W_K; W_V; W]: (k, 3d_m+H, L)
+    if stacked is None:
+        stacked = torch.cat([weights.qkv_weight, weights.head_weight], dim=1)
+    products = torch.bmm(windows, stacked.transpose(1, 2))  # P = S Ŵᵀ: (k, rows, 3d_m+H)
+    if affine:
+        gamma = weights.revin_weight[:, None, :, None]
+        beta = weights.revin_bias[:, None, :, None]
+        row_sums = stacked.sum(dim=-1)  # Ŵ 1: (k, 3d_m+H)
+        pre = torch.addcmul(beta * row_sums[:, None, None, :],
+                            products.view(k, batch, n_channels, -1), gamma).view(k, rows, -1)  # Z Ŵᵀ
     else:
-        qkv = torch.baddbmm(weights.qkv_bias.unsqueeze(1), tokens, qkv_t)
-    qkv = qkv.view(k * batch, n_channels, 3 * d_model)
+        pre = products
+    qkv = pre[..., :n_qkv]
+    if weights.qkv_bias is not None:
+        qkv = qkv + weights.qkv_bias.unsqueeze(1)
+    qkv = qkv.reshape(k * batch, n_channels, n_qkv)
     queries, keys, values = qkv.split(d_model, dim=2)
     scale = 1.0 / math.sqrt(d_model)
     attention = torch.softmax(torch.bmm(queries, keys.transpose(1, 2)).mul_(scale), dim=-1)
-    mixed_values = torch.bmm(attention, values).view(k, rows, d_model)
-    mixed = torch.baddbmm(tokens, mixed_values, weights.output_weight.transpose(1, 2))
-    if weights.output_bias is not None:
-        mixed.add_(weights.output_bias.unsqueeze(1))
-    head_t = weights.head_weight.transpose(1, 2)
-    if weights.head_bias is None:
-        out = torch.bmm(mixed, head_t)
-    else:
-        out = torch.baddbmm(weights.head_bias.unsqueeze(1), mixed, head_t)
+    mixed_values = torch.bmm(attention, values).view(k, rows, d_model)  # A V
+    head_output = torch.bmm(weights.head_weight, weights.output_weight)  # W W_O: (k, H, d_m)
+    out = torch.baddbmm(pre[..., n_qkv:], mixed_values, head_output.transpose(1, 2))  # O = M Wᵀ + b
+    if weights.output_bias is not None:  # W b_O, as a product and a sum: a matrix-vector bmm is not k-invariant
+        out.add_((weights.head_weight * weights.output_bias.unsqueeze(1)).sum(dim=2).unsqueeze(1))
+    if weights.head_bias is not None:
+        out.add_(weights.head_bias.unsqueeze(1))
     out = out.view(k, batch, n_channels, horizon)
     if revin:
         if affine:
@@ -179,25 +204,35 @@ def loss_and_gradient(
     else:
         grad_out = grad_prediction
     grad_out = grad_out.view(k, rows, horizon)
-    grad_head_weight = torch.bmm(grad_out.transpose(1, 2), mixed)
-    grad_head_bias = None if weights.head_bias is None else _sum_rows(grad_out)
-    grad_mixed = torch.bmm(grad_out, weights.head_weight)  # (k, rows, L)
-    grad_output_weight = torch.bmm(grad_mixed.transpose(1, 2), mixed_values)
-    grad_output_bias = None if weights.output_bias is None else _sum_rows(grad_mixed)
-    grad_mixed_values = torch.bmm(grad_mixed, weights.output_weight).view(k * batch, n_channels, d_model)
+    grad_out_sum = _sum_rows(grad_out)  # ∂ℓ/∂b: (k, H)
+    grad_head_bias = None if weights.head_bias is None else grad_out_sum
+    head_mixed = torch.bmm(grad_out.transpose(1, 2), mixed_values)  # T = (∂ℓ/∂O)ᵀ A V: (k, H, d_m)
+    grad_output_weight = torch.bmm(weights.head_weight.transpose(1, 2), head_mixed)  # Wᵀ T
+    grad_output_bias = None if weights.output_bias is None else \
+        (grad_out_sum.unsqueeze(2) * weights.head_weight).sum(dim=1)  # (1ᵀ ∂ℓ/∂O) W
+    grad_mixed_values = torch.bmm(grad_out, head_output).view(k * batch, n_channels, d_model)  # ∂ℓ/∂O W W_O
     grad_attention = torch.bmm(grad_mixed_values, values.transpose(1, 2))
     grad_values = torch.bmm(attention.transpose(1, 2), grad_mixed_values)
     grad_scores = grad_attention.sub_((grad_attention * attention).sum(dim=-1, keepdim=True)).mul_(attention)
     grad_scores.mul_(scale)
     grad_queries = torch.bmm(grad_scores, keys)
     grad_keys = torch.bmm(grad_scores.transpose(1, 2), queries)
-    grad_qkv = torch.cat([grad_queries, grad_keys, grad_values], dim=2).view(k, rows, 3 * d_model)
-    grad_qkv_weight = torch.bmm(grad_qkv.transpose(1, 2), tokens)
-    grad_qkv_bias = None if weights.qkv_bias is None else _sum_rows(grad_qkv)
-    if revin and affine:
-        grad_tokens = torch.baddbmm(grad_mixed, grad_qkv, weights.qkv_weight).view(k, batch, n_channels, lookback)
-        grad_revin_weight += (grad_tokens * standardized).sum(dim=(1, 3))
-        grad_revin_bias += grad_tokens.sum(dim=(1, 3))
+    grad_pre = torch.cat([grad_queries.reshape(k, rows, d_model), grad_keys.reshape(k, rows, d_model),
+                          grad_values.reshape(k, rows, d_model), grad_out], dim=2)  # ∂ℓ/∂(Z Ŵᵀ)
+    grad_qkv_bias = None if weights.qkv_bias is None else _sum_rows(grad_pre[..., :n_qkv])
+    if affine:
+        grad_pre_4d = grad_pre.view(k, batch, n_channels, -1)
+        scaled = (grad_pre_4d * gamma).view(k, rows, -1)
+        grad_stacked = torch.bmm(scaled.transpose(1, 2), windows)  # (γ ∂ℓ/∂(ZŴᵀ))ᵀ S
+        grad_stacked.add_((grad_pre_4d * beta).sum(dim=(1, 2)).unsqueeze(2))  # + (β ∂ℓ/∂(ZŴᵀ))ᵀ 1 1ᵀ
+        grad_revin_weight += (grad_pre_4d * products.view(k, batch, n_channels, -1)).sum(dim=(1, 3))
+        grad_revin_bias += (grad_pre_4d * row_sums[:, None, None, :]).sum(dim=(1, 3))
+    else:
+        grad_stacked = torch.bmm(grad_pre.transpose(1, 2), windows)
+    grad_qkv_weight = grad_stacked[:, :n_qkv]
+    grad_head_weight = torch.baddbmm(grad_stacked[:, n_qkv:], head_mixed, weights.output_weight.transpose(1, 2))
+    if weights.output_bias is not None:  # + (1ᵀ ∂ℓ/∂O)ᵀ b_Oᵀ
+        grad_head_weight.add_(grad_out_sum.unsqueeze(2) * weights.output_bias.unsqueeze(1))
     gradient = ChannelWeights(grad_qkv_weight, grad_qkv_bias, grad_output_weight, grad_output_bias,
                               grad_head_weight, grad_head_bias, grad_revin_weight, grad_revin_bias)
     return losses, gradient, statistics if revin else None
