@@ -148,6 +148,35 @@ def test_failed_cell_is_recorded_the_grid_goes_on_and_retry_reruns_it(tmp_path, 
     assert s.failed == 1 and calls[-1] == "tsmixer" and len(calls) == 4
 
 
+def test_cells_of_older_code_are_found_labelled_and_only_reused_on_request(tmp_path, monkeypatch):
+    """A code change gives every cell a new key; the store still finds the older result of the same config,
+    hyperparameters and data, cell_status labels it, and run_cells reuses it only with accept_older_code."""
+    from flatcast.benchmark import executor
+    from flatcast.benchmark import store as store_module
+    from flatcast.benchmark.executor import cell_status
+
+    cells = expand("quick", "quick")
+    store = ResultStore(tmp_path)
+    real_fingerprint = store_module.code_fingerprint
+    monkeypatch.setattr(store_module, "code_fingerprint", lambda recipe: "0" * 64)  # "older code"
+    for c in cells:
+        store.put(c, cell_key(c), _fake_result(0.25))
+    monkeypatch.setattr(store_module, "code_fingerprint", real_fingerprint)
+    other = replace(cells[0], seeds=(7,))  # another config: never taken for an older version of cells[0]
+    assert store.older(other) is None and not store.has(cells[0])
+    older = store.older(cells[0])
+    assert older is not None and older["identity"]["code"] == "0" * 64
+    assert [r["state"] for r in cell_status(cells, store)] == ["older"] * len(cells)
+    calls = []
+    monkeypatch.setattr(executor, "run_cell", lambda config, *a, **k: calls.append(config["recipe"]) or
+                        _fake_result())
+    s = run_cells(cells, store, backend="inline", progress=False, accept_older_code=True)
+    assert (s.done_before, s.older_code, s.done_now, calls) == (len(cells), len(cells), 0, [])
+    s = run_cells(cells, store, backend="inline", progress=False)
+    assert (s.done_before, s.done_now) == (0, len(cells)) and len(calls) == len(cells)
+    assert [r["state"] for r in cell_status(cells, store)] == ["done"] * len(cells)
+
+
 # ------------------------------------------------------------------------------------------------ kill & resume
 def _runner(store: Path, log: Path, sleep: float, backend: str = "ray") -> subprocess.Popen:
     env = {**os.environ, "FLATCAST_BENCHMARK_CELL_FN":
@@ -213,6 +242,25 @@ def test_killed_runner_resumes_with_only_the_unfinished_cells(tmp_path, sig):
     assert not list((store / "cells").glob(".*.tmp"))
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_a_runner_promptly_while_long_cells_run(tmp_path, sig):
+    """The driver must not sit in a blocking wait until a long cell ends: SIGINT/SIGTERM stop it within seconds
+    (exit 130, the running cells abandoned, nothing written for them)."""
+    store, log = tmp_path / "store", tmp_path / "calls.log"
+    runner = _runner(store, log, sleep=300.0)
+    try:
+        _wait_for(lambda: len(_log_lines(log, "start")) >= 1, timeout=240)
+        sent = time.monotonic()
+        os.kill(runner.pid, sig)
+        runner.wait(timeout=30)
+        assert time.monotonic() - sent < 15
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 130 and "rerun the same command" in runner.stderr.read()
+    assert not _done_files(store)
+
+
 def test_status_and_report_read_the_store(tmp_path):
     from flatcast.benchmark.testing import sleepy_cell
 
@@ -222,7 +270,7 @@ def test_status_and_report_read_the_store(tmp_path):
     args = ["--grid", "oce-table2", "--datasets", "national_illness", "--horizons", "24", "--store", str(tmp_path)]
     out = subprocess.run([sys.executable, "-m", "flatcast.benchmark", "status", *args], capture_output=True,
                          text=True, timeout=120)
-    assert out.returncode == 0 and "2 cells: 1 done, 0 failed, 1 pending" in out.stdout
+    assert out.returncode == 0 and "2 cells: 1 done, 0 done by older code, 0 failed, 1 pending" in out.stdout
     out = subprocess.run([sys.executable, "-m", "flatcast.benchmark", "report", *args], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and "OCE-TS" in out.stdout and "ILI" in out.stdout

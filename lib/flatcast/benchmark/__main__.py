@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--gpu-fraction", type=float, default=0.0, help="GPU share per cell (e.g. 0.25)")
             s.add_argument("--address", default=None, help="Ray cluster address (default: embedded local Ray)")
             s.add_argument("--retry-failed", action="store_true")
+            s.add_argument("--accept-older-code", action="store_true",
+                           help="count a cell computed by older code (same config, hyperparameters, data) as done")
             s.add_argument("--max-cells", type=int, default=None)
             s.add_argument("--no-progress", action="store_true")
     return p
@@ -56,14 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             s = run_cells(cells, store, backend=args.backend, workers=args.workers, threads=args.threads,
                           device=args.device, gpu_fraction=args.gpu_fraction, retry_failed=args.retry_failed,
-                          address=args.address, progress=not args.no_progress, max_cells=args.max_cells)
+                          address=args.address, progress=not args.no_progress, max_cells=args.max_cells,
+                          accept_older_code=args.accept_older_code)
         except StoreLocked as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 3
         except KeyboardInterrupt:
             print("interrupted: finished cells are stored; rerun the same command to resume", file=sys.stderr)
             return 130
-        print(f"{args.grid}: {s.total} cells, {s.done_before} already done, {s.done_now} computed now, "
+        older = f" ({s.older_code} by older code)" if s.older_code else ""
+        print(f"{args.grid}: {s.total} cells, {s.done_before} already done{older}, {s.done_now} computed now, "
               f"{s.failed} failed, {s.skipped_failed} skipped (failed before; --retry-failed), "
               f"{s.remaining} remaining; {s.wall_time_s:.1f} s")
         for label, err in s.errors.items():
@@ -74,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         counts = Counter(r["state"] for r in rows)
         wall = sum(r["result"]["wall_time_s"] for r in rows if r["result"])
         print(f"{args.grid} ({args.profile}): {len(rows)} cells: {counts.get('done', 0)} done, "
+              f"{counts.get('older', 0)} done by older code, "
               f"{counts.get('failed', 0)} failed, {counts.get('pending', 0)} pending; "
               f"{wall / 3600:.2f} h of compute in the finished cells")
         for r in rows:

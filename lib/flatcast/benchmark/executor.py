@@ -95,6 +95,7 @@ class RunSummary:
     done_now: int = 0
     failed: int = 0
     skipped_failed: int = 0
+    older_code: int = 0  # of done_before: cells accepted from older code (accept_older_code=True)
     interrupted: bool = False
     wall_time_s: float = 0.0
     errors: dict = field(default_factory=dict)
@@ -105,12 +106,17 @@ class RunSummary:
 
 
 def cell_status(cells: Sequence[Cell], store: ResultStore) -> list[dict]:
-    """One row per cell: ``label``, ``key``, ``state`` (done / failed / pending) and the stored result."""
+    """One row per cell: ``label``, ``key``, ``state`` (done / older / failed / pending) and the stored result
+    (``older``: only a result computed by other code exists, :meth:`ResultStore.older`)."""
     rows = []
     for c in cells:
         k = cell_key(c)
         res = store.get(c, k)
         state = "done" if res is not None else ("failed" if store.failure(c, k) else "pending")
+        if res is None:
+            older = store.older(c)
+            if older is not None:
+                res, state = older, "older"
         rows.append({"cell": c, "label": c.label, "key": k, "state": state, "result": res})
     return rows
 
@@ -142,8 +148,13 @@ def run_cells(cells: Sequence[Cell], store: ResultStore | None = None, *, backen
               workers: int = 1, threads: int = 1, device: str = "cpu", gpu_fraction: float = 0.0,
               retry_failed: bool = False, address: str | None = None, progress: bool = True,
               max_cells: int | None = None, on_result: Callable[[Cell, dict], None] | None = None,
-              cell_fn: str | None = None) -> RunSummary:
+              cell_fn: str | None = None, accept_older_code: bool = False) -> RunSummary:
     """Compute the cells of ``cells`` that the store does not hold yet (see the module docstring).
+
+    ``accept_older_code=True`` counts a cell as done when the store holds it computed by other code (the same
+    config, hyperparameters and data; :meth:`ResultStore.older`): for code changes that cannot move a result
+    beyond float rounding, where recomputing a CPU grid would cost hours. Such cells stay labelled as computed
+    by older code wherever they are shown (:func:`flatcast.experiments.benchmark.paper_results`).
 
     ``max_cells`` stops after that many new cells (for sessions with a time budget). Returns a
     :class:`RunSummary`. A ``KeyboardInterrupt`` (SIGINT) stops the run cleanly: finished cells are kept,
@@ -170,6 +181,9 @@ def run_cells(cells: Sequence[Cell], store: ResultStore | None = None, *, backen
             k = cell_key(c)
             if store.has(c, k):
                 summary.done_before += 1
+            elif accept_older_code and store.older(c) is not None:
+                summary.done_before += 1
+                summary.older_code += 1
             elif store.failure(c, k) is not None and not retry_failed:
                 summary.skipped_failed += 1
             else:
@@ -214,6 +228,27 @@ def run_cells(cells: Sequence[Cell], store: ResultStore | None = None, *, backen
     return summary
 
 
+#: seconds the Ray driver blocks at most before it looks at signals again
+_WAIT_S = 0.5
+
+
+def _signal_handlers() -> dict:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict) -> None:
+    import signal
+
+    for sig, handler in handlers.items():
+        if handler is not None and signal.getsignal(sig) is not handler:
+            signal.signal(sig, handler)
+
+
 def _run_ray(todo, record, *, workers, threads, device, gpu_fraction, address, data_dir, cell_fn) -> None:
     import ray
 
@@ -221,10 +256,12 @@ def _run_ray(todo, record, *, workers, threads, device, gpu_fraction, address, d
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        handlers = _signal_handlers()
         if address:
             ray.init(address=address, **kwargs)
         else:  # embedded local instance: as many CPU slots as workers, a small object store
             ray.init(num_cpus=workers, object_store_memory=80 * 1024**2, **kwargs)
+        _restore_signal_handlers(handlers)  # ray.init installs its own SIGTERM handler: the driver's comes back
         started_here = True
     try:
         task = ray.remote(num_cpus=1, num_gpus=gpu_fraction, max_retries=0)(run_cell)
@@ -234,7 +271,10 @@ def _run_ray(todo, record, *, workers, threads, device, gpu_fraction, address, d
             while pending and len(in_flight) < workers:
                 c, k = pending.pop(0)
                 in_flight[task.remote(c.config(), device, threads, data_dir, cell_fn, _driver_command())] = (c, k)
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            # short waits: a blocking ray.wait would hold SIGINT/SIGTERM back until a cell finishes
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=_WAIT_S)
+            if not ready:
+                continue
             ref = ready[0]
             c, k = in_flight.pop(ref)
             try:

@@ -165,6 +165,24 @@ class ResultStore:
     def has(self, cell: Cell, key: str | None = None) -> bool:
         return self.get(cell, key) is not None
 
+    def older(self, cell: Cell) -> dict | None:
+        """A finished result of ``cell`` computed by *other code* — the same config, hyperparameters and data
+        checksum, another :func:`code_fingerprint` — or ``None`` (the most recent such file when several)."""
+        wanted = cell_identity(cell)
+        same = {name: wanted[name] for name in ("config", "hyper", "data_sha256")}
+        found = []
+        for path in self.cells_dir.glob(f"{cell.dataset}_H{cell.horizon}_{cell.recipe}_*.json"):
+            try:
+                payload = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            identity = payload.get("identity", {}) if isinstance(payload, dict) else {}
+            if (payload.get("status") == "done" and identity.get("code") != wanted["code"]
+                    and all(identity.get(name) == value for name, value in same.items())):
+                found.append(payload)
+        found.sort(key=lambda r: str(r.get("provenance", {}).get("date", "")))
+        return found[-1] if found else None
+
     def put(self, cell: Cell, key: str, result: dict) -> Path:
         """Write a finished cell atomically (and drop its failure record, if any)."""
         self.cells_dir.mkdir(parents=True, exist_ok=True)

@@ -130,13 +130,15 @@ def parameter_counts(lookback: int = 512) -> pd.DataFrame:
 
 
 def grid_progress(store: ResultStore | None = None) -> pd.DataFrame:
-    """Finished / pending cells per paper grid (paper profile) in ``store``."""
+    """Finished / pending cells per paper grid (paper profile) in ``store``; ``done`` counts every finished cell,
+    ``by_older_code`` those of them computed by older code than the checkout's (:meth:`ResultStore.older`)."""
     store = store or ResultStore()
     rows = []
     for g in PAPER_GRIDS:
         st = cell_status(expand(g, "paper"), store)
-        done = [r for r in st if r["state"] == "done"]
+        done = [r for r in st if r["state"] in ("done", "older")]
         rows.append({"grid": g, "cells": len(st), "done": len(done),
+                     "by_older_code": sum(r["state"] == "older" for r in st),
                      "failed": sum(r["state"] == "failed" for r in st),
                      "pending": sum(r["state"] == "pending" for r in st),
                      "compute_h": sum(r["result"]["wall_time_s"] for r in done) / 3600})
