@@ -242,3 +242,25 @@ def test_tables_9_10_records_from_the_benchmark_grid():
     own = [{**records[0], "source": "own", "test_mse": 9.9}]  # the chapter's own run of the same seed wins
     merged = at.with_benchmark_tables(own, results)
     assert len(merged) == 4 and sum(r["test_mse"] == 9.9 for r in merged) == 1
+
+
+def test_seed_significance_counts_only_differences_beyond_the_seed_spread():
+    """Welch's t-test per cell, against scipy on the same numbers: a clear gap counts, an overlap does not."""
+    from scipy import stats
+
+    def runs(recipe, dataset, values):
+        return [{"study": "table", "recipe": recipe, "dataset": dataset, "horizon": 96, "seed": i, "test_mse": v,
+                 "test_mae": v} for i, v in enumerate(values)]
+
+    clear_a, clear_b = [0.40, 0.41, 0.39, 0.40, 0.42], [0.50, 0.52, 0.49, 0.51, 0.50]
+    overlap_a, overlap_b = [0.40, 0.45, 0.38, 0.47, 0.41], [0.42, 0.39, 0.46, 0.44, 0.40]
+    worse_a, worse_b = [0.60, 0.61, 0.62, 0.60, 0.61], [0.50, 0.51, 0.52, 0.50, 0.49]
+    records = (runs("samformer", "ETTh1", clear_a) + runs("identity_sam", "ETTh1", clear_b)
+               + runs("samformer", "ETTh2", overlap_a) + runs("identity_sam", "ETTh2", overlap_b)
+               + runs("samformer", "exchange_rate", worse_a) + runs("identity_sam", "exchange_rate", worse_b)
+               + runs("samformer", "weather", [0.3]) + runs("identity_sam", "weather", [0.4, 0.5]))
+    assert stats.ttest_ind(clear_a, clear_b, equal_var=False).pvalue < 0.05
+    assert stats.ttest_ind(overlap_a, overlap_b, equal_var=False).pvalue > 0.05
+    counts = at.seed_significance(records, "samformer", "identity_sam")
+    assert counts == {"cells": 3, "better": 1, "worse": 1}  # weather has one seed of samformer: not compared
+    assert at.seed_significance(records, "identity_sam", "samformer") == {"cells": 3, "better": 1, "worse": 1}
