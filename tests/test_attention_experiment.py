@@ -213,7 +213,10 @@ def test_load_study_and_verdicts_only_cli(tiny_study, tmp_path):
     payload = _json.loads((tmp_path / "attention_claims.json").read_text())
     assert payload["chapter"] == "attention"
     assert set(payload["verdicts"]) == {"S12", "S23", "S24", "S26", "S32", "E8", "E10", "E12", "E13"}
-    assert {v["verdict"] for v in payload["verdicts"].values()} <= {"inconclusive", "not yet tested"}
+    grid = set(at.grid_table_verdicts()["id"])  # Tables 9–10 claims the committed grid judges at the paper's size
+    assert {v["verdict"] for k, v in payload["verdicts"].items() if k not in grid} <= {"inconclusive",
+                                                                                         "not yet tested"}
+    assert all("benchmark grid" in payload["verdicts"][k]["evidence"] for k in grid)
     with pytest.raises(SystemExit, match="no results"):
         at.main(["--profile", "quick", "--out", str(tmp_path / "none.jsonl"), "--verdicts-only"])
 
@@ -264,3 +267,18 @@ def test_seed_significance_counts_only_differences_beyond_the_seed_spread():
     counts = at.seed_significance(records, "samformer", "identity_sam")
     assert counts == {"cells": 3, "better": 1, "worse": 1}  # weather has one seed of samformer: not compared
     assert at.seed_significance(records, "identity_sam", "samformer") == {"cells": 3, "better": 1, "worse": 1}
+
+
+def test_grid_table_verdicts_judge_tables_9_10_claims_at_the_paper_size():
+    def cell(recipe, dataset, horizon, values):
+        return {"identity": {"config": {"recipe": recipe, "dataset": dataset, "horizon": horizon, "profile": "paper"}},
+                "key": f"{recipe}-{dataset}-{horizon}", "current": True,
+                "per_seed": [{"seed": i, "test_mse": v, "test_mae": v, "n_steps": 10, "wall_time_s": 1.0}
+                             for i, v in enumerate(values)]}
+
+    same = [0.40, 0.41, 0.39, 0.40, 0.42]
+    results = [cell("samformer", "ETTh1", 96, same), cell("identity_sam", "ETTh1", 96, [v + 0.001 for v in same])]
+    verdicts = at.grid_table_verdicts(results)
+    assert list(verdicts["id"]) == ["S24"]  # no temporal cells: S26 and S32 are left out, not "not supported"
+    assert verdicts.loc[0, "verdict"] == "not supported"  # a 0.25 % gain inside the seed spread
+    assert "in 0 of 1 cells" in verdicts.loc[0, "measured"]
