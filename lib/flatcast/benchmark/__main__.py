@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             if r["result"]:
                 res = r["result"]
                 extra = f"  {res['wall_time_s']:.0f} s on {res['device']}"
-            print(f"  {r['state']:8s} {r['label']:36s} {r['key'][:16]}{extra}")
+            key = r["result"]["key"] if r["result"] else r["key"]  # an older cell: the key it was stored under
+            print(f"  {r['state']:8s} {r['label']:36s} {key[:16]}{extra}")
         return 0
     from flatcast.experiments.benchmark import comparison_table
 
