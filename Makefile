@@ -27,7 +27,7 @@ endif
 BOOK_ARGS := --profile $(PROFILE) $(if $(strip $(CHAPTERS)),--chapters "$(CHAPTERS)") $(if $(FORCE),--force) \
              $(if $(DEVICE),--device $(DEVICE)) $(if $(SEED),--seed $(SEED)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
-.PHONY: book test browser venv widgets strip check-stripped benchmark benchmark-grid clean distclean
+.PHONY: book test browser venv widgets strip check-stripped benchmark benchmark-grid gpu-prepare clean distclean
 
 venv: $(STAMP)
 
@@ -81,6 +81,11 @@ benchmark-grid: $(STAMP)
 	$(VPY) -m flatcast.benchmark run --grid $(GRID) $(if $(DEVICE),--device $(DEVICE)) $(GRID_ARGS)
 	$(VPY) -m flatcast.benchmark status --grid $(GRID)
 	$(VPY) -m flatcast.experiments.benchmark --profile paper
+
+# Copy the dataset CSVs (sha256-checked) into .gpu/data, which the device tool carries (scripts/gpu_session.sh)
+gpu-prepare: $(STAMP)
+	FLATCAST_DATA="$${FLATCAST_DATA:-../shared/data}" $(VPY) -c "from flatcast.data.registry import stage_datasets; \
+	[print(f'{k}: {v}') for k, v in stage_datasets('.gpu/data').items()]"
 
 clean:
 	rm -rf _build

@@ -240,3 +240,21 @@ def test_relative_environment_path_is_taken_from_cwd_then_from_the_repository_ro
         dataset_path("tiny", download=False)
     (tmp_path / "cwd" / "rel").rmdir()
     assert dataset_path("tiny", download=False) == tmp_path / "repo" / "rel" / "tiny.csv"
+
+
+def test_stage_datasets_copies_checked_files_and_refuses_corrupt_ones(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLATCAST_DATA", str(tiny.parent))
+    staged = tmp_path / "staged"
+    assert registry.stage_datasets(staged, ["tiny"]) == {"tiny": "copied"}
+    assert (staged / "tiny.csv").read_bytes() == tiny.read_bytes()
+    assert registry.stage_datasets(staged, ["tiny"]) == {"tiny": "kept"}
+    (staged / "tiny.csv").write_text("damaged")  # a damaged staged copy is replaced from the source
+    assert registry.stage_datasets(staged, ["tiny"]) == {"tiny": "copied"}
+    tiny.write_text(tiny.read_text().replace("0.25", "9.25", 1))  # a corrupt source is never copied
+    (staged / "tiny.csv").unlink()
+    with pytest.raises(DataError):
+        registry.stage_datasets(staged, ["tiny"])
+    assert not (staged / "tiny.csv").exists()
+    monkeypatch.setenv("FLATCAST_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(registry, "RAW_DATA_DIR", tmp_path / "nowhere")
+    assert registry.stage_datasets(staged, ["tiny"])["tiny"].startswith("missing: ")

@@ -25,6 +25,7 @@ import hashlib
 import os
 import urllib.request
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "stage_datasets",
     "DataError",
     "DataFileMissingError",
     "DatasetInfo",
@@ -300,3 +302,39 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
             _FRAME_CACHE.popitem(last=False)
     _FRAME_CACHE.move_to_end(key)
     return _FRAME_CACHE[key].copy()
+
+
+def stage_datasets(destination: str | os.PathLike, names: Sequence[str] | None = None) -> dict[str, str]:
+    """Copy the CSV of each dataset in ``names`` (default: every registered one with a known checksum) into
+    ``destination``, checked against its sha256 before and after the copy; a file already there and intact is kept.
+
+    For machines that cannot reach the data (the lent GPU machine: ``make gpu-prepare`` stages into ``.gpu/data``,
+    which the device tool carries). Returns ``{name: "copied" | "kept" | "missing: <why>"}``; a corrupt source
+    raises :class:`DataError` (it is never copied).
+    """
+    import shutil
+
+    target = Path(destination)
+    target.mkdir(parents=True, exist_ok=True)
+    chosen = [n for n, info in DATASETS.items() if info.sha256] if names is None else list(names)
+    report: dict[str, str] = {}
+    for name in chosen:
+        info = dataset_info(name)
+        staged = target / info.file
+        if staged.is_file():
+            try:
+                verify_file(staged, info)
+                report[name] = "kept"
+                continue
+            except DataError:
+                staged.unlink()
+        try:
+            source = dataset_path(name, download=False)
+        except DataFileMissingError as exc:
+            report[name] = f"missing: {exc}"
+            continue
+        verify_file(source, info)
+        shutil.copyfile(source, staged)
+        verify_file(staged, info)
+        report[name] = "copied"
+    return report
