@@ -200,9 +200,12 @@ def plot_sigma_reparam(study: SharpnessStudy) -> plt.Figure:
             ax.bar(i, values.mean(), color=RECIPE_COLORS[name], alpha=0.35)
             ax.scatter(np.full(values.size, i), values, color=RECIPE_COLORS[name], s=16, zorder=3)
         ax.set_xticks(range(len(names)), [_label(n).replace(" + ", "\n+ ") for n in names], fontsize=7)
-        low = min(study.runs_of(n, dataset)["test_mse"].min() for n in names)
-        high = max(study.runs_of(n, dataset)["test_mse"].max() for n in names)
-        ax.set_ylim(low - 0.15 * (high - low + 1e-9), high + 0.15 * (high - low + 1e-9))
+        measured = np.concatenate([study.runs_of(n, dataset)["test_mse"].to_numpy(dtype=float) for n in names])
+        if measured.size:
+            low, high = measured.min(), measured.max()
+            ax.set_ylim(low - 0.15 * (high - low + 1e-9), high + 0.15 * (high - low + 1e-9))
+        else:  # an incomplete (resumable) study: this dataset has no run yet
+            ax.text(0.5, 0.5, "no runs yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
         ax.set_ylabel("test MSE (standardised scale)")
         ax.set_title(f"{_dataset(dataset)}: σReparam vs SAM", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
@@ -246,13 +249,17 @@ def plot_flatness_vs_mse(study: SharpnessStudy, measures: Sequence[str] = ("lamb
                 if len(grid):
                     ax.scatter(grid[measure], grid["test_mse"], color=RECIPE_COLORS.get(name), s=22,
                                marker="x", label=f"{_label(name)}, ρ grid")
+            ax.set_xlabel(f"{FLATNESS_MEASURES[measure]} of the training loss (log scale)")
+            ax.set_ylabel("test MSE (standardised scale)")
+            if not (runs[measure].to_numpy(dtype=float) > 0).any():  # an incomplete study: no run here yet
+                ax.text(0.5, 0.5, "no runs yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
+                ax.set_title(_dataset(dataset), fontsize=9)
+                continue
             ax.set_xscale("log")
             # labels at 1, 2, 3, 5 × 10^k in plain numbers (the default minor labels overlap)
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
             ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
             ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_xlabel(f"{FLATNESS_MEASURES[measure]} of the training loss (log scale)")
-            ax.set_ylabel("test MSE (standardised scale)")
             c = correlations[(correlations["dataset"] == dataset) &
                              (correlations["measure"] == FLATNESS_MEASURES[measure])]
             stats = (f"Spearman {c['spearman'].iloc[0]:+.2f}, Kendall {c['kendall_tau_b'].iloc[0]:+.2f}, "
