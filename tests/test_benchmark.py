@@ -175,6 +175,8 @@ def test_cells_of_older_code_are_found_labelled_and_only_reused_on_request(tmp_p
     s = run_cells(cells, store, backend="inline", progress=False)
     assert (s.done_before, s.done_now) == (0, len(cells)) and len(calls) == len(cells)
     assert [r["state"] for r in cell_status(cells, store)] == ["done"] * len(cells)
+    start = store.get(cells[0])["provenance"]["runner_start"]  # the commit the runner (and its keys) started from
+    assert set(start) == {"commit", "dirty", "date"} and start["date"]
 
 
 # ------------------------------------------------------------------------------------------------ kill & resume

@@ -174,6 +174,11 @@ def run_cells(cells: Sequence[Cell], store: ResultStore | None = None, *, backen
     summary = RunSummary(total=len(cells))
     data_dir = os.environ.get("FLATCAST_DATA")
     cell_fn = cell_fn or os.environ.get("FLATCAST_BENCHMARK_CELL_FN") or None
+    # the code a runner computes with is the code of its start (the cell keys, i.e. the code fingerprints, are
+    # taken now): each result records that commit too, beside the one its worker saw when it finished
+    from flatcast.provenance import provenance
+
+    at_start = {k: v for k, v in provenance("cpu").items() if k in ("commit", "dirty", "date")}
     with runner_lock(store.root):
         store.clean_temporaries()
         todo: list[tuple[Cell, str]] = []
@@ -196,6 +201,7 @@ def run_cells(cells: Sequence[Cell], store: ResultStore | None = None, *, backen
                                                         min(1, len(todo))))
         def record(cell: Cell, key: str, result: dict | None, error: str | None, running: int = 0) -> None:
             if error is None:
+                result = {**result, "provenance": {**result.get("provenance", {}), "runner_start": at_start}}
                 store.put(cell, key, result)
                 summary.done_now += 1
                 if on_result is not None:
