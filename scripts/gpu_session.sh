@@ -40,7 +40,7 @@ step() {  # step <seconds at most> <command...>: run while at least 60 s of the 
       --accept-older-code --no-progress
   step 300 "$PY" -m flatcast.experiments.attention --profile paper --device "$DEVICE" --threads 0 --no-verdicts
   step 300 "$PY" -m flatcast.experiments.eeo --profile paper --device "$DEVICE"
-  # not here: the OCE runner has no device option yet (its paper profile is the other GPU-sized job)
+  step 300 "$PY" -m flatcast.experiments.oce --profile paper --device "$DEVICE"
 } 2>&1 | tee "$OUT/log.txt"
 tar czf "$OUT/results.tgz" data/results
 echo "results: $OUT/results.tgz ($(du -h "$OUT/results.tgz" | cut -f1)), log: $OUT/log.txt"

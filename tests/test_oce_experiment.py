@@ -90,3 +90,17 @@ def test_verdicts_from_exact_checks_only():
     assert v["O12"]["verdict"] == "inconclusive" and v["O7"]["verdict"] == "not yet tested"
     owned = {"O1", "O2", "O3", "O4", "O6", "O7", "O8", "O9", "O10", "O11", "O12", "O14"}
     assert set(v) == owned
+
+
+def test_cli_refuses_an_unavailable_device_before_any_cell(monkeypatch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is available here")
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a cell ran although the device does not exist")
+
+    monkeypatch.setattr(oce, "run_cells", boom)
+    with pytest.raises((RuntimeError, ValueError), match="(?i)cuda"):
+        oce.main(["--profile", "quick", "--device", "cuda", "--max-cells", "1"])

@@ -54,7 +54,7 @@ from flatcast.provenance import REPO_ROOT, provenance
 from flatcast.reference import load_reference
 from flatcast.targets import DISTRIBUTIONS, Bins, target_to_probs
 from flatcast.trainer import evaluate, fit
-from flatcast.utils import seed_everything, torch_threads
+from flatcast.utils import resolve_device, seed_everything, torch_threads
 
 __all__ = [
     "MODEL_KINDS", "OCEConfig", "oce_config", "Cell", "build_model", "train_cell", "run_cells", "plan",
@@ -303,17 +303,22 @@ def forecast_snapshot(model: torch.nn.Module, kind: str, ws: WindowSet, windows:
 # -------------------------------------------------------------------------------------------------- training
 
 
-def train_cell(cell: Cell, config: OCEConfig, data_dir=None, with_model: bool = False) -> dict[str, Any]:
-    """Train one cell and return its record (test MSE/MAE on the standardised scale, epochs, timing, extras)."""
+def train_cell(cell: Cell, config: OCEConfig, data_dir=None, with_model: bool = False,
+               device: str = "cpu") -> dict[str, Any]:
+    """Train one cell and return its record (test MSE/MAE on the standardised scale, epochs, timing, extras).
+
+    ``device``: where :func:`flatcast.trainer.fit` trains (e.g. ``"cuda"``); the model comes back to the CPU for
+    the record's extras (calibration, snapshots), which read the CPU windows."""
     splits = cell_splits(cell, config, data_dir)
     torch.manual_seed(cell.seed)
     seed_everything(cell.seed)
     model = build_model(cell, splits.n_channels, config)
     start = time.perf_counter()
     result = fit(model, splits, optimizer=lambda p: torch.optim.Adam(p, lr=config.lr), epochs=config.epochs,
-                 batch_size=config.batch_size, patience=config.patience, cosine=True, seed=cell.seed, device="cpu",
+                 batch_size=config.batch_size, patience=config.patience, cosine=True, seed=cell.seed, device=device,
                  max_train_batches=config.max_train_batches)
     wall = time.perf_counter() - start
+    model.to("cpu")
     history = result.history
     record: dict[str, Any] = {
         "cell": asdict(cell), "key": cell.key, "test_mse": float(result.test_mse),
@@ -446,19 +451,19 @@ def _write_results(path: Path, data: dict[str, Any]) -> None:
 
 
 def run_cells(cells: Iterable[Cell], config: OCEConfig, path: Path | None = None, progress: bool = False,
-              data_dir=None, command: list[str] | None = None) -> dict[str, dict[str, Any]]:
+              data_dir=None, command: list[str] | None = None, device: str = "cpu") -> dict[str, dict[str, Any]]:
     """Train every cell not yet in ``path`` (if given) and return ``{key: record}``; with ``path`` each finished
     cell is written at once (resumable)."""
     data = load_results(path) if path is not None else None
     data = data or {"profile": config.profile, "config": asdict(config), "cells": {}, "provenance": []}
     records = data["cells"]
     if path is not None:
-        data["provenance"].append(provenance("cpu", command))
+        data["provenance"].append(provenance(resolve_device(device), command))
     with torch_threads(config.threads):
         for cell in cells:
             if cell.key in records:
                 continue
-            record = train_cell(cell, config, data_dir)
+            record = train_cell(cell, config, data_dir, device=device)
             record["run"] = len(data["provenance"]) - 1 if path is not None else None
             records[cell.key] = record
             if progress:
@@ -959,6 +964,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--datasets", default="", help="comma-separated datasets to run (default: all)")
     parser.add_argument("--runtime-steps", type=int, default=10, help="timed iterations per model in the runtime benchmark")
     parser.add_argument("--part", default="", help="suffix of the results file, so that two runners can work at once")
+    parser.add_argument("--device", default="cpu", help="where the cells train (cpu, cuda, auto)")
     args = parser.parse_args(argv)
     import sys
     command = [Path(sys.executable).name, "-m", "flatcast.experiments.oce", *(argv if argv is not None else sys.argv[1:])]
@@ -976,7 +982,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             cells = [c for c in cells if c.dataset in wanted]
         if args.max_cells is not None:
             cells = cells[: args.max_cells]
-        run_cells(cells, config, path=path, progress=True, data_dir=args.data_dir, command=command)
+        resolve_device(args.device)  # an unavailable device fails here, before any cell
+        run_cells(cells, config, path=path, progress=True, data_dir=args.data_dir, command=command,
+                  device=args.device)
     frame = paper_frame(args.profile)
     runtime = runtime_benchmark(steps=args.runtime_steps)
     verdicts = oce_verdicts(exact_checks(), frame, runtime=runtime)
