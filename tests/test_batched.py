@@ -356,3 +356,22 @@ def _member_model(net, index):
     model = models([0])[0]
     net.write_member(index, model)
     return model
+
+
+def test_single_run_step_is_the_step_fit_takes():
+    """single_run_step (what make benchmark times) is a one-member batched step where fit batches the model, and
+    fit's own TrainingStep elsewhere; one step of it moves the weights as fit's first step does."""
+    from flatcast.trainer import TrainingStep, single_run_step
+
+    factory = lambda p: SAM(p, rho=0.3, lr=1e-2)  # noqa: E731
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(8, CHANNELS, LOOKBACK, generator=generator)
+    y = torch.randn(8, CHANNELS, HORIZON, generator=generator)
+    step, opt = single_run_step(models([0])[0], factory)
+    assert not isinstance(step, TrainingStep) and opt.members == 1
+    loss = step(x, y)
+    reference_model = models([0])[0]
+    reference = TrainingStep(reference_model, factory(reference_model.parameters()))
+    assert loss.shape == () and torch.allclose(loss, reference(x, y), rtol=1e-6)
+    eeo_step, _ = single_run_step(models([0])[0], lambda p: EEO(p, rho=0.1, lr=1e-2, escape=False, seed=0))
+    assert isinstance(eeo_step, TrainingStep)
