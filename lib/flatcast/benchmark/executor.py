@@ -234,10 +234,6 @@ def run_cells(cells: Sequence[Cell], store: ResultStore | None = None, *, backen
     return summary
 
 
-#: seconds the Ray driver blocks at most before it looks at signals again
-_WAIT_S = 0.5
-
-
 def _signal_handlers() -> dict:
     import signal
     import threading
@@ -277,10 +273,7 @@ def _run_ray(todo, record, *, workers, threads, device, gpu_fraction, address, d
             while pending and len(in_flight) < workers:
                 c, k = pending.pop(0)
                 in_flight[task.remote(c.config(), device, threads, data_dir, cell_fn, _driver_command())] = (c, k)
-            # short waits: a blocking ray.wait would hold SIGINT/SIGTERM back until a cell finishes
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=_WAIT_S)
-            if not ready:
-                continue
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
             ref = ready[0]
             c, k = in_flight.pop(ref)
             try:

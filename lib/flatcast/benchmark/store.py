@@ -176,7 +176,9 @@ class ResultStore:
                 payload = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
-            identity = payload.get("identity", {}) if isinstance(payload, dict) else {}
+            if not isinstance(payload, dict):
+                continue
+            identity = payload.get("identity", {})
             if (payload.get("status") == "done" and identity.get("code") != wanted["code"]
                     and all(identity.get(name) == value for name, value in same.items())):
                 found.append(payload)
