@@ -80,6 +80,20 @@ def test_runner_resumes_from_its_results_file_without_retraining(tmp_path, count
     assert loaded is not None and loaded.config == config and len(loaded.runs) == 5
 
 
+def test_a_stopped_study_has_the_main_recipes_of_every_dataset_before_any_rho_grid(tmp_path, counted, data_env):
+    """Order of work: the main comparison on every dataset first, then the ρ grids, landscapes last."""
+    config = tiny(datasets=("ETTh1", "exchange_rate"), seeds=(0,))
+    study = sh.run_study(config, tmp_path / "order.jsonl", max_runs=2)
+    assert not study.complete
+    assert sorted(zip(study.runs["dataset"], study.runs["recipe"])) == [("ETTh1", "samformer"),
+                                                                       ("ETTh1", "transformer")]
+    counted.clear()
+    study = sh.run_study(config, tmp_path / "order.jsonl", max_runs=2)
+    assert {(d, r, m) for d, r, m in zip(study.runs["dataset"], study.runs["recipe"], study.runs["main"])
+            if d == "exchange_rate"} == {("exchange_rate", "samformer", True), ("exchange_rate", "transformer", True)}
+    assert study.landscapes == {}  # no landscape before every dataset's main runs and ρ grids
+
+
 def test_landscape_record_is_consistent(tmp_path, data_env):
     config = tiny(seeds=(0,), recipes=("transformer", "samformer"), rho_grid=())
     study = sh.run_study(config, tmp_path / "r.jsonl")
@@ -157,7 +171,8 @@ def _fake_study(profile, lam_t, lam_s, mse):
                              "dataset": dataset, "seed": seed, "rho": rho, "main": False,
                              "test_mse": 0.5 if rho == 0 else 0.4, "lambda_max": 1.0, "trace": 1.0,
                              "authors_sharpness": 1.0, "wall_time_s": 1.0})
-    costs = pd.DataFrame([{"recipe": r, "dataset": d, "seconds_per_step": 2.0 if "sigma" in r else 1.0,
+    costs = pd.DataFrame([{"key": sh._cost_key(r, d), "recipe": r, "dataset": d,
+                           "seconds_per_step": 2.0 if "sigma" in r else 1.0,
                            "peak_memory_mib": 2.0 if "sigma" in r else 1.0}
                           for d in config.datasets for r in sh.COST_RECIPES])
     return sh.SharpnessStudy(config=config, runs=pd.DataFrame(rows), landscapes={}, costs=costs)
@@ -183,6 +198,31 @@ def test_verdict_rules():
     assert quick.set_index("id").loc["S19", "measured"].endswith(quick.set_index("id").loc["S19", "measured"]
                                                                   .split("; ")[-1])
     assert "quick profile only" in quick.set_index("id").loc["S19", "measured"]
+
+
+def test_a_partial_paper_study_settles_the_claims_whose_runs_are_complete():
+    """Per-claim completeness: with every main run stored and the ρ grid and costs on ETTh1 only, S19 and S29 get
+    their verdicts while S28 and S30 stay capped, saying how much of what they need is stored."""
+    mse = {"transformer": 0.45, "samformer": 0.40, "sigma_reparam": 0.50, "samformer_sigma_reparam": 0.41,
+           "transformer_eeo": 0.42}
+    full = _fake_study("paper", 20.0, 1.0, mse)
+    keep = full.runs["main"] | (full.runs["dataset"] == "ETTh1")
+    main = full.runs[keep].reset_index(drop=True)
+    etth1_costs = full.costs[full.costs["dataset"] == "ETTh1"].reset_index(drop=True)
+    partial = sh.SharpnessStudy(config=full.config, runs=main, landscapes={}, costs=etth1_costs)
+    verdicts = sh.sharpness_verdicts(partial).set_index("id")
+    assert verdicts.loc["S19", "verdict"] == "supported" and verdicts.loc["S29", "verdict"] == "supported"
+    needed = len(sh.claim_keys(full.config)["S28"])
+    assert needed == 2 * 2 * len(full.config.rho_seeds)
+    assert verdicts.loc["S28", "verdict"] == "inconclusive"
+    assert f"{needed // 2} of {needed} items" in verdicts.loc["S28", "measured"]
+    assert verdicts.loc["S30", "verdict"] == "inconclusive"
+    # one missing Transformer seed caps S19 again
+    fewer = main[main["key"] != sh.run_key("transformer", "exchange_rate", 2, None)].reset_index(drop=True)
+    capped = sh.sharpness_verdicts(sh.SharpnessStudy(config=full.config, runs=fewer, landscapes={},
+                                                     costs=pd.DataFrame())).set_index("id")
+    assert capped.loc["S19", "verdict"] == "inconclusive"
+    assert "11 of 12 items" in capped.loc["S19", "measured"]
 
 
 def test_flatness_correlations_per_dataset():

@@ -97,7 +97,7 @@ from flatcast.utils import resolve_device, seed_everything, torch_threads
 __all__ = [
     "SharpnessConfig", "SHARPNESS_CONFIGS", "sharpness_config", "MAIN_RECIPES", "LANDSCAPE_RECIPES",
     "ResultsStore", "SharpnessStudy", "run_key", "run_study", "measure_curvature", "compute_landscape",
-    "step_cost", "summary_table", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
+    "step_cost", "claim_keys", "summary_table", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
     "benchmark_seed_spread", "seed_spread_verdict", "SPREAD_DATASETS", "SPREAD_HORIZONS",
     "load_study", "planned_runs", "main",
 ]
@@ -457,6 +457,10 @@ class SharpnessStudy:
                    provenance=store.header.get("provenance", {}), wall_time_s=wall_time_s,
                    complete=planned <= done)
 
+    def stored_keys(self) -> set[str]:
+        """The keys of every stored run and cost record."""
+        return {str(k) for frame in (self.runs, self.costs) if "key" in frame for k in frame["key"]}
+
     def runs_of(self, recipe_name: str, dataset: str, rho: float | None | str = "main") -> pd.DataFrame:
         """Runs of ``recipe_name`` on ``dataset``; ``rho="main"``: the recipe's own ρ (ρ* for SAM/EEO)."""
         if self.runs.empty:
@@ -590,33 +594,40 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
 
     complete = True
     try:
-        for dataset in config.datasets:
-            splits = make_splits(dataset, config.lookback, config.horizon)
-            sharp_data = _even_subset(splits.train, config.sharpness_samples)
+        # In order of value per CPU hour, so that a study stopped half-way has the main comparison on every
+        # dataset first: (1) the main recipes on every dataset, (2) the ρ grids, (3) the landscapes, (4) costs.
+        every_splits = {dataset: make_splits(dataset, config.lookback, config.horizon) for dataset in config.datasets}
+        every_sharp_data = {dataset: _even_subset(splits.train, config.sharpness_samples)
+                            for dataset, splits in every_splits.items()}
+        for dataset, splits in every_splits.items():
             for name in config.recipes:
-                train_group(name, splits, config.seeds, _main_rho(name, dataset, config.horizon), sharp_data, True)
+                train_group(name, splits, config.seeds, _main_rho(name, dataset, config.horizon),
+                            every_sharp_data[dataset], True)
+        for dataset, splits in every_splits.items():
             for rho in config.rho_grid:
                 is_main = _rho_key(rho) == _rho_key(_main_rho("samformer", dataset, config.horizon))
-                train_group("samformer", splits, config.rho_seeds, rho, sharp_data, is_main)
-            if dataset in config.landscape_datasets:
-                train_w = _even_subset(splits.train, config.landscape_samples)
-                val_w = _even_subset(splits.val, config.landscape_samples)
-                for seed in config.landscape_seeds:
-                    key = _landscape_key(dataset, seed)
-                    if store.has(key):
-                        continue
-                    t0 = time.perf_counter()
-                    models = {n: solution(n, splits, seed) for n in LANDSCAPE_RECIPES}
-                    inits = {}
-                    for n in LANDSCAPE_RECIPES:
-                        seed_everything(seed)
-                        inits[n] = parameter_state(build_model(n, splits.lookback, splits.horizon,
-                                                               splits.n_channels, seed).to(dev))
-                    with torch_threads(config.threads if dev.type == "cpu" else None):
-                        landscape = compute_landscape(models, inits, train_w, val_w, config, seed=0)
-                    append({"type": "landscape", "key": key, "dataset": dataset, "seed": int(seed),
-                                  "landscape": landscape, "seconds": time.perf_counter() - t0})
-                    _say(progress, f"landscape {dataset} seed {seed} ({time.perf_counter() - t0:.0f} s)")
+                train_group("samformer", splits, config.rho_seeds, rho, every_sharp_data[dataset], is_main)
+        for dataset in config.landscape_datasets:
+            splits = every_splits[dataset]
+            train_w = _even_subset(splits.train, config.landscape_samples)
+            val_w = _even_subset(splits.val, config.landscape_samples)
+            for seed in config.landscape_seeds:
+                key = _landscape_key(dataset, seed)
+                if store.has(key):
+                    continue
+                t0 = time.perf_counter()
+                models = {n: solution(n, splits, seed) for n in LANDSCAPE_RECIPES}
+                inits = {}
+                for n in LANDSCAPE_RECIPES:
+                    seed_everything(seed)
+                    inits[n] = parameter_state(build_model(n, splits.lookback, splits.horizon,
+                                                           splits.n_channels, seed).to(dev))
+                with torch_threads(config.threads if dev.type == "cpu" else None):
+                    landscape = compute_landscape(models, inits, train_w, val_w, config, seed=0)
+                append({"type": "landscape", "key": key, "dataset": dataset, "seed": int(seed),
+                        "landscape": landscape, "seconds": time.perf_counter() - t0})
+                _say(progress, f"landscape {dataset} seed {seed} ({time.perf_counter() - t0:.0f} s)")
+        for dataset, splits in every_splits.items():
             for name in COST_RECIPES:
                 key = _cost_key(name, dataset)
                 if name not in config.recipes or store.has(key):
@@ -624,7 +635,7 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
                 with torch_threads(config.threads if dev.type == "cpu" else None):
                     cost = step_cost(name, splits, config, device=str(dev))
                 append({"type": "cost", "key": key, "recipe": name, "label": RECIPES[name].label,
-                              "dataset": dataset, "device": str(dev), **cost})
+                        "dataset": dataset, "device": str(dev), **cost})
     except _Budget:
         complete = False
         _say(progress, f"stopped after {trained[0]} new runs (--max-runs); run the same command again to continue")
@@ -785,11 +796,29 @@ def seed_spread_verdict(spread: pd.DataFrame) -> dict[str, str]:
     return {"id": "S20", "measured": measured, "rule": rule, "verdict": outcome}
 
 
+def claim_keys(config: SharpnessConfig) -> dict[str, set[str]]:
+    """The stored items each claim's verdict needs: S19 the main Transformer and SAMformer runs on every
+    dataset, S29 the main runs of the four σReparam-comparison recipes, S28 every ρ-grid run, S30 the step
+    costs of SAM and SAM + σReparam with their main runs (the whole-run time ratio)."""
+    def main_runs(names):
+        return {run_key(n, d, s, _main_rho(n, d, config.horizon))
+                for n in names if n in config.recipes for d in config.datasets for s in config.seeds}
+
+    rho_grid = {run_key("samformer", d, s, rho) for d in config.datasets for rho in config.rho_grid
+                for s in config.rho_seeds}
+    costs = {_cost_key(n, d) for n in ("samformer", "samformer_sigma_reparam") for d in config.datasets}
+    return {"S19": main_runs(("transformer", "samformer")),
+            "S29": main_runs(("transformer", "samformer", "sigma_reparam", "samformer_sigma_reparam")),
+            "S28": rho_grid, "S30": costs | main_runs(("samformer", "samformer_sigma_reparam"))}
+
+
 def sharpness_verdicts(study: SharpnessStudy, spread: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per claim this chapter owns (S19, S20, S27–S30): what we measured, the rule and the verdict.
 
-    Outside the paper profile (or with an incomplete paper run) every verdict is capped at ``inconclusive``:
-    the rule's outcome is shown in the evidence, but reduced sizes cannot settle a claim about the paper's.
+    Outside the paper profile every verdict is capped at ``inconclusive``: the rule's outcome is shown in the
+    evidence, but reduced sizes cannot settle a claim about the paper's. In the paper profile a claim is capped
+    the same way until every item it needs (:func:`claim_keys`) is stored, so a study stopped half-way already
+    settles the claims whose runs are complete.
     With ``spread`` (:func:`benchmark_seed_spread`: the benchmark grid's paper-profile cells) S20 is judged on it
     by :func:`seed_spread_verdict` instead, over every available dataset and horizon, whatever this study's profile.
     """
@@ -901,12 +930,20 @@ def sharpness_verdicts(study: SharpnessStudy, spread: pd.DataFrame | None = None
                          "partly if only slower (memory unmeasured on CPU)", "verdict": verdict})
 
     frame = pd.DataFrame(rows, columns=["id", "measured", "rule", "verdict"])
-    if config.profile != "paper" or not study.complete:
-        why = ("quick profile only: " + config.label) if config.profile != "paper" else "paper profile incomplete"
-        capped = frame["verdict"].isin(["supported", "partly supported", "not supported"])
-        frame.loc[capped, "measured"] = (frame.loc[capped, "measured"] + f" — rule outcome "
-                                         + frame.loc[capped, "verdict"] + f"; {why}")
-        frame.loc[capped, "verdict"] = "inconclusive"
+    needed = claim_keys(config)
+    stored = study.stored_keys()
+    for i, claim_id in enumerate(frame["id"]):
+        if frame.at[i, "verdict"] not in ("supported", "partly supported", "not supported"):
+            continue
+        if config.profile != "paper":
+            why = "quick profile only: " + config.label
+        else:
+            keys = needed.get(claim_id, set())
+            if keys <= stored:
+                continue
+            why = f"paper profile incomplete: {len(keys & stored)} of {len(keys)} items this claim needs are stored"
+        frame.at[i, "measured"] = f"{frame.at[i, 'measured']} — rule outcome {frame.at[i, 'verdict']}; {why}"
+        frame.at[i, "verdict"] = "inconclusive"
     if spread is not None:
         s20 = seed_spread_verdict(spread)
         frame.loc[frame["id"] == "S20", ["measured", "rule", "verdict"]] = [s20["measured"], s20["rule"],
