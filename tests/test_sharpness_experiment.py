@@ -81,7 +81,7 @@ def test_runner_resumes_from_its_results_file_without_retraining(tmp_path, count
 
 
 def test_a_stopped_study_has_the_main_recipes_of_every_dataset_before_any_rho_grid(tmp_path, counted, data_env):
-    """Order of work: the main comparison on every dataset first, then the ρ grids, landscapes last."""
+    """Order of work: the main comparison on every dataset first, its step costs, then the ρ grids, landscapes last."""
     config = tiny(datasets=("ETTh1", "exchange_rate"), seeds=(0,))
     study = sh.run_study(config, tmp_path / "order.jsonl", max_runs=2)
     assert not study.complete
@@ -91,6 +91,11 @@ def test_a_stopped_study_has_the_main_recipes_of_every_dataset_before_any_rho_gr
     study = sh.run_study(config, tmp_path / "order.jsonl", max_runs=2)
     assert {(d, r, m) for d, r, m in zip(study.runs["dataset"], study.runs["recipe"], study.runs["main"])
             if d == "exchange_rate"} == {("exchange_rate", "samformer", True), ("exchange_rate", "transformer", True)}
+    # the step costs (cheap, they settle S30) come right after the main runs, before any ρ-grid run
+    assert sorted(zip(study.costs["dataset"], study.costs["recipe"])) == [
+        ("ETTh1", "samformer"), ("ETTh1", "transformer"), ("exchange_rate", "samformer"),
+        ("exchange_rate", "transformer")]
+    assert not (study.runs["rho"] == 0.0).any()
     assert study.landscapes == {}  # no landscape before every dataset's main runs and ρ grids
 
 

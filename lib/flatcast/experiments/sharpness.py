@@ -595,7 +595,8 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
     complete = True
     try:
         # In order of value per CPU hour, so that a study stopped half-way has the main comparison on every
-        # dataset first: (1) the main recipes on every dataset, (2) the ρ grids, (3) the landscapes, (4) costs.
+        # dataset first: (1) the main recipes on every dataset, (2) their step costs (a minute), (3) the ρ grids,
+        # (4) the landscapes.
         every_splits = {dataset: make_splits(dataset, config.lookback, config.horizon) for dataset in config.datasets}
         every_sharp_data = {dataset: _even_subset(splits.train, config.sharpness_samples)
                             for dataset, splits in every_splits.items()}
@@ -603,6 +604,15 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
             for name in config.recipes:
                 train_group(name, splits, config.seeds, _main_rho(name, dataset, config.horizon),
                             every_sharp_data[dataset], True)
+        for dataset, splits in every_splits.items():
+            for name in COST_RECIPES:
+                key = _cost_key(name, dataset)
+                if name not in config.recipes or store.has(key):
+                    continue
+                with torch_threads(config.threads if dev.type == "cpu" else None):
+                    cost = step_cost(name, splits, config, device=str(dev))
+                append({"type": "cost", "key": key, "recipe": name, "label": RECIPES[name].label,
+                        "dataset": dataset, "device": str(dev), **cost})
         for dataset, splits in every_splits.items():
             for rho in config.rho_grid:
                 is_main = _rho_key(rho) == _rho_key(_main_rho("samformer", dataset, config.horizon))
@@ -627,15 +637,6 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
                 append({"type": "landscape", "key": key, "dataset": dataset, "seed": int(seed),
                         "landscape": landscape, "seconds": time.perf_counter() - t0})
                 _say(progress, f"landscape {dataset} seed {seed} ({time.perf_counter() - t0:.0f} s)")
-        for dataset, splits in every_splits.items():
-            for name in COST_RECIPES:
-                key = _cost_key(name, dataset)
-                if name not in config.recipes or store.has(key):
-                    continue
-                with torch_threads(config.threads if dev.type == "cpu" else None):
-                    cost = step_cost(name, splits, config, device=str(dev))
-                append({"type": "cost", "key": key, "recipe": name, "label": RECIPES[name].label,
-                        "dataset": dataset, "device": str(dev), **cost})
     except _Budget:
         complete = False
         _say(progress, f"stopped after {trained[0]} new runs (--max-runs); run the same command again to continue")
