@@ -5,7 +5,7 @@ import torch
 
 from flatcast.models import ChannelTransformer
 from flatcast.optim import EEO, SAM
-from flatcast.recipes import (RECIPES, build_model, fit_recipe, fit_recipe_seeds, optimizer_factory, paper_lr,
+from flatcast.recipes import (RECIPES, SGD_LR, build_model, fit_recipe, fit_recipe_seeds, optimizer_factory, paper_lr,
                               paper_rho, recipe, recipe_optimizer)
 
 
@@ -47,13 +47,25 @@ def test_every_recipe_builds_its_model_and_optimizer(name):
     assert model.attention_kind == r.attention and model.sigma_reparam == r.sigma_reparam
     factory, lr, rho = recipe_optimizer(name, "ETTh1", 96)
     opt = factory([p for p in model.parameters() if p.requires_grad])
-    assert lr == 1e-3
+    assert lr == (SGD_LR if r.optimizer == "sgd" else 1e-3)
+    assert opt.param_groups[0]["lr"] == lr
     if r.optimizer == "sam":
         assert isinstance(opt, SAM) and rho == 0.5
     elif r.optimizer == "eeo":
         assert isinstance(opt, EEO) and rho == 0.5
+    elif r.optimizer == "sgd":
+        assert type(opt) is torch.optim.SGD and rho is None
+    elif r.optimizer.startswith("adamw_"):
+        assert type(opt) is torch.optim.AdamW and rho is None
+        assert opt.param_groups[0]["weight_decay"] == float(r.optimizer.split("_")[1])
     else:
-        assert isinstance(opt, torch.optim.Adam) and rho is None
+        assert type(opt) is torch.optim.Adam and rho is None
+
+
+def test_an_explicit_learning_rate_overrides_sgds_default():
+    factory, lr, _ = recipe_optimizer("transformer_sgd", "ETTh1", 96, lr=0.5)
+    assert lr == 0.5
+    assert factory([torch.nn.Parameter(torch.zeros(2))]).param_groups[0]["lr"] == 0.5
 
 
 def test_same_seed_same_model():

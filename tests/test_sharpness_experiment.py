@@ -24,7 +24,7 @@ def tiny(**overrides):
                    seeds=(0, 1), rho_grid=(0.0,), rho_seeds=(0,), epochs=1, max_train_batches=2,
                    sharpness_samples=16, sharpness_iters=5, trace_samples=2, landscape_datasets=("ETTh1",),
                    landscape_seeds=(0,), landscape_samples=16, slice_points=5, slice_points_2d=3, slq_steps=4,
-                   top_k=2, cost_steps=2)
+                   top_k=2, cost_steps=2, optimizer_recipes=())
     options.update(overrides)
     return sh.sharpness_config("quick", **options)
 
@@ -97,6 +97,96 @@ def test_a_stopped_study_has_the_main_recipes_of_every_dataset_before_any_rho_gr
         ("exchange_rate", "transformer")]
     assert not (study.runs["rho"] == 0.0).any()
     assert study.landscapes == {}  # no landscape before every dataset's main runs and ρ grids
+
+
+def test_optimizer_recipes_train_without_curvature_and_stay_out_of_the_flatness_correlations(tmp_path, data_env):
+    config = tiny(optimizer_recipes=("transformer_sgd", "transformer_adamw_1e-3"), rho_grid=())
+    study = sh.run_study(config, tmp_path / "opt.jsonl")
+    assert study.complete and len(study.runs) == 4 + 4
+    sgd = study.runs_of("transformer_sgd", "ETTh1")
+    assert len(sgd) == 2 and sgd["lambda_max"].isna().all() and np.isfinite(sgd["test_mse"]).all()
+    assert float(sgd["lr"].iloc[0]) == sh.SGD_LR
+    table = sh.optimizer_table(study)
+    assert list(table["recipe"]) == ["transformer", "transformer_sgd", "transformer_adamw_1e-3"]
+    adam = study.runs_of("transformer", "ETTh1")["test_mse"].mean()
+    np.testing.assert_allclose(table["× Adam"], table["test MSE mean"] / adam)
+    correlations = sh.flatness_correlations(study, n_permutations=10)
+    assert set(correlations["n"]) == {4}  # the four runs with a measured curvature
+
+
+def _optimizer_study(ratios, datasets=("ETTh1", "exchange_rate")):
+    """A paper-profile study with the Transformer (Adam, test MSE 0.4) and each App. C.3 optimizer at ratio × 0.4."""
+    config = sh.sharpness_config("paper", datasets=datasets, seeds=(0, 1))
+    rows = []
+    for dataset in datasets:
+        for name in ("transformer", *sh.OPTIMIZER_RECIPES):
+            for seed in config.seeds:
+                rows.append({"key": sh.run_key(name, dataset, seed, None), "recipe": name, "dataset": dataset,
+                             "seed": seed, "rho": None, "main": True, "lr": 1e-3,
+                             "test_mse": 0.4 * ratios.get(name, 1.0), "epochs_run": 10, "best_epoch": 5,
+                             "lambda_max": 1.0, "trace": 1.0, "authors_sharpness": 1.0, "wall_time_s": 1.0})
+    return sh.SharpnessStudy(config=config, runs=pd.DataFrame(rows), landscapes={}, costs=pd.DataFrame())
+
+
+def test_optimizer_figure_draws_seeds_per_optimizer():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flatcast.experiments import sharpness_figures as figs
+
+    fig = figs.plot_optimizers(_optimizer_study({"transformer_sgd": 4.0}))
+    fig.canvas.draw()
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        assert ax.get_yscale() == "log" and len(ax.patches) == 5  # Adam + four App. C.3 optimizers
+        points = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections])
+        np.testing.assert_allclose(sorted(points), sorted([0.4] * 8 + [1.6] * 2))
+    plt.close(fig)
+
+
+def test_s27_rule_on_real_data():
+    paper_says = {"transformer_sgd": 4.0, "transformer_adamw_1e-5": 1.05, "transformer_adamw_1e-4": 0.97,
+                  "transformer_adamw_1e-3": 3.5}
+    assert sh.optimizer_verdict(_optimizer_study(paper_says))["verdict"] == "supported"
+    sgd_trains = {**paper_says, "transformer_sgd": 1.1}
+    verdict = sh.optimizer_verdict(_optimizer_study(sgd_trains))
+    assert verdict["verdict"] == "partly supported" and "SGD at lr 0.03 (the paper gives none) trains" in \
+        verdict["measured"]
+    nothing = {**sgd_trains, "transformer_adamw_1e-3": 1.0}
+    assert sh.optimizer_verdict(_optimizer_study(nothing))["verdict"] == "not supported"
+    nan_sgd = {**paper_says, "transformer_sgd": float("nan")}
+    assert sh.optimizer_verdict(_optimizer_study(nan_sgd))["verdict"] == "supported"  # NaN = did not converge
+    # the verdict stays capped until every run S27 needs is stored
+    study = _optimizer_study(paper_says)
+    assert sh.sharpness_verdicts(study).set_index("id").loc["S27", "verdict"] == "supported"
+    study.runs = study.runs.iloc[1:].reset_index(drop=True)
+    assert sh.sharpness_verdicts(study).set_index("id").loc["S27", "verdict"] == "inconclusive"
+
+
+def test_a_results_file_from_before_the_optimizer_recipes_is_extended_not_refused(tmp_path):
+    """A file whose header predates ``optimizer_recipes`` (the paper study's, started before S27 was run) is read
+    with the new configuration; its header is rewritten when the next record is stored. Any other difference
+    still refuses the file."""
+    config = tiny(optimizer_recipes=("transformer_sgd",))
+    path = tmp_path / "old.jsonl"
+    old_header = {"type": "header", "config": {k: v for k, v in config.fingerprint().items()
+                                               if k != "optimizer_recipes"}, "provenance": {"commit": "old"}}
+    path.write_text(json.dumps(old_header) + "\n" + json.dumps({"type": "run", "key": "run|x|ETTh1|0|None"}) + "\n")
+    store = sh.ResultsStore(path, config)
+    assert store.has("run|x|ETTh1|0|None")
+    assert "optimizer_recipes" not in json.loads(path.read_text().split("\n")[0])["config"]  # reading writes nothing
+    store.append({"type": "run", "key": "run|y|ETTh1|0|None"})
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["config"] == json.loads(json.dumps(config.fingerprint()))
+    assert lines[0]["provenance"] == {"commit": "old"} and [r["key"] for r in lines[1:]] == [
+        "run|x|ETTh1|0|None", "run|y|ETTh1|0|None"]
+    assert sh.load_study(path).config == config
+    other = tiny(optimizer_recipes=("transformer_sgd",), epochs=2)
+    path.write_text(json.dumps(old_header) + "\n")
+    with pytest.raises(ValueError, match="another configuration"):
+        sh.ResultsStore(path, other)
 
 
 def test_landscape_record_is_consistent(tmp_path, data_env):
@@ -276,9 +366,10 @@ def test_every_figure_draws_from_a_tiny_study(tmp_path, data_env):
 
 def test_cli_plan_counts_the_paper_grid(tmp_path, capsys):
     assert sh.main(["--profile", "paper", "--plan", "--out", str(tmp_path / "none.jsonl")]) == 0
-    # per dataset: 5 recipes × 5 seeds + 8 ρ values × 5 seeds, less the ρ* grid point shared with SAMformer's runs
-    assert "120 runs planned, 0 stored" in capsys.readouterr().out
-    assert len(sh.planned_runs(sh.sharpness_config("quick"))) == 2 * (5 * 3 + 3 * 2)
+    # per dataset: 5 recipes × 5 seeds + 8 ρ values × 5 seeds, less the ρ* grid point shared with SAMformer's runs,
+    # + 4 App. C.3 optimizers × 5 seeds
+    assert "160 runs planned, 0 stored" in capsys.readouterr().out
+    assert len(sh.planned_runs(sh.sharpness_config("quick"))) == 2 * (5 * 3 + 3 * 2 + 4 * 3)
 
 
 # ------------------------------------------------------------------ S20 at the paper's size, from the benchmark grid
@@ -356,10 +447,10 @@ def test_figures_draw_from_an_incomplete_paper_study():
     partial = sh.SharpnessStudy(config=full.config, runs=runs.reset_index(drop=True), landscapes={},
                                 costs=pd.DataFrame())
     for draw in (figs.plot_lambda_max, figs.plot_seed_spread, figs.plot_rho_sensitivity, figs.plot_sigma_reparam,
-                 figs.plot_flatness_vs_mse):
+                 figs.plot_flatness_vs_mse, figs.plot_optimizers):
         fig = draw(partial)
         fig.canvas.draw()
         texts = [t.get_text() for ax in fig.axes for t in ax.texts]
-        if draw in (figs.plot_sigma_reparam, figs.plot_flatness_vs_mse):
+        if draw in (figs.plot_sigma_reparam, figs.plot_flatness_vs_mse, figs.plot_optimizers):
             assert "no runs yet" in texts, draw.__name__
         plt.close(fig)

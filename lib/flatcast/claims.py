@@ -36,11 +36,18 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["Claim", "CLAIMS", "VERDICTS", "RESULTS_DIR", "claim", "claims_table", "read_verdicts",
-           "write_verdicts"]
+__all__ = ["Claim", "CLAIMS", "VERDICTS", "RESULTS_DIR", "SIMILAR_TO_ADAM", "DIVERGED_FACTOR", "claim",
+           "claims_table", "read_verdicts", "write_verdicts"]
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "data" / "results"
 NOT_TESTED = "not yet tested"
+
+# Thresholds shared by the chapters that judge SAMformer App. C.3's optimizer claims (S5 on the toy, S27 on real data)
+#: "Similar behavior … than when it is trained with Adam" (App. C.3): within this relative distance of Adam's MSE.
+SIMILAR_TO_ADAM = 0.2
+#: SGD "leads to high-magnitude losses and divergence" / AdamW wd=1e-3 "does not converge": a final validation or test
+#: MSE at least this many times Adam's (or a NaN).
+DIVERGED_FACTOR = 3.0
 VERDICTS = ("supported", "partly supported", "not supported", "inconclusive", NOT_TESTED)
 PAPERS = ("SAMformer", "EEO-TFV", "OCE-TS")
 

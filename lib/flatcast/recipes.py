@@ -13,6 +13,10 @@ and the SAM neighbourhood ρ* of Table 4 (per dataset and horizon). Where the pa
 * EEO's SAM step uses the SAMformer ρ* of the same cell (EEO-TFV states no ρ; its settings "follow those of
   SAMFormer", §4); every other EEO setting is :class:`flatcast.optim.EEO`'s documented default.
 * σReparam (SAMformer Eq. 5) is applied to every weight matrix of the channel transformer.
+* The App. C.3 optimizer recipes (SAMformer §3.4: "SGD … fails to converge and AdamW … leads to similar
+  performance but is very sensitive to the choice of the weight decay") train the Transformer with plain SGD at
+  :data:`SGD_LR` (the paper gives no SGD learning rate; at Adam's 1e-3 SGD barely moves, see the toy chapter) or
+  AdamW with weight decay 1e-5, 1e-4, 1e-3 at the dataset's Adam learning rate.
 
 ========================== ===================================================================================
 recipe                      what it is
@@ -25,6 +29,8 @@ recipe                      what it is
 ``random_transformer``      attention weights frozen at initialisation (SAMformer §2.2 "Random Transformer")
 ``identity_sam``            A(X) = I_D, trained with SAM (SAMformer App. C.4 Table 10)
 ``temporal``                temporal (L×L) attention, Adam, no SAM (SAMformer App. C.4 Table 9)
+``transformer_sgd``         the Transformer trained with plain SGD at :data:`SGD_LR` (SAMformer App. C.3)
+``transformer_adamw_<wd>``  the Transformer trained with AdamW, weight decay 1e-5, 1e-4 or 1e-3 (App. C.3)
 ========================== ===================================================================================
 """
 
@@ -41,11 +47,14 @@ from flatcast.optim import EEO, SAM
 from flatcast.reference import load_reference
 from flatcast.utils import check_positive_int, resolve_device, seed_everything, torch_threads
 
-__all__ = ["Recipe", "RECIPES", "recipe", "OPTIMIZERS", "optimizer_factory", "paper_lr", "paper_rho",
+__all__ = ["Recipe", "RECIPES", "recipe", "OPTIMIZERS", "SGD_LR", "OPTIMIZER_RECIPES", "optimizer_factory", "paper_lr", "paper_rho",
            "build_model", "recipe_optimizer", "fit_recipe", "fit_recipe_seeds", "PAPER_TRAINING"]
 
 #: Optimizer names understood by :func:`optimizer_factory` (SAMformer App. C.3 / Fig. 15, plus SAM and EEO).
 OPTIMIZERS = ("sgd", "adam", "adamw_1e-5", "adamw_1e-4", "adamw_1e-3", "sam", "eeo")
+
+#: Plain SGD's learning rate in the App. C.3 recipes (and the toy chapter's): the paper states none.
+SGD_LR = 3e-2
 
 #: SAMformer App. A.1: 300 epochs, early stopping with patience 5, batch 32, cosine annealing, L = 512.
 PAPER_TRAINING = {"epochs": 300, "patience": 5, "batch_size": 32, "cosine": True, "lookback": 512}
@@ -81,7 +90,13 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            where="SAMformer §3.2, App. C.4 Table 10"),
     Recipe("temporal", "Transformer, temporal attention", attention="temporal", optimizer="adam",
            where="SAMformer §3.4, App. C.4 Table 9"),
+    Recipe("transformer_sgd", "Transformer (SGD)", optimizer="sgd", where="SAMformer §3.4, App. C.3"),
+    *[Recipe(f"transformer_adamw_{wd}", f"Transformer (AdamW, wd {wd})", optimizer=f"adamw_{wd}",
+             where="SAMformer §3.4, App. C.3") for wd in ("1e-5", "1e-4", "1e-3")],
 ]}
+
+#: The Transformer under the optimizers SAMformer App. C.3 tried instead of Adam.
+OPTIMIZER_RECIPES = ("transformer_sgd", "transformer_adamw_1e-5", "transformer_adamw_1e-4", "transformer_adamw_1e-3")
 
 # the names the papers' tables use for the datasets of the registry
 _TABLE_NAMES = {"ETTh1": "ETTh1", "ETTh2": "ETTh2", "ETTm1": "ETTm1", "ETTm2": "ETTm2", "exchange_rate": "Exchange",
@@ -183,10 +198,12 @@ def build_model(name: str, lookback: int, horizon: int, n_channels: int, seed: i
 
 def recipe_optimizer(name: str, dataset: str, horizon: int, lr: float | None = None, rho: float | None = None,
                      seed: int = 0, fallback: bool = True, **eeo_options: Any):
-    """The optimizer factory of recipe ``name`` on ``dataset`` at ``horizon``: the paper's lr (Table 3) and ρ*
-    (Table 4) unless given. Returns ``(factory, lr, rho)`` (``rho`` is ``None`` for optimizers without one)."""
+    """The optimizer factory of recipe ``name`` on ``dataset`` at ``horizon``: the paper's lr (Table 3; SGD:
+    :data:`SGD_LR`) and ρ* (Table 4) unless given. Returns ``(factory, lr, rho)`` (``rho`` is ``None`` for optimizers without one)."""
     r = recipe(name)
-    lr = paper_lr(dataset, fallback=fallback) if lr is None else float(lr)
+    if lr is None:
+        lr = SGD_LR if r.optimizer == "sgd" else paper_lr(dataset, fallback=fallback)
+    lr = float(lr)
     if r.uses_rho:
         rho = paper_rho(dataset, horizon, fallback=fallback) if rho is None else float(rho)
     else:

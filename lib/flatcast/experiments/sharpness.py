@@ -81,7 +81,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from flatcast.claims import write_verdicts
+from flatcast.claims import DIVERGED_FACTOR, SIMILAR_TO_ADAM, write_verdicts
 from flatcast.data.splits import Splits, make_splits
 from flatcast.diagnostics.hessian import (dataset_gradient, dataset_loss, flatten, hessian_trace, hvp,
                                           spectral_density, top_k_eigenvalues)
@@ -90,14 +90,14 @@ from flatcast.diagnostics.landscape import random_direction, slice_1d, slice_2d
 from flatcast.diagnostics.rank_correlation import rank_correlation
 from flatcast.profiles import get_profile
 from flatcast.provenance import REPO_ROOT, provenance
-from flatcast.recipes import RECIPES, build_model, fit_recipe_seeds, paper_rho, recipe, recipe_optimizer
+from flatcast.recipes import OPTIMIZER_RECIPES, RECIPES, SGD_LR, build_model, fit_recipe_seeds, paper_rho, recipe, recipe_optimizer
 from flatcast.trainer import TrainingStep
 from flatcast.utils import resolve_device, seed_everything, torch_threads
 
 __all__ = [
     "SharpnessConfig", "SHARPNESS_CONFIGS", "sharpness_config", "MAIN_RECIPES", "LANDSCAPE_RECIPES",
     "ResultsStore", "SharpnessStudy", "run_key", "run_study", "measure_curvature", "compute_landscape",
-    "step_cost", "claim_keys", "summary_table", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
+    "step_cost", "claim_keys", "optimizer_table", "optimizer_verdict", "summary_table", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
     "benchmark_seed_spread", "seed_spread_verdict", "SPREAD_DATASETS", "SPREAD_HORIZONS",
     "load_study", "planned_runs", "main",
 ]
@@ -144,6 +144,10 @@ class SharpnessConfig:
     cost_steps: int
     direction_seed: int = 0
     threads: int | None = 1  # torch intra-op threads on the CPU (None: leave torch's setting)
+    # SAMformer App. C.3 (S27): the Transformer under SGD / AdamW, trained on every dataset and seed, no curvature.
+    # A field added after the paper study started: a results file whose header lacks it is read as "()" (see
+    # ResultsStore) and extended when the first such run is stored.
+    optimizer_recipes: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -169,7 +173,7 @@ SHARPNESS_CONFIGS: dict[str, SharpnessConfig] = {
         max_train_batches=20, cosine=True, sharpness_samples=256, sharpness_iters=20,
         trace_samples=5, landscape_datasets=("ETTh1",), landscape_seeds=(0, 1), landscape_samples=256,
         slice_points=13, slice_points_2d=9, slice_radius=1.0, eigen_radius=2.0, interp_range=(-0.5, 1.5),
-        slq_steps=30, slq_runs=1, top_k=5, cost_steps=10,
+        slq_steps=30, slq_runs=1, top_k=5, cost_steps=10, optimizer_recipes=OPTIMIZER_RECIPES,
     ),
     # SAMformer App. A.1: L = 512, H = 96, Adam, batch 32, up to 300 epochs, early stopping with patience 5,
     # cosine annealing, the lr of Table 3 and ρ* of Table 4; 5 seeds (Fig. 5b). Curvature on the whole training
@@ -181,6 +185,7 @@ SHARPNESS_CONFIGS: dict[str, SharpnessConfig] = {
         sharpness_iters=50, trace_samples=20, landscape_datasets=("ETTh1", "exchange_rate"),
         landscape_seeds=(0, 1, 2), landscape_samples=2048, slice_points=41, slice_points_2d=21, slice_radius=1.0,
         eigen_radius=2.0, interp_range=(-0.5, 1.5), slq_steps=80, slq_runs=3, top_k=10, cost_steps=50,
+        optimizer_recipes=OPTIMIZER_RECIPES,
     ),
 }
 
@@ -192,7 +197,7 @@ def sharpness_config(profile: str = "quick", **overrides: Any) -> SharpnessConfi
     unknown = set(overrides) - set(fields)
     if unknown:
         raise ValueError(f"unknown SharpnessConfig fields {sorted(unknown)}; known: {sorted(fields)}")
-    for key in ("datasets", "recipes", "landscape_datasets"):
+    for key in ("datasets", "recipes", "landscape_datasets", "optimizer_recipes"):
         if key in overrides:
             overrides[key] = tuple(str(v) for v in overrides[key])
     for key in ("seeds", "rho_seeds", "landscape_seeds"):
@@ -203,6 +208,9 @@ def sharpness_config(profile: str = "quick", **overrides: Any) -> SharpnessConfi
     config = replace(SHARPNESS_CONFIGS[profile], **overrides)
     for name in config.recipes:
         recipe(name)  # KeyError naming the known recipes
+    unknown = [n for n in config.optimizer_recipes if n not in OPTIMIZER_RECIPES]
+    if unknown:
+        raise ValueError(f"optimizer_recipes {unknown} are not App. C.3 recipes; use some of {OPTIMIZER_RECIPES}")
     if any(r < 0 for r in config.rho_grid):
         raise ValueError(f"rho_grid must hold values >= 0, got {config.rho_grid}")
     if not set(config.landscape_datasets) <= set(config.datasets):
@@ -228,6 +236,11 @@ def _cost_key(recipe_name: str, dataset: str) -> str:
     return f"cost|{recipe_name}|{dataset}"
 
 
+#: Configuration fields added after results files were first written, with the value a file without them implies
+#: (the dataclass default, which :func:`load_study` fills in).
+_ADDED_FIELDS: dict[str, Any] = {"optimizer_recipes": ()}
+
+
 class ResultsStore:
     """An append-only JSON-lines file of finished items, keyed; ``path=None`` keeps everything in memory.
 
@@ -239,6 +252,7 @@ class ResultsStore:
 
     def __init__(self, path: str | os.PathLike | None, config: SharpnessConfig,
                  run_provenance: dict[str, Any] | None = None) -> None:
+        self._stale_header = False
         self.path = None if path is None else Path(path)
         self.config = config
         self.records: dict[str, dict[str, Any]] = {}
@@ -272,6 +286,13 @@ class ResultsStore:
             raise ValueError(f"{self.path}: the first line is not a sharpness results header")
         stored = parsed[0].get("config", {})
         expected = self.config.fingerprint()
+        added = [k for k in _ADDED_FIELDS if k not in stored and k in expected]
+        if added and stored == {k: v for k, v in expected.items() if k not in added}:
+            # written before these fields existed, with the same configuration otherwise: the stored records stay
+            # valid (an added field only adds runs); the header is brought up to date when the next record is stored
+            self._stale_header = True
+            parsed[0] = {**parsed[0], "config": expected}
+            stored = expected
         if stored != expected:
             differ = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
             raise ValueError(f"{self.path} was written with another configuration (fields {differ} differ); "
@@ -282,6 +303,15 @@ class ResultsStore:
             if not key or key in self.records:
                 raise ValueError(f"{self.path}: line {number} has a missing or duplicate key {key!r}")
             self.records[key] = record
+
+    def _rewrite_header(self) -> None:
+        """Replace line 1 by the current header (atomically: a temporary file renamed over the old one)."""
+        lines = self.path.read_text(encoding="utf-8").split("\n", 1)
+        temporary = self.path.with_suffix(self.path.suffix + ".tmp")
+        temporary.write_text(json.dumps(self.header, ensure_ascii=False) + "\n" + (lines[1] if len(lines) > 1 else ""),
+                             encoding="utf-8")
+        os.replace(temporary, self.path)
+        self._stale_header = False
 
     def _write_line(self, record: dict[str, Any], mode: str = "a") -> None:
         with open(self.path, mode, encoding="utf-8") as handle:
@@ -303,6 +333,8 @@ class ResultsStore:
             raise ValueError(f"record {key!r} is already stored")
         record = json.loads(json.dumps(record))  # exactly what a reload would give (tuples → lists, floats)
         if self.path is not None:
+            if self._stale_header:
+                self._rewrite_header()
             self._write_line(record)
         self.records[key] = record
 
@@ -478,7 +510,8 @@ def _main_rho(recipe_name: str, dataset: str, horizon: int) -> float | None:
 
 
 def planned_runs(config: SharpnessConfig) -> set[str]:
-    """Every run key the configuration asks for (main recipes × seeds, ρ grid × ρ seeds, per dataset)."""
+    """Every run key the configuration asks for (main recipes × seeds, ρ grid × ρ seeds, App. C.3 optimizer
+    recipes × seeds, per dataset)."""
     keys = set()
     for dataset in config.datasets:
         for name in config.recipes:
@@ -487,6 +520,9 @@ def planned_runs(config: SharpnessConfig) -> set[str]:
         for rho in config.rho_grid:
             for seed in config.rho_seeds:
                 keys.add(run_key("samformer", dataset, seed, rho))
+        for name in config.optimizer_recipes:
+            for seed in config.seeds:
+                keys.add(run_key(name, dataset, seed, None))
     return keys
 
 
@@ -531,7 +567,7 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
                                                                                            config.horizon)))
 
     def train_group(name: str, splits: Splits, seeds: Sequence[int], rho: float | None,
-                    sharp_data, main: bool) -> None:
+                    sharp_data, main: bool, curvature: bool = True) -> None:
         missing = [s for s in seeds if not store.has(run_key(name, splits.name, s, rho))]
         if not missing:
             return
@@ -546,8 +582,10 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
         group_seconds = time.perf_counter() - t0
         peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else float("nan")
         for seed, result in zip(missing, results):
-            with torch_threads(config.threads if dev.type == "cpu" else None):
-                curvature = measure_curvature(result.model, sharp_data, config, splits.horizon, seed=0)
+            measured = {}
+            if curvature:
+                with torch_threads(config.threads if dev.type == "cpu" else None):
+                    measured = measure_curvature(result.model, sharp_data, config, splits.horizon, seed=0)
             history = result.history
             record = {
                 "type": "run", "key": run_key(name, splits.name, seed, rho), "recipe": name,
@@ -558,7 +596,7 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
                 "grad_evals": int(result.grad_evals), "wall_time_s": float(result.wall_time_s),
                 "group_seconds": group_seconds, "group_size": len(missing), "group_peak_memory_mib": peak,
                 "n_params": sum(p.numel() for p in result.model.parameters() if p.requires_grad),
-                **curvature,
+                **measured,
                 "history": {"epoch": history["epoch"].tolist(), "train_loss": history["train_loss"].tolist(),
                             "val_mse": history["val_mse"].tolist()},
             }
@@ -570,10 +608,11 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
                     store.models_dir.mkdir(parents=True, exist_ok=True)
                     torch.save({k: v.cpu() for k, v in parameter_state(result.model).items()},
                                store.models_dir / f"{name}_{splits.name}_s{seed}.pt")
+            sharpness = (f"λmax {measured['lambda_max']:.4g}, tr H {measured['trace']:.4g} ({result.wall_time_s:.0f} s + "
+                         f"{measured['sharpness_seconds']:.0f} s)" if measured else
+                         f"no curvature ({result.wall_time_s:.0f} s, {int(history['epoch'].max())} epochs)")
             _say(progress, f"[{trained[0]} new] {RECIPES[name].label:<24} {splits.name:<14} seed {seed} "
-                           f"ρ={_rho_key(rho)}: test MSE {result.test_mse:.4f}, λmax {curvature['lambda_max']:.4g}, "
-                           f"tr H {curvature['trace']:.4g} ({result.wall_time_s:.0f} s + "
-                           f"{curvature['sharpness_seconds']:.0f} s)")
+                           f"ρ={_rho_key(rho)}: test MSE {result.test_mse:.4f}, {sharpness}")
 
     def solution(name: str, splits: Splits, seed: int) -> torch.nn.Module:
         """A kept model, else its saved weights, else retrain it (the run record is already stored)."""
@@ -595,8 +634,8 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
     complete = True
     try:
         # In order of value per CPU hour, so that a study stopped half-way has the main comparison on every
-        # dataset first: (1) the main recipes on every dataset, (2) their step costs (a minute), (3) the ρ grids,
-        # (4) the landscapes.
+        # dataset first: (1) the main recipes on every dataset, (2) their step costs (a minute), (3) the App. C.3
+        # optimizer recipes (training only), (4) the ρ grids, (5) the landscapes.
         every_splits = {dataset: make_splits(dataset, config.lookback, config.horizon) for dataset in config.datasets}
         every_sharp_data = {dataset: _even_subset(splits.train, config.sharpness_samples)
                             for dataset, splits in every_splits.items()}
@@ -613,6 +652,9 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
                     cost = step_cost(name, splits, config, device=str(dev))
                 append({"type": "cost", "key": key, "recipe": name, "label": RECIPES[name].label,
                         "dataset": dataset, "device": str(dev), **cost})
+        for dataset, splits in every_splits.items():
+            for name in config.optimizer_recipes:
+                train_group(name, splits, config.seeds, None, every_sharp_data[dataset], True, curvature=False)
         for dataset, splits in every_splits.items():
             for rho in config.rho_grid:
                 is_main = _rho_key(rho) == _rho_key(_main_rho("samformer", dataset, config.horizon))
@@ -697,15 +739,17 @@ FLATNESS_MEASURES = {"lambda_max": "λmax", "trace": "tr H", "authors_sharpness"
 
 
 def flatness_correlations(study: SharpnessStudy, n_permutations: int = 2000) -> pd.DataFrame:
-    """Rank correlation of each flatness measure with the test MSE over every run of a dataset (all recipes,
-    seeds and ρ). Within a dataset only: test MSEs of different datasets are on different scales."""
+    """Rank correlation of each flatness measure with the test MSE over every run of a dataset whose curvature
+    was measured (all recipes, seeds and ρ; the App. C.3 optimizer runs have none). Within a dataset only: test
+    MSEs of different datasets are on different scales."""
     rows = []
     for dataset in study.config.datasets:
         runs = study.runs[study.runs["dataset"] == dataset] if not study.runs.empty else study.runs
         for column, label in FLATNESS_MEASURES.items():
-            if len(runs) < 3:
+            measured = runs[runs[column].notna()] if column in runs else runs.iloc[:0]
+            if len(measured) < 3:
                 continue
-            stats = rank_correlation(runs[column].to_numpy(), runs["test_mse"].to_numpy(),
+            stats = rank_correlation(measured[column].to_numpy(), measured["test_mse"].to_numpy(),
                                      n_permutations=n_permutations)
             rows.append({"dataset": dataset, "measure": label, **stats})
     return pd.DataFrame(rows, columns=["dataset", "measure", "n", "spearman", "kendall_tau_b", "p_value"])
@@ -799,8 +843,9 @@ def seed_spread_verdict(spread: pd.DataFrame) -> dict[str, str]:
 
 def claim_keys(config: SharpnessConfig) -> dict[str, set[str]]:
     """The stored items each claim's verdict needs: S19 the main Transformer and SAMformer runs on every
-    dataset, S29 the main runs of the four σReparam-comparison recipes, S28 every ρ-grid run, S30 the step
-    costs of SAM and SAM + σReparam with their main runs (the whole-run time ratio)."""
+    dataset, S27 the App. C.3 optimizer runs and the Transformer's (Adam) main runs, S29 the main runs of the four
+    σReparam-comparison recipes, S28 every ρ-grid run, S30 the step costs of SAM and SAM + σReparam with their
+    main runs (the whole-run time ratio)."""
     def main_runs(names):
         return {run_key(n, d, s, _main_rho(n, d, config.horizon))
                 for n in names if n in config.recipes for d in config.datasets for s in config.seeds}
@@ -808,7 +853,9 @@ def claim_keys(config: SharpnessConfig) -> dict[str, set[str]]:
     rho_grid = {run_key("samformer", d, s, rho) for d in config.datasets for rho in config.rho_grid
                 for s in config.rho_seeds}
     costs = {_cost_key(n, d) for n in ("samformer", "samformer_sigma_reparam") for d in config.datasets}
-    return {"S19": main_runs(("transformer", "samformer")),
+    optimizers = {run_key(n, d, s, None) for n in config.optimizer_recipes for d in config.datasets
+                  for s in config.seeds}
+    return {"S19": main_runs(("transformer", "samformer")), "S27": optimizers | main_runs(("transformer",)),
             "S29": main_runs(("transformer", "samformer", "sigma_reparam", "samformer_sigma_reparam")),
             "S28": rho_grid, "S30": costs | main_runs(("samformer", "samformer_sigma_reparam"))}
 
@@ -859,10 +906,8 @@ def sharpness_verdicts(study: SharpnessStudy, spread: pd.DataFrame | None = None
                 "larger on some; 'every dataset and horizon' is not run here, so never fully supported",
         "verdict": verdict})
 
-    # S27 — not run on real data
-    rows.append({"id": "S27", "measured": "no SGD / AdamW runs on real data in this chapter (the toy chapter tests "
-                                          "App. C.3 as S5)",
-                 "rule": "needs SGD and AdamW (wd 1e-5…1e-3) runs on the benchmarks", "verdict": "not yet tested"})
+    # S27 — SGD / AdamW instead of Adam (App. C.3) on real data
+    rows.append(optimizer_verdict(study))
 
     # S28 — ρ = 0 vs every ρ > 0 (the TSMixer halves are not run)
     parts, always = [], []
@@ -950,6 +995,67 @@ def sharpness_verdicts(study: SharpnessStudy, spread: pd.DataFrame | None = None
         frame.loc[frame["id"] == "S20", ["measured", "rule", "verdict"]] = [s20["measured"], s20["rule"],
                                                                             s20["verdict"]]
     return frame
+
+
+def optimizer_table(study: SharpnessStudy) -> pd.DataFrame:
+    """Per dataset, the Transformer's test MSE under Adam (its main runs) and each App. C.3 optimizer: mean ± std
+    over seeds, the ratio of means to Adam's, the epochs run and the final training loss."""
+    rows = []
+    for dataset in study.config.datasets:
+        adam = study.runs_of("transformer", dataset)
+        if all(study.runs_of(name, dataset).empty for name in study.config.optimizer_recipes):
+            continue
+        for name in ("transformer", *study.config.optimizer_recipes):
+            runs = study.runs_of(name, dataset)
+            if runs.empty:
+                continue
+            mse = runs["test_mse"].to_numpy(dtype=float)
+            rows.append({"dataset": dataset, "optimizer": "Adam" if name == "transformer" else
+                         RECIPES[name].label.split("(", 1)[1].rstrip(")"), "recipe": name, "seeds": len(runs),
+                         "lr": float(runs["lr"].iloc[0]) if "lr" in runs else float("nan"), "test MSE mean": float(np.mean(mse)),
+                         "test MSE std": float(np.std(mse, ddof=1)) if len(mse) > 1 else float("nan"),
+                         "× Adam": float(np.mean(mse)) / float(adam["test_mse"].mean()) if len(adam) else float("nan"),
+                         "epochs": float(runs["epochs_run"].mean()), "best epoch": float(runs["best_epoch"].mean())})
+    return pd.DataFrame(rows)
+
+
+def optimizer_verdict(study: SharpnessStudy) -> dict[str, str]:
+    """S27 (SAMformer §3.4, App. C.3): "SGD … fails to converge and AdamW … leads to similar performance but is
+    very sensitive to the choice of the weight decay", judged on real data with the toy chapter's thresholds
+    (:data:`flatcast.claims.DIVERGED_FACTOR`, :data:`flatcast.claims.SIMILAR_TO_ADAM`): SGD fails when its mean test
+    MSE is ≥ DIVERGED_FACTOR × Adam's (or not finite); AdamW is "similar" when wd 1e-5 and 1e-4 stay within
+    SIMILAR_TO_ADAM of Adam, and "very sensitive" when wd 1e-3 fails like SGD (the paper's App. C.3 reading)."""
+    table = optimizer_table(study)
+    rule = (f"supported if, on every dataset, SGD's test MSE is ≥ {DIVERGED_FACTOR:g}× Adam's (or NaN), AdamW wd "
+            f"1e-5 and 1e-4 are within {SIMILAR_TO_ADAM:.0%} of Adam and wd 1e-3 is ≥ {DIVERGED_FACTOR:g}× Adam's; "
+            "partly if the SGD half or the AdamW half holds on every dataset")
+    if table.empty or not set(table["recipe"]) & set(OPTIMIZER_RECIPES):
+        return {"id": "S27", "measured": "no SGD / AdamW runs on real data yet", "rule": rule,
+                "verdict": "not yet tested"}
+    parts, sgd_fails, adamw_holds = [], [], []
+    for dataset, frame in table.groupby("dataset", sort=False):
+        ratio = dict(zip(frame["recipe"], frame["× Adam"]))
+
+        def fails(name):
+            value = ratio.get(name, float("nan"))
+            return not math.isfinite(value) or value >= DIVERGED_FACTOR
+
+        if "transformer_sgd" in ratio:
+            sgd_fails.append(fails("transformer_sgd"))
+        small = [abs(ratio[n] - 1) <= SIMILAR_TO_ADAM for n in ("transformer_adamw_1e-5", "transformer_adamw_1e-4")
+                 if n in ratio]
+        if small and "transformer_adamw_1e-3" in ratio:
+            adamw_holds.append(all(small) and fails("transformer_adamw_1e-3"))
+        parts.append(f"{dataset}: " + ", ".join(f"{o} {r:.2f}×" for o, r in zip(frame["optimizer"], frame["× Adam"])
+                                                 if o != "Adam"))
+    sgd_half = bool(sgd_fails) and all(sgd_fails)
+    adamw_half = bool(adamw_holds) and all(adamw_holds)
+    verdict = "supported" if sgd_half and adamw_half else "partly supported" if sgd_half or adamw_half \
+        else "not supported"
+    measured = ("test MSE × Adam's (Transformer, mean over seeds) — " + "; ".join(parts)
+                + f". SGD at lr {SGD_LR:g} (the paper gives none) {'fails' if sgd_half else 'trains'}; AdamW "
+                + ("behaves as App. C.3 says" if adamw_half else "does not behave as App. C.3 says"))
+    return {"id": "S27", "measured": measured, "rule": rule, "verdict": verdict}
 
 
 def claims_box(spread: pd.DataFrame | None = None, **studies: SharpnessStudy | None) -> pd.DataFrame:

@@ -20,7 +20,7 @@ from flatcast.recipes import RECIPES
 from .sharpness import FLATNESS_MEASURES, SharpnessStudy, _geomean, flatness_correlations
 
 __all__ = ["RECIPE_COLORS", "DATASET_LABELS", "plot_lambda_max", "plot_seed_spread", "plot_benchmark_seed_spread", "plot_rho_sensitivity",
-           "plot_sigma_reparam", "plot_interpolation", "plot_slice_1d", "plot_contours", "plot_spectrum",
+           "plot_sigma_reparam", "plot_optimizers", "plot_interpolation", "plot_slice_1d", "plot_contours", "plot_spectrum",
            "plot_flatness_vs_mse", "render_landscape", "SLICE_TYPES"]
 
 RECIPE_COLORS = {"transformer": "tab:red", "samformer": "tab:blue", "sigma_reparam": "tab:orange",
@@ -226,6 +226,40 @@ def plot_sigma_reparam(study: SharpnessStudy) -> plt.Figure:
         ax.set_title(f"Cost per step ({note})", fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle(_profile_note(study), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_optimizers(study: SharpnessStudy) -> plt.Figure:
+    """SAMformer App. C.3 on real data (S27): the Transformer's test MSE under Adam, SGD and AdamW with three weight
+    decays, per dataset; bars are means over seeds, points are seeds, log scale (a diverged run would sit decades
+    above the rest)."""
+    names = ("transformer", *study.config.optimizer_recipes)
+    labels = ["Adam" if n == "transformer" else _label(n).split("(", 1)[1].rstrip(")") for n in names]
+    datasets = study.config.datasets
+    fig, axes = _panels(len(datasets), width=5.0)
+    colors = plt.get_cmap("viridis")(np.linspace(0.1, 0.85, max(1, len(names) - 1)))
+    for ax, dataset in zip(axes, datasets):
+        drawn = False
+        for i, name in enumerate(names):
+            values = study.runs_of(name, dataset)["test_mse"].to_numpy(dtype=float) if not study.runs.empty \
+                else np.array([])
+            if values.size == 0:
+                continue
+            color = RECIPE_COLORS["transformer"] if i == 0 else colors[i - 1]
+            ax.bar(i, np.nanmean(values), color=color, alpha=0.35, width=0.7)
+            ax.scatter(np.full(values.size, i) + np.linspace(-0.15, 0.15, values.size), values, s=16, color=color,
+                       zorder=3)
+            drawn = True
+        if drawn:
+            ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "no runs yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
+        ax.set_xticks(range(len(names)), [lab.replace(", ", "\n") for lab in labels], fontsize=7)
+        ax.set_ylabel("test MSE (standardised scale, log)")
+        ax.set_title(f"{_dataset(dataset)}: the Transformer under other optimizers", fontsize=10)
+        ax.grid(axis="y", alpha=0.3, which="both")
+    fig.suptitle(f"SAMformer App. C.3 on real data (bars: mean; points: seeds) — {_profile_note(study)}", fontsize=9)
     fig.tight_layout()
     return fig
 

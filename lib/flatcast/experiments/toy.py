@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from flatcast.claims import CLAIMS, write_verdicts
+from flatcast.claims import CLAIMS, DIVERGED_FACTOR, SIMILAR_TO_ADAM, write_verdicts
 from flatcast.data import make_toy, oracle_least_squares
 from flatcast.data.splits import Splits
 from flatcast.diagnostics.attention import attention_entropy, collect_attention, nuclear_norm
@@ -535,11 +535,8 @@ SAM_SHARPNESS_FACTOR = 1e3
 RANDOM_SHARPNESS_FACTOR = 1e2
 #: Two validation MSEs are "comparable" (σReparam vs fixed random attention, §3.4) within this factor of each other.
 COMPARABLE_FACTOR = 1.25
-#: "Similar behavior … than when it is trained with Adam" (App. C.3): within this relative distance of Adam's MSE.
-SIMILAR_TO_ADAM = 0.2
-#: SGD "leads to high-magnitude losses and divergence" / AdamW wd=1e-3 "does not converge": a final validation MSE
-#: at least this many times Adam's (or a NaN).
-DIVERGED_FACTOR = 3.0
+# App. C.3's "similar to Adam" and "diverges" thresholds, SIMILAR_TO_ADAM and DIVERGED_FACTOR, live in flatcast.claims
+# (the sharpness chapter's S27 judges the same claim on real data).
 #: S6: the attention is "close to the identity" when its mean diagonal weight is at least this, and "barely changes"
 #: when no entry of the mean attention matrix moves by more than CHANGE_TOLERANCE after epoch 1.
 IDENTITY_DIAGONAL = 0.8
