@@ -55,6 +55,7 @@ import torch
 from flatcast.claims import write_verdicts
 from flatcast.data import DATASETS, make_splits
 from flatcast.data.splits import Splits, WindowSet
+from flatcast.diagnostics.seed_tests import cell_t_tests, significance_counts
 from flatcast.diagnostics.attention import (
     attention_entropy, collect_attention, effective_rank, head_representation, model_proposition5,
     proposition5_callback, representation_rank_callback, score_weights_psd, singular_spectrum,
@@ -547,28 +548,14 @@ def overall_improvement(table: pd.DataFrame, better: str, worse: str, metric: st
 def seed_significance(records: Iterable[dict[str, Any]], better: str, worse: str, metric: str = "test_mse",
                       alpha: float = 0.05) -> dict[str, int]:
     """Per (dataset, horizon) cell of Tables 9–10 with ≥ 2 seeds of both recipes: Welch's t-test of ``metric``
-    over seeds. Returns the number of cells compared, those where ``better`` is lower at p < ``alpha`` and those
-    where it is higher at p < ``alpha`` — whether a difference of means stands out from the seed spread."""
-    from scipy import stats
-
-    out = {"cells": 0, "better": 0, "worse": 0}
+    over seeds (:func:`flatcast.diagnostics.seed_tests.cell_t_tests`). Returns the number of cells compared, those
+    where ``better`` is lower at p < ``alpha`` and those where it is higher at p < ``alpha`` — whether a
+    difference of means stands out from the seed spread."""
     frame = pd.DataFrame([{"recipe": r["recipe"], "dataset": r["dataset"], "horizon": int(r["horizon"]),
-                           metric: r.get(metric)} for r in records if r.get("study", "table") == "table"])
-    if frame.empty:
-        return out
-    for _, block in frame.groupby(["dataset", "horizon"]):
-        a = block.loc[block["recipe"] == better, metric].dropna().to_numpy(dtype=float)
-        b = block.loc[block["recipe"] == worse, metric].dropna().to_numpy(dtype=float)
-        if len(a) < 2 or len(b) < 2:
-            continue
-        out["cells"] += 1
-        if np.allclose(a, a[0]) and np.allclose(b, b[0]):
-            p_value = 0.0 if a[0] != b[0] else 1.0
-        else:
-            p_value = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-        if p_value < alpha:
-            out["better" if a.mean() < b.mean() else "worse"] += 1
-    return out
+                           metric: r.get(metric)} for r in records if r.get("study", "table") == "table"],
+                         columns=["recipe", "dataset", "horizon", metric])
+    frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
+    return significance_counts(cell_t_tests(frame, "recipe", better, worse, metric=metric, alpha=alpha))
 
 
 # ------------------------------------------------------------------------------------------------ verdicts

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from flatcast.audit import audit, nemenyi_cd, oce_rank_table, average_ranks, pooled_improvement
 from flatcast.benchmark import RECIPE_LABELS, ResultStore, expand, run_cells
 from flatcast.benchmark.executor import cell_status
 from flatcast.claims import RESULTS_DIR, write_verdicts
+from flatcast.diagnostics.seed_tests import cell_t_tests
 from flatcast.provenance import provenance
 from flatcast.reference import load_reference
 
@@ -146,14 +146,9 @@ def grid_progress(store: ResultStore | None = None) -> pd.DataFrame:
 
 
 def _t_tests(sf: pd.DataFrame, a: str = "SAMformer", b: str = "TSMixer+SAM") -> pd.DataFrame:
-    rows = []
-    for (d, h), g in sf.groupby(["dataset", "horizon"]):
-        x, y = g[g.model == a]["test_mse"], g[g.model == b]["test_mse"]
-        if len(x) >= 2 and len(y) >= 2:
-            p = float(stats.ttest_ind(x, y).pvalue)
-            rows.append({"dataset": d, "horizon": h, "a_mean": x.mean(), "b_mean": y.mean(), "p": p,
-                         "significant_a_better": bool(p < 0.05 and x.mean() < y.mean())})
-    return pd.DataFrame(rows)
+    """Student's t-test per cell (the test SAMformer's bold marks imply), ``a`` against ``b``."""
+    tests = cell_t_tests(sf, "model", a, b, welch=False)
+    return tests[["dataset", "horizon", "a_mean", "b_mean", "p", "significant_a_better"]]
 
 
 def our_summary(results: list[dict]) -> dict:
