@@ -364,6 +364,15 @@ def test_every_figure_draws_from_a_tiny_study(tmp_path, data_env):
     assert list(box["id"]) == ["S19", "S20", "S27", "S28", "S29", "S30"]
 
 
+def test_cli_threads_do_not_change_the_configuration(tmp_path, capsys):
+    """--threads only sets torch's threads: the results file of a 1-thread run is continued by a 2-thread run."""
+    assert sh.sharpness_config("paper", threads=2).fingerprint() == sh.sharpness_config("paper").fingerprint()
+    assert sh.main(["--profile", "paper", "--threads", "2", "--plan", "--out", str(tmp_path / "none.jsonl")]) == 0
+    with pytest.raises(SystemExit):
+        sh.main(["--profile", "paper", "--threads", "-1", "--plan"])
+    assert "--threads must be >= 0" in capsys.readouterr().err
+
+
 def test_cli_plan_counts_the_paper_grid(tmp_path, capsys):
     assert sh.main(["--profile", "paper", "--plan", "--out", str(tmp_path / "none.jsonl")]) == 0
     # per dataset: 5 recipes × 5 seeds + 8 ρ values × 5 seeds, less the ρ* grid point shared with SAMformer's runs,

@@ -1102,6 +1102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--profile", default="paper", choices=sorted(SHARPNESS_CONFIGS))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads on the CPU (default: the profile's, 1; 0: torch's default)")
     parser.add_argument("--out", default=None, help="results file (default data/results/sharpness_<profile>.jsonl)")
     parser.add_argument("--max-runs", type=int, default=None, help="stop after this many newly trained runs")
     parser.add_argument("--no-verdicts", action="store_true", help="do not write data/results/sharpness_claims.json")
@@ -1112,7 +1114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = ["python", "-m", "flatcast.experiments.sharpness", *(argv if argv is not None else sys.argv[1:])]
     out = Path(args.out) if args.out else results_path(args.profile)
-    config = sharpness_config(args.profile)
+    if args.threads is not None and args.threads < 0:
+        parser.error(f"--threads must be >= 0, got {args.threads}")
+    config = sharpness_config(args.profile, **({} if args.threads is None else {"threads": args.threads or None}))
     if args.plan:
         done = load_study(out)
         n_done = 0 if done is None else len(done.runs)
