@@ -320,6 +320,40 @@ def test_a_partial_paper_study_settles_the_claims_whose_runs_are_complete():
     assert "11 of 12 items" in capped.loc["S19", "measured"]
 
 
+def test_s30_needs_both_time_and_memory_for_support():
+    mse = {n: 0.4 for n in sh.MAIN_RECIPES}
+
+    def verdict(time_ratio, memory_ratio):
+        study = _fake_study("paper", 20.0, 1.0, mse)
+        study.costs["seconds_per_step"] = [time_ratio if "sigma" in r else 1.0 for r in study.costs["recipe"]]
+        study.costs["peak_memory_mib"] = [memory_ratio if "sigma" in r else 1.0 for r in study.costs["recipe"]]
+        return sh.sharpness_verdicts(study).set_index("id").loc["S30", "verdict"]
+
+    assert verdict(2.0, 2.0) == "supported"
+    assert verdict(2.0, 1.1) == "partly supported"   # much slower, a little more memory
+    assert verdict(1.1, 1.6) == "partly supported"   # much more memory only
+    assert verdict(1.2, 1.2) == "partly supported"   # both merely larger
+    assert verdict(1.2, float("nan")) == "not supported"  # a little slower, memory unmeasured
+    assert verdict(0.9, 2.0) == "partly supported"
+    assert verdict(0.9, 0.9) == "not supported"
+
+
+def test_step_cost_measures_fits_own_step_with_its_memory(data_env):
+    from flatcast.data import make_splits
+
+    splits = make_splits("ETTh1", 24, 8)
+    config = tiny(cost_steps=3)
+    sam = sh.step_cost("samformer", splits, config)
+    adam = sh.step_cost("transformer", splits, config)
+    sigma = sh.step_cost("samformer_sigma_reparam", splits, config)
+    assert sam["grad_evals_per_step"] == 2.0 and adam["grad_evals_per_step"] == 1.0
+    assert sigma["grad_evals_per_step"] == 2.0
+    for cost in (sam, adam, sigma):
+        assert cost["seconds_per_step"] > 0 and 0 < cost["peak_memory_mib"] < 64
+    # a batch of 32 windows, 7 channels, L = 24: the inputs alone are 32·7·24·4 bytes; any step holds more than that
+    assert sam["peak_memory_mib"] * 2**20 > 32 * 7 * 24 * 4
+
+
 def test_flatness_correlations_per_dataset():
     mse = {"transformer": 0.45, "samformer": 0.40, "sigma_reparam": 0.50, "samformer_sigma_reparam": 0.41,
            "transformer_eeo": 0.42}

@@ -1,14 +1,14 @@
 """Measuring instruments of the study: Hessian sharpness, loss landscapes, attention entropy and rank, influence.
 
 Submodules: :mod:`.hessian`, :mod:`.landscape`, :mod:`.attention`, :mod:`.influence`, :mod:`.interpolation`,
-:mod:`.rank_correlation`, :mod:`.seed_tests` (imported on first use).
+:mod:`.rank_correlation`, :mod:`.seed_tests`, :mod:`.step_memory` (imported on first use).
 """
 
 from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("hessian", "landscape", "attention", "influence", "interpolation", "rank_correlation", "seed_tests")
+_SUBMODULES = ("hessian", "landscape", "attention", "influence", "interpolation", "rank_correlation", "seed_tests", "step_memory")
 
 __all__ = list(_SUBMODULES)
 
