@@ -973,10 +973,11 @@ def sharpness_verdicts(study: SharpnessStudy, spread: pd.DataFrame | None = None
     much_more_memory = measured_memory and all(m >= COST_FACTOR for m in memory)
     if not slower:
         verdict = "not yet tested"
+    elif not measured_memory:  # the time half alone can only be partial support
+        verdict = "partly supported" if all(s > 1.0 for s in slower) else "not supported"
     elif much_slower and much_more_memory:
         verdict = "supported"
-    elif much_slower or much_more_memory or (all(s > 1.0 for s in slower) and measured_memory
-                                             and all(m > 1.0 for m in memory)):
+    elif much_slower or much_more_memory or (all(s > 1.0 for s in slower) and all(m > 1.0 for m in memory)):
         verdict = "partly supported"
     else:
         verdict = "not supported"
@@ -984,7 +985,8 @@ def sharpness_verdicts(study: SharpnessStudy, spread: pd.DataFrame | None = None
                                                             "runner's machine, noisy when it is shared)",
                  "rule": f"supported if a SAM+σReparam step takes ≥ {COST_FACTOR:g}× a SAM step's time and ≥ "
                          f"{COST_FACTOR:g}× its peak working memory on both datasets; partly if one of the two holds, "
-                         "or both are merely larger", "verdict": verdict})
+                         "or both are merely larger (with memory unmeasured: partly if slower on both)",
+                 "verdict": verdict})
 
     frame = pd.DataFrame(rows, columns=["id", "measured", "rule", "verdict"])
     needed = claim_keys(config)
