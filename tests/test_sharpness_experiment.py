@@ -355,6 +355,21 @@ def test_step_cost_measures_fits_own_step_with_its_memory(data_env):
     assert sam["peak_memory_mib"] * 2**20 > 32 * 7 * 24 * 4
 
 
+def test_findings_are_computed_from_the_runs():
+    mse = {"transformer": 0.45, "samformer": 0.40, "sigma_reparam": 0.50, "samformer_sigma_reparam": 0.41,
+           "transformer_eeo": 0.42}
+    study = _fake_study("paper", 20.0, 1.0, mse)
+    text = sh.findings(study, n_permutations=20)
+    assert "the Transformer's is 20.0× SAMformer's" in text
+    samformer = study.runs_of("samformer", "ETTh1")["test_mse"]
+    assert f"SAMformer {samformer.mean():.4f} ± {samformer.std(ddof=1):.4f}" in text
+    n = int(study.runs[study.runs["dataset"] == "ETTh1"]["lambda_max"].notna().sum())
+    assert f"over {n} runs with a measured λmax" in text
+    assert text.startswith(f"From the {len(study.runs)} of {len(sh.planned_runs(study.config))} planned runs")
+    empty = sh.SharpnessStudy(config=study.config, runs=pd.DataFrame(), landscapes={}, costs=pd.DataFrame())
+    assert sh.findings(empty) == "No runs stored yet."
+
+
 def test_flatness_correlations_per_dataset():
     mse = {"transformer": 0.45, "samformer": 0.40, "sigma_reparam": 0.50, "samformer_sigma_reparam": 0.41,
            "transformer_eeo": 0.42}

@@ -98,7 +98,7 @@ from flatcast.utils import resolve_device, seed_everything, torch_threads
 __all__ = [
     "SharpnessConfig", "SHARPNESS_CONFIGS", "sharpness_config", "MAIN_RECIPES", "LANDSCAPE_RECIPES",
     "ResultsStore", "SharpnessStudy", "run_key", "run_study", "measure_curvature", "compute_landscape",
-    "step_cost", "claim_keys", "optimizer_table", "optimizer_verdict", "summary_table", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
+    "step_cost", "claim_keys", "findings", "optimizer_table", "optimizer_verdict", "summary_table", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
     "benchmark_seed_spread", "seed_spread_verdict", "SPREAD_DATASETS", "SPREAD_HORIZONS",
     "load_study", "planned_runs", "main",
 ]
@@ -1010,6 +1010,42 @@ def sharpness_verdicts(study: SharpnessStudy, spread: pd.DataFrame | None = None
     return frame
 
 
+def findings(study: SharpnessStudy, n_permutations: int = 1000) -> str:
+    """What the stored runs say, as Markdown bullets computed from them (for the chapter's paper-size section):
+    λmax ratios, test MSE per recipe, the flatness–error rank correlation and the App. C.3 optimizers, each with
+    the number of runs it rests on."""
+    lines = []
+    for dataset in study.config.datasets:
+        t, s_ = study.runs_of("transformer", dataset), study.runs_of("samformer", dataset)
+        if len(t) and len(s_):
+            ratio = _geomean(t["lambda_max"]) / _geomean(s_["lambda_max"])
+            lines.append(f"- **{dataset}, λmax**: the Transformer's is {ratio:.1f}× SAMformer's (geometric means over "
+                         f"{len(t)} and {len(s_)} seeds; \"an order of magnitude\" needs ≥ {ORDER_OF_MAGNITUDE:g}×).")
+        means = []
+        for name in study.config.recipes:
+            runs = study.runs_of(name, dataset)
+            if len(runs):
+                spread = f" ± {runs['test_mse'].std(ddof=1):.4f}" if len(runs) > 1 else ""
+                means.append(f"{RECIPES[name].label} {runs['test_mse'].mean():.4f}{spread}")
+        if means:
+            lines.append(f"- **{dataset}, test MSE** (mean ± std over seeds): " + "; ".join(means) + ".")
+    correlations = flatness_correlations(study, n_permutations=n_permutations)
+    for row in correlations[correlations["measure"] == "λmax"].itertuples():
+        lines.append(f"- **{row.dataset}, flatness vs error**: over {row.n} runs with a measured λmax (recipes × seeds × "
+                     f"ρ), Spearman ρ_s = {row.spearman:+.2f}, Kendall τ_b = {row.kendall_tau_b:+.2f} (permutation "
+                     f"p = {row.p_value:.3f}); positive means sharper runs have larger test error.")
+    table = optimizer_table(study)
+    for dataset, frame in table.groupby("dataset", sort=False):
+        others = frame[frame["recipe"] != "transformer"]
+        if len(others):
+            lines.append(f"- **{dataset}, other optimizers** (Transformer, test MSE × Adam's): " + ", ".join(
+                f"{o} {r:.2f}×" for o, r in zip(others["optimizer"], others["× Adam"])) + ".")
+    if not lines:
+        return "No runs stored yet."
+    done, planned = len(study.runs), len(planned_runs(study.config))
+    return f"From the {done} of {planned} planned runs stored:\n\n" + "\n".join(lines)
+
+
 def optimizer_table(study: SharpnessStudy) -> pd.DataFrame:
     """Per dataset, the Transformer's test MSE under Adam (its main runs) and each App. C.3 optimizer: mean ± std
     over seeds, the ratio of means to Adam's, the epochs run and the final training loss."""
@@ -1029,7 +1065,8 @@ def optimizer_table(study: SharpnessStudy) -> pd.DataFrame:
                          "test MSE std": float(np.std(mse, ddof=1)) if len(mse) > 1 else float("nan"),
                          "× Adam": float(np.mean(mse)) / float(adam["test_mse"].mean()) if len(adam) else float("nan"),
                          "epochs": float(runs["epochs_run"].mean()), "best epoch": float(runs["best_epoch"].mean())})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["dataset", "optimizer", "recipe", "seeds", "lr", "test MSE mean", "test MSE std",
+                                       "× Adam", "epochs", "best epoch"])
 
 
 def optimizer_verdict(study: SharpnessStudy) -> dict[str, str]:
