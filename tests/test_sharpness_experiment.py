@@ -224,7 +224,16 @@ def test_store_refuses_another_configuration_and_drops_a_partial_last_line(tmp_p
     with pytest.raises(ValueError, match="already stored"):
         store.append({"type": "run", "key": "run|x|ETTh1|0|None"})
     with open(path, "a") as handle:
-        handle.write('{"type": "run", "key": "run|x|ETTh1|1|No')  # a write cut short
+        handle.write('{"type": "run", "key": "run|x|ETTh1|1|No')  # a write cut short (or still under way)
+    before = path.read_text()
+    # a reader (the chapter, --verdicts-only) beside a running writer skips the line and writes nothing
+    reader = sh.ResultsStore(path, config, read_only=True)
+    assert set(reader.records) == {"run|x|ETTh1|0|None"} and path.read_text() == before
+    assert set(sh.load_study(path).runs["key"]) == {"run|x|ETTh1|0|None"} and path.read_text() == before
+    with pytest.raises(ValueError, match="read-only"):
+        reader.append({"type": "run", "key": "run|y|ETTh1|0|None"})
+    assert not sh.ResultsStore(tmp_path / "none.jsonl", config, read_only=True).records
+    assert not (tmp_path / "none.jsonl").exists()
     with pytest.warns(UserWarning, match="unfinished last line"):
         again = sh.ResultsStore(path, config)
     assert set(again.records) == {"run|x|ETTh1|0|None"}

@@ -249,11 +249,14 @@ class ResultsStore:
     unique ``key``. Each record is written with one ``write`` + ``flush`` + ``fsync``, so a killed process
     leaves at most one partial last line: it is dropped (with a warning) when the file is opened again. Any
     other unreadable line, a duplicate key or a header with another configuration raises ``ValueError``.
+    ``read_only=True`` (:func:`load_study`: the chapter and ``--verdicts-only``, possibly beside a running writer)
+    never writes: a partial last line is skipped in memory, the file left as it is.
     """
 
     def __init__(self, path: str | os.PathLike | None, config: SharpnessConfig,
-                 run_provenance: dict[str, Any] | None = None) -> None:
+                 run_provenance: dict[str, Any] | None = None, read_only: bool = False) -> None:
         self._stale_header = False
+        self.read_only = read_only
         self.path = None if path is None else Path(path)
         self.config = config
         self.records: dict[str, dict[str, Any]] = {}
@@ -261,7 +264,7 @@ class ResultsStore:
                                        "provenance": run_provenance or {}}
         if self.path is not None and self.path.exists() and self.path.stat().st_size > 0:
             self._load()
-        elif self.path is not None:
+        elif self.path is not None and not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._write_line(self.header, mode="w")
 
@@ -277,6 +280,8 @@ class ResultsStore:
                 parsed.append(json.loads(line))
             except ValueError:
                 if number == len(lines) and not complete:
+                    if self.read_only:  # a reader beside a running writer: the line may be half-way written
+                        break
                     warnings.warn(f"{self.path}: dropping the unfinished last line {number} (an interrupted write)")
                     good = "".join(line_ + "\n" for line_ in lines[:-1])
                     self.path.write_text(good, encoding="utf-8")
@@ -332,6 +337,8 @@ class ResultsStore:
             raise ValueError("a record needs a key")
         if key in self.records:
             raise ValueError(f"record {key!r} is already stored")
+        if self.read_only:
+            raise ValueError(f"{self.path} was opened read-only")
         record = json.loads(json.dumps(record))  # exactly what a reload would give (tuples → lists, floats)
         if self.path is not None:
             if self._stale_header:
@@ -1143,7 +1150,7 @@ def load_study(path: str | os.PathLike | None = None, profile: str = "paper") ->
         if isinstance(value, list):
             fields[key] = tuple(value)
     config = SharpnessConfig(**fields)
-    return SharpnessStudy.from_store(ResultsStore(path, config))
+    return SharpnessStudy.from_store(ResultsStore(path, config, read_only=True))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
