@@ -1045,8 +1045,11 @@ def findings(study: SharpnessStudy, n_permutations: int = 1000) -> str:
     for dataset, frame in table.groupby("dataset", sort=False):
         others = frame[frame["recipe"] != "transformer"]
         if len(others):
-            lines.append(f"- **{dataset}, other optimizers** (Transformer, test MSE × Adam's): " + ", ".join(
-                f"{o} {r:.2f}×" for o, r in zip(others["optimizer"], others["× Adam"])) + ".")
+            adam = frame[frame["recipe"] == "transformer"]
+            best = f"; Adam's best epoch {adam['best epoch'].iloc[0]:.1f} on average" if len(adam) else ""
+            lines.append(f"- **{dataset}, other optimizers** (Transformer, test MSE × Adam's, mean best epoch): "
+                         + ", ".join(f"{o} {r:.2f}× (epoch {e:.1f})" for o, r, e in
+                                     zip(others["optimizer"], others["× Adam"], others["best epoch"])) + best + ".")
     if not lines:
         return "No runs stored yet."
     done, planned = len(study.runs), len(planned_runs(study.config))
