@@ -136,14 +136,19 @@ def test_optimizer_figure_draws_seeds_per_optimizer():
 
     from flatcast.experiments import sharpness_figures as figs
 
-    fig = figs.plot_optimizers(_optimizer_study({"transformer_sgd": 4.0}))
-    fig.canvas.draw()
-    assert len(fig.axes) == 2
-    for ax in fig.axes:
-        assert ax.get_yscale() == "log" and len(ax.patches) == 5  # Adam + four App. C.3 optimizers
-        points = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections])
-        np.testing.assert_allclose(sorted(points), sorted([0.4] * 8 + [1.6] * 2))
-    plt.close(fig)
+    from matplotlib.collections import LineCollection, PathCollection
+
+    for sgd, scale in ((4.0, "linear"), (40.0, "log")):  # log only when the values span more than 10×
+        fig = figs.plot_optimizers(_optimizer_study({"transformer_sgd": sgd}))
+        fig.canvas.draw()
+        assert len(fig.axes) == 2
+        for ax in fig.axes:
+            assert ax.get_yscale() == scale
+            points = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if isinstance(c, PathCollection)])
+            np.testing.assert_allclose(sorted(points), sorted([0.4] * 8 + [0.4 * sgd] * 2))
+            means = [seg[0][1] for c in ax.collections if isinstance(c, LineCollection) for seg in c.get_segments()]
+            np.testing.assert_allclose(sorted(means), sorted([0.4] * 4 + [0.4 * sgd]))  # Adam + four optimizers
+        plt.close(fig)
 
 
 def test_s27_rule_on_real_data():

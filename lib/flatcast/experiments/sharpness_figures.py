@@ -68,7 +68,7 @@ def plot_lambda_max(study: SharpnessStudy, measure: str = "lambda_max") -> plt.F
         ax.set_ylabel(f"{FLATNESS_MEASURES.get(measure, measure)} of the training loss (log scale)")
         ax.set_title(f"{_dataset(dataset)}, H={study.config.horizon}", fontsize=10)
         ax.grid(axis="y", alpha=0.3, which="both")
-    fig.suptitle(f"Sharpness after training (bars: geometric mean; points: seeds) — {_profile_note(study)}",
+    fig.suptitle(f"Sharpness after training (bars: geometric mean; points: seeds)\n{_profile_note(study)}",
                  fontsize=9)
     fig.tight_layout()
     return fig
@@ -93,7 +93,7 @@ def plot_seed_spread(study: SharpnessStudy, recipes: Sequence[str] = ("transform
         ax.set_ylabel("test MSE (standardised scale)")
         ax.set_title(f"{_dataset(dataset)}, H={study.config.horizon}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"Test MSE over seeds (points: seeds; bar: mean ± std) — {_profile_note(study)}", fontsize=9)
+    fig.suptitle(f"Test MSE over seeds (points: seeds; bar: mean ± std)\n{_profile_note(study)}", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -186,8 +186,9 @@ def plot_rho_sensitivity(study: SharpnessStudy) -> plt.Figure:
 
 
 def plot_sigma_reparam(study: SharpnessStudy) -> plt.Figure:
-    """σReparam on real data (SAMformer Fig. 8): test MSE of the four recipes per dataset; and its cost (App. B.5
-    Fig. 11): seconds per optimizer step and wall time per run, SAM + σReparam against SAM."""
+    """σReparam on real data (SAMformer Fig. 8): test MSE of the four recipes per dataset (points: seeds, lines:
+    means; the axis does not start at zero, so no bars); and its cost (App. B.5 Fig. 11): milliseconds per optimizer
+    step, SAM + σReparam against SAM."""
     names = [n for n in ("transformer", "sigma_reparam", "samformer", "samformer_sigma_reparam")
              if n in study.config.recipes]
     datasets = study.config.datasets
@@ -197,8 +198,9 @@ def plot_sigma_reparam(study: SharpnessStudy) -> plt.Figure:
             values = study.runs_of(name, dataset)["test_mse"].to_numpy(dtype=float)
             if values.size == 0:
                 continue
-            ax.bar(i, values.mean(), color=RECIPE_COLORS[name], alpha=0.35)
-            ax.scatter(np.full(values.size, i), values, color=RECIPE_COLORS[name], s=16, zorder=3)
+            ax.hlines(values.mean(), i - 0.3, i + 0.3, color=RECIPE_COLORS[name], linewidth=2.5)
+            ax.scatter(np.full(values.size, i) + np.linspace(-0.15, 0.15, values.size), values,
+                       color=RECIPE_COLORS[name], s=16, zorder=3)
         ax.set_xticks(range(len(names)), [_label(n).replace(" + ", "\n+ ") for n in names], fontsize=7)
         measured = np.concatenate([study.runs_of(n, dataset)["test_mse"].to_numpy(dtype=float) for n in names])
         if measured.size:
@@ -207,7 +209,8 @@ def plot_sigma_reparam(study: SharpnessStudy) -> plt.Figure:
         else:  # an incomplete (resumable) study: this dataset has no run yet
             ax.text(0.5, 0.5, "no runs yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
         ax.set_ylabel("test MSE (standardised scale)")
-        ax.set_title(f"{_dataset(dataset)}: σReparam vs SAM", fontsize=10)
+        ax.set_xlim(-0.5, len(names) - 0.5)
+        ax.set_title(f"{_dataset(dataset)}: σReparam vs SAM (points: seeds; lines: means)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     ax = axes[-1]
     costs = study.costs
@@ -232,34 +235,38 @@ def plot_sigma_reparam(study: SharpnessStudy) -> plt.Figure:
 
 def plot_optimizers(study: SharpnessStudy) -> plt.Figure:
     """SAMformer App. C.3 on real data (S27): the Transformer's test MSE under Adam, SGD and AdamW with three weight
-    decays, per dataset; bars are means over seeds, points are seeds, log scale (a diverged run would sit decades
-    above the rest)."""
+    decays, per dataset; points are seeds, a horizontal line marks the mean. The axis is linear, and logarithmic
+    only when the values span more than a factor of 10 (a diverged run would sit decades above the rest)."""
     names = ("transformer", *study.config.optimizer_recipes)
     labels = ["Adam" if n == "transformer" else _label(n).split("(", 1)[1].rstrip(")") for n in names]
     datasets = study.config.datasets
     fig, axes = _panels(len(datasets), width=5.0)
     colors = plt.get_cmap("viridis")(np.linspace(0.1, 0.85, max(1, len(names) - 1)))
     for ax, dataset in zip(axes, datasets):
-        drawn = False
+        drawn = []
         for i, name in enumerate(names):
             values = study.runs_of(name, dataset)["test_mse"].to_numpy(dtype=float) if not study.runs.empty \
                 else np.array([])
             if values.size == 0:
                 continue
             color = RECIPE_COLORS["transformer"] if i == 0 else colors[i - 1]
-            ax.bar(i, np.nanmean(values), color=color, alpha=0.35, width=0.7)
-            ax.scatter(np.full(values.size, i) + np.linspace(-0.15, 0.15, values.size), values, s=16, color=color,
+            ax.hlines(np.nanmean(values), i - 0.3, i + 0.3, color=color, linewidth=2.5)
+            ax.scatter(np.full(values.size, i) + np.linspace(-0.15, 0.15, values.size), values, s=18, color=color,
                        zorder=3)
-            drawn = True
+            drawn.append(values)
         if drawn:
-            ax.set_yscale("log")
+            finite = np.concatenate(drawn)
+            finite = finite[np.isfinite(finite) & (finite > 0)]
+            if finite.size and finite.max() / finite.min() > 10:
+                ax.set_yscale("log")
         else:
             ax.text(0.5, 0.5, "no runs yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
+        ax.set_xlim(-0.5, len(names) - 0.5)
         ax.set_xticks(range(len(names)), [lab.replace(", ", "\n") for lab in labels], fontsize=7)
-        ax.set_ylabel("test MSE (standardised scale, log)")
+        ax.set_ylabel("test MSE (standardised scale)")
         ax.set_title(f"{_dataset(dataset)}: the Transformer under other optimizers", fontsize=10)
         ax.grid(axis="y", alpha=0.3, which="both")
-    fig.suptitle(f"SAMformer App. C.3 on real data (bars: mean; points: seeds) — {_profile_note(study)}", fontsize=9)
+    fig.suptitle(f"SAMformer App. C.3 on real data (points: seeds; lines: means)\n{_profile_note(study)}", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -297,11 +304,12 @@ def plot_flatness_vs_mse(study: SharpnessStudy, measures: Sequence[str] = ("lamb
             c = correlations[(correlations["dataset"] == dataset) &
                              (correlations["measure"] == FLATNESS_MEASURES[measure])]
             stats = (f"Spearman {c['spearman'].iloc[0]:+.2f}, Kendall {c['kendall_tau_b'].iloc[0]:+.2f}, "
-                     f"p={c['p_value'].iloc[0]:.2f}, n={c['n'].iloc[0]}") if len(c) else ""
-            ax.set_title(f"{_dataset(dataset)}: {stats}", fontsize=9)
+                     f"p={c['p_value'].iloc[0]:.3f}, n={c['n'].iloc[0]}") if len(c) else ""
+            ax.set_title(f"{_dataset(dataset)}: {stats}", fontsize=8)
             ax.grid(alpha=0.3, which="both")
     axes[0][-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    fig.suptitle(f"Does flatness predict test error? Every run of the chapter — {_profile_note(study)}", fontsize=9)
+    fig.suptitle(f"Does flatness predict test error? Every run with a measured curvature\n{_profile_note(study)}",
+                 fontsize=9)
     fig.tight_layout()
     return fig
 
