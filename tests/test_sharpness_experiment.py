@@ -151,6 +151,28 @@ def test_optimizer_figure_draws_seeds_per_optimizer():
         plt.close(fig)
 
 
+def test_rho_figure_counts_only_grid_values_run_on_every_seed():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flatcast.experiments import sharpness_figures as figs
+
+    study = _fake_study("paper", 2.0, 1.0, {n: 0.4 for n in sh.MAIN_RECIPES})
+    fig = figs.plot_rho_sensitivity(study)
+    assert not [t for ax in fig.axes for t in ax.texts]  # the whole (two-value) grid has run
+    plt.close(fig)
+    missing = sh.run_key("samformer", "ETTh1", 3, 1.0)
+    study.runs = study.runs[study.runs["key"] != missing].reset_index(drop=True)
+    fig = figs.plot_rho_sensitivity(study)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts == ["1 of 2 ρ values run on every seed so far"]
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks == ["0"]
+    plt.close(fig)
+
+
 def test_s27_rule_on_real_data():
     paper_says = {"transformer_sgd": 4.0, "transformer_adamw_1e-5": 1.05, "transformer_adamw_1e-4": 0.97,
                   "transformer_adamw_1e-3": 3.5}

@@ -158,7 +158,11 @@ def plot_rho_sensitivity(study: SharpnessStudy) -> plt.Figure:
         seeds = sorted(set(study.config.rho_seeds))
         runs = runs[runs["seed"].isin(seeds)]
         rhos = sorted(runs["rho"].astype(float).unique())
-        table = runs.pivot_table(index="seed", columns="rho", values="test_mse").reindex(columns=rhos).dropna()
+        # a ρ value counts once every seed of the grid has run (a resumable study fills its grid one run at a time)
+        table = runs.pivot_table(index="seed", columns="rho", values="test_mse").reindex(index=seeds, columns=rhos)
+        table = table.dropna(axis=1)
+        rhos = [float(r) for r in table.columns]
+        runs = runs[np.isin(runs["rho"].astype(float), rhos)]
         x = np.arange(len(rhos))
         plot_band(ax, x, table.to_numpy(), color=RECIPE_COLORS["samformer"], label="SAMformer (SAM), min–max band")
         transformer = study.runs_of("transformer", dataset)["test_mse"]
@@ -180,6 +184,10 @@ def plot_rho_sensitivity(study: SharpnessStudy) -> plt.Figure:
         twin.set_ylabel("λmax (black, geometric mean, log)")
         ax.set_title(f"{_dataset(dataset)}: sensitivity to ρ ({len(seeds)} seeds)", fontsize=10)
         ax.legend(fontsize=7, loc="upper right")
+        planned = len(study.config.rho_grid)
+        if len(table.columns) < planned:  # a resumable study that has not finished its grid
+            ax.text(0.02, 0.03, f"{len(rhos)} of {planned} ρ values run on every seed so far", transform=ax.transAxes,
+                    fontsize=8, color="0.35")
     fig.suptitle(_profile_note(study), fontsize=9)
     fig.tight_layout()
     return fig
