@@ -103,13 +103,14 @@ def plot_benchmark_seed_spread(spread, recipes: Sequence[str] = ("transformer", 
     horizon run): left, every seed's test MSE divided by SAMformer's mean for the same (dataset, horizon), so that
     datasets of different scales share one axis; right, the ratio of the two models' std over seeds (log scale).
     ``spread``: :func:`flatcast.experiments.sharpness.benchmark_seed_spread`."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.9), gridspec_kw={"width_ratios": [3, 2]})
+    # one panel above the other: up to 24 (dataset, horizon) labels need the full width
+    fig, (left, right) = plt.subplots(2, 1, figsize=(12, 7.2), sharex=True)
     if spread is None or len(spread) == 0:
         for ax in (left, right):
             ax.text(0.5, 0.5, "no finished benchmark cells", ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
         return fig
-    labels = [f"{row.dataset}\nH={row.horizon}" for row in spread.itertuples()]
+    labels = [f"{_dataset(row.dataset)}\nH={row.horizon}" for row in spread.itertuples()]
     x = np.arange(len(spread))
     reference = spread[f"{recipes[1]}_mean"].to_numpy(dtype=float)
     offsets = np.linspace(-0.18, 0.18, len(recipes))
@@ -119,6 +120,7 @@ def plot_benchmark_seed_spread(spread, recipes: Sequence[str] = ("transformer", 
             left.scatter(np.full(values.size, x[i] + offset), values, s=14, color=RECIPE_COLORS.get(name),
                          label=_label(name) if i == 0 else None, zorder=3)
     left.axhline(1.0, color="grey", lw=0.8, ls=":")
+    left.tick_params(axis="x", labelbottom=True)
     left.set_xticks(x, labels, fontsize=7)
     left.set_ylabel("test MSE / SAMformer's mean")
     left.set_title("every seed's test MSE, relative to SAMformer's mean", fontsize=10)
@@ -130,10 +132,9 @@ def plot_benchmark_seed_spread(spread, recipes: Sequence[str] = ("transformer", 
     right.axhline(2.0, color="grey", lw=0.8, ls="--", label="2× (the chapter's rule)")
     right.set_yscale("log")
     right.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    right.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
-    right.tick_params(axis="y", which="minor", labelsize=7)
+    right.yaxis.set_minor_formatter(NullFormatter())
     right.set_xticks(x, labels, fontsize=7)
-    right.set_ylabel(f"std {_label(recipes[0])} / std {_label(recipes[1])} (log)")
+    right.set_ylabel(f"std {_label(recipes[0])} /\nstd {_label(recipes[1])} (log scale)")
     right.set_title("ratio of the test-MSE std over seeds", fontsize=10)
     right.legend(fontsize=8, loc="lower right")
     right.grid(axis="y", alpha=0.3, which="both")
