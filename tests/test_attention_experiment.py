@@ -169,6 +169,40 @@ def test_verdicts_of_quick_evidence_are_inconclusive(tiny_study):
     assert set(verdicts["verdict"]) <= {"inconclusive", "not yet tested"}
 
 
+def _dynamics_record(recipe, dataset, seed, nuclear_norm):
+    """A hand-made final dynamics record: a 3×3 attention batch and every field the verdicts read."""
+    attention = np.tile(np.eye(3) * 0.5 + 0.5 / 3, (2, 1, 1))
+    final = {"nuclear_norms": [nuclear_norm], "attention_entropy": 0.5, "attention_erank": 2.0,
+             "representation_erank": 5.0, "representation_spectrum": [0.3, 0.2, 0.2, 0.15, 0.15],
+             "prop5_lhs": 1.0, "prop5_rhs": 2.0, "score_weights": {"asymmetry": 0.1, "min_eig": -0.1},
+             "attention_batch": attention.tolist()}
+    return {"study": "dynamics", "recipe": recipe, "dataset": dataset, "horizon": 96, "seed": seed,
+            "test_mse": 0.4, "test_mae": 0.4, "val_mse": 0.4, "best_epoch": 1, "epochs_run": 3, "n_steps": 10,
+            "wall_time_s": 1.0, "final": final, "history": {"representation_erank": [5.0, 5.0, 5.0]}}
+
+
+def test_paper_verdicts_wait_for_every_run_a_claim_rests_on():
+    """A half-run paper study settles the claims whose runs are all stored (E12: ETTh1, ETTm1, Exchange) and
+    caps the others (S12 also needs Weather), saying how many of their runs exist."""
+    config = at.attention_config("paper", seeds=(0, 1))
+    norms = {"transformer": 3.0, "samformer": 3.5, "sigma_reparam": 1.0, "transformer_eeo": 2.0}
+    records = [_dynamics_record(recipe, dataset, seed, norm + 0.01 * seed) for dataset in ("ETTh1", "ETTm1",
+                                                                                         "exchange_rate")
+               for recipe, norm in norms.items() for seed in config.seeds]
+    verdicts = at.attention_verdicts(records, config).set_index("id")
+    assert verdicts.loc["E12", "verdict"] == "supported"
+    assert verdicts.loc["S12", "verdict"] == "inconclusive"
+    needed = len(at.dynamics_claim_runs(config)["S12"])
+    assert needed == 3 * 4 * 2
+    assert f"18 of {needed} runs this claim rests on" in verdicts.loc["S12", "measured"]
+    assert "rule outcome supported" in verdicts.loc["S12", "measured"]
+    assert verdicts.loc["S23", "verdict"] == "not yet tested"  # no Weather run at all
+    # the Weather runs complete S12
+    records += [_dynamics_record(recipe, "weather", seed, norms[recipe]) for recipe in
+                ("transformer", "samformer", "sigma_reparam") for seed in config.seeds]
+    assert at.attention_verdicts(records, config).set_index("id").loc["S12", "verdict"] == "supported"
+
+
 def test_figures_draw_from_records(tiny_study):
     import matplotlib
 

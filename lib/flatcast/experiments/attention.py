@@ -70,7 +70,7 @@ __all__ = [
     "run_key", "planned_runs", "reduce_splits", "load_splits", "train_cell", "run_study", "load_records",
     "append_record", "results_path", "records_frame", "table_frame", "overall_improvement", "final_attention",
     "diagonal_statistics", "attention_verdicts", "claims_box", "main", "benchmark_table_records",
-    "with_benchmark_tables", "seed_significance", "grid_table_verdicts", "TABLE_CLAIMS",
+    "with_benchmark_tables", "seed_significance", "dynamics_claim_runs", "grid_table_verdicts", "TABLE_CLAIMS",
 ]
 
 DYNAMICS_RECIPES = ("transformer", "samformer", "sigma_reparam", "samformer_sigma_reparam", "transformer_eeo")
@@ -563,15 +563,35 @@ def _mean_by(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return frame.groupby(["dataset", "recipe"])[column].agg(["mean", "std"]).unstack("recipe")
 
 
+def dynamics_claim_runs(config: AttentionConfig) -> dict[str, set[tuple[str, str, int]]]:
+    """The dynamics runs ``(recipe, dataset, seed)`` each claim's verdict rests on: S12 the Transformer, SAMformer
+    and σReparam on every dynamics dataset; S23 the four Weather recipes of Fig. 6/12; E13 the Transformer and EEO
+    on Weather; E12 the Transformer, EEO and σReparam on ETTh1, ETTm1 and Exchange; E8/E10 EEO on the stand-in
+    dataset (Weather)."""
+    def runs(names, datasets):
+        return {(n, d, int(s)) for n in names for d in datasets if d in config.dynamics_datasets
+                for s in config.seeds}
+
+    weather = ("weather",)
+    return {"S12": runs(("transformer", "samformer", "sigma_reparam"), config.dynamics_datasets),
+            "S23": runs(("transformer", "samformer", "sigma_reparam", "samformer_sigma_reparam"), weather),
+            "E13": runs(("transformer", "transformer_eeo"), weather),
+            "E12": runs(("transformer", "transformer_eeo", "sigma_reparam"), ("ETTh1", "ETTm1", "exchange_rate")),
+            "E8": runs(("transformer_eeo",), weather), "E10": runs(("transformer_eeo",), weather)}
+
+
 def attention_verdicts(records: Sequence[dict[str, Any]], config: AttentionConfig) -> pd.DataFrame:
     """One row per claim this chapter owns: the measured numbers, the rule and the verdict.
 
     Rules (stated in the chapter). Quick-profile evidence never supports or refutes a claim: its verdict is
-    ``inconclusive`` with the reason, the measured numbers kept. Claims without any measurement are
-    ``not yet tested``."""
+    ``inconclusive`` with the reason, the measured numbers kept. In the paper profile a dynamics claim is capped
+    the same way until every run it rests on is stored (:func:`dynamics_claim_runs`; the study is resumable and
+    may be read half-way). Claims without any measurement are ``not yet tested``."""
     frame = records_frame(records)
     dyn = frame[frame["study"] == "dynamics"] if not frame.empty else frame
     quick = config.profile != "paper"
+    needs = dynamics_claim_runs(config)
+    stored = {(r["recipe"], r["dataset"], int(r["seed"])) for r in records if r.get("study") == "dynamics"}
     rows = []
 
     def add(cid, claim, measured, rule, verdict):
@@ -580,6 +600,10 @@ def attention_verdicts(records: Sequence[dict[str, Any]], config: AttentionConfi
         elif quick:
             verdict = "inconclusive"
             measured = f"{measured} [quick profile only: {config.label}; reduced training, not the paper's size]"
+        elif cid in needs and not needs[cid] <= stored:
+            measured = (f"{measured} — rule outcome {verdict} [paper profile incomplete: "
+                        f"{len(needs[cid] & stored)} of {len(needs[cid])} runs this claim rests on are stored]")
+            verdict = "inconclusive"
         rows.append({"id": cid, "claim": claim, "measured": measured, "rule": rule, "verdict": verdict})
 
     def have(dataset, *names):
