@@ -442,10 +442,22 @@ def _tag_remove(cell: dict) -> None:
         tags.append("remove-cell")
 
 
-def stage(chapters: dict[str, Path], require_widget_assets: bool = True) -> Path:
-    """Copy config, book files and executed chapters into ``_build/stage``; return the stage folder."""
-    import yaml
+def chapter_title(notebook: Path) -> str:
+    """The first ``# `` heading of a chapter's markdown cells (its file stem when it has none)."""
+    for cell in _read_json(notebook).get("cells", []):
+        if cell.get("cell_type") == "markdown":
+            for line in "".join(cell.get("source", [])).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return notebook.stem
 
+
+def stage(chapters: dict[str, Path], require_widget_assets: bool = True) -> Path:
+    """Copy config, book files and executed chapters into ``_build/stage``; return the stage folder.
+
+    A partial build (``make book CHAPTERS=...``) keeps the whole table of contents: every chapter left out gets
+    a one-page stub with its title and a note, so that cross-references from the built chapters still resolve
+    (``-W`` turns an unresolved one into an error)."""
     if STAGE.exists():
         shutil.rmtree(STAGE)
     STAGE.mkdir(parents=True)
@@ -455,30 +467,16 @@ def stage(chapters: dict[str, Path], require_widget_assets: bool = True) -> Path
     root = toc["root"].removesuffix(".ipynb")
     if root not in keep:
         raise BookError(f"the root chapter {root!r} must be part of every build")
-
-    def prune(entries):
-        out = []
-        for entry in entries or []:
-            entry = dict(entry)
-            for key in ("chapters", "sections"):
-                if key in entry:
-                    entry[key] = prune(entry[key])
-                    if not entry[key]:
-                        del entry[key]
-            f = entry.get("file")
-            if (f is None or f.removesuffix(".ipynb") in keep) and (f is not None or entry.get("chapters")):
-                out.append(entry)
-        return out
-
-    if "parts" in toc:
-        toc["parts"] = [p for p in prune(toc["parts"]) if p.get("chapters")]
-    if "chapters" in toc:
-        toc["chapters"] = prune(toc["chapters"])
-    (STAGE / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False), encoding="utf-8")
+    shutil.copy2(TOC, STAGE / "_toc.yml")
 
     book_src = ROOT / "book"
     shutil.copytree(book_src, STAGE / "book",
                     ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints", "__pycache__"))
+    for name, src in toc_chapters().items():
+        if name not in chapters:
+            stub = (STAGE / src.relative_to(ROOT)).with_suffix(".md")
+            stub.write_text(f"# {chapter_title(src)}\n\n```{{note}}\nThis chapter is not part of this partial build "
+                            f"(`make book CHAPTERS=...`); `make book` builds it.\n```\n", encoding="utf-8")
     for name, src in chapters.items():
         executed = EXECUTED / f"{name}.ipynb"
         if not executed.is_file():

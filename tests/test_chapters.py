@@ -35,6 +35,29 @@ def _tmp_notebook(path, *sources, tags0=("parameters",)):
     return path
 
 
+def test_a_partial_build_stages_stubs_for_the_chapters_left_out(tmp_path, monkeypatch):
+    """make book CHAPTERS=... keeps the whole table of contents; each chapter left out becomes a stub page with its
+    title, so cross-references from the built chapters resolve (they failed the -W build before)."""
+    monkeypatch.setattr(bb, "STAGE", tmp_path / "stage")
+    monkeypatch.setattr(bb, "EXECUTED", tmp_path / "executed")
+    bb.EXECUTED.mkdir()
+    chapters = bb.toc_chapters()
+    kept = {name: chapters[name] for name in ("intro", "sharpness")}
+    for name, path in kept.items():
+        (bb.EXECUTED / f"{name}.ipynb").write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    stage = bb.stage(kept, require_widget_assets=False)
+    assert (stage / "_toc.yml").read_text() == bb.TOC.read_text()
+    for name, path in chapters.items():
+        notebook, stub = stage / "book" / f"{name}.ipynb", stage / "book" / f"{name}.md"
+        if name in kept:
+            assert notebook.is_file() and not stub.exists()
+        else:
+            assert stub.is_file() and not notebook.exists()
+            text = stub.read_text()
+            assert text.startswith(f"# {bb.chapter_title(path)}\n") and "not part of this partial build" in text
+    assert bb.chapter_title(chapters["sharpness"]) == "Sharpness and loss landscapes on real data"
+
+
 def test_toc_lists_existing_unique_chapters():
     assert CHAPTERS[0] == "intro", "the intro must be the book's root"
     assert "data" in CHAPTERS
