@@ -236,6 +236,26 @@ def test_attention_explorer_precomputes_every_choice(tiny_study):
     assert len(explorer.links) == 1 + 1 + 1 + 3  # one jslink per stack: 1 + 1 + 1 + 3 stacks at the levels
 
 
+def test_attention_explorer_on_a_half_run_study_offers_only_choices_that_exist(tiny_study):
+    """The paper study is resumable and read half-way by the chapter: a dataset not every recipe has run on yet
+    is left out of the explorer instead of failing on the missing run."""
+    import copy
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from flatcast.experiments import attention_figures as figs
+
+    _, _, records = tiny_study
+    runs = [r for r in records if "final" in r and r["recipe"] == "transformer" and r["dataset"] == "ETTh1"]
+    other = copy.deepcopy(runs[0])
+    other["recipe"] = "samformer"  # a second recipe on ETTh1 ...
+    partial = copy.deepcopy(runs[0])
+    partial["dataset"] = "weather"  # ... and a dataset only the first recipe has reached
+    explorer = figs.attention_explorer(runs + [other, partial], max_epochs=3)
+    assert explorer.values[0] == ["Transformer", "SAMformer"] and explorer.values[1] == ["ETTh1"]
+
+
 def test_load_study_and_verdicts_only_cli(tiny_study, tmp_path):
     import json as _json
 

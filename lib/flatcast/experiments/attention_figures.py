@@ -368,6 +368,14 @@ def attention_explorer(records, datasets: Sequence[str] | None = None, max_epoch
 
     datasets = list(datasets or _datasets(records))
     recipes = _recipes(records)
+    # a resumable study read half-way: offer the datasets every recipe has run on (else the best-covered one and
+    # the recipes it has), so that every precomputed choice exists
+    complete = [d for d in datasets if all(_runs(records, r, d) for r in recipes)]
+    if complete:
+        datasets = complete
+    else:
+        best = max(datasets, key=lambda d: sum(bool(_runs(records, r, d)) for r in recipes))
+        datasets, recipes = [best], [r for r in recipes if _runs(records, r, best)]
     first = _runs(records, recipes[0], datasets[0])[0]
     snapshot_epochs = sorted(int(e) for e in first["snapshots"])
     common = [e for e in snapshot_epochs if all(str(e) in r["snapshots"] for r in records if "final" in r
