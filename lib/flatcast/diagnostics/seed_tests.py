@@ -33,12 +33,12 @@ def cell_t_tests(frame: pd.DataFrame, label: str, a: str, b: str, metric: str = 
     both have ≥ 2 finite values of ``metric``: the cell, both means and sample sizes, the two-sided p-value and
     whether ``a`` is significantly lower (``significant_a_better``) or higher (``significant_a_worse``) at
     ``alpha``."""
-    missing = [c for c in (label, metric, *cells) if c not in frame.columns]
-    if missing and not frame.empty:
-        raise KeyError(f"cell_t_tests: frame has no column(s) {missing}")
-    rows = []
     if frame.empty:
         return pd.DataFrame(columns=[*cells, *COLUMNS])
+    missing = [c for c in (label, metric, *cells) if c not in frame.columns]
+    if missing:
+        raise KeyError(f"cell_t_tests: frame has no column(s) {missing}")
+    rows = []
     for key, block in frame.groupby(list(cells), sort=True):
         x = block.loc[block[label] == a, metric].to_numpy(dtype=float)
         y = block.loc[block[label] == b, metric].to_numpy(dtype=float)

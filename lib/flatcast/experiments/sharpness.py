@@ -91,14 +91,15 @@ from flatcast.diagnostics.rank_correlation import rank_correlation
 from flatcast.diagnostics.step_memory import peak_step_memory_mib
 from flatcast.profiles import get_profile
 from flatcast.provenance import REPO_ROOT, provenance
-from flatcast.recipes import OPTIMIZER_RECIPES, RECIPES, SGD_LR, build_model, fit_recipe_seeds, paper_rho, recipe, recipe_optimizer
+from flatcast.recipes import (OPTIMIZER_RECIPES, RECIPES, SGD_LR, build_model, fit_recipe_seeds, paper_rho, recipe,
+                              recipe_optimizer)
 from flatcast.trainer import TrainingStep
 from flatcast.utils import resolve_device, seed_everything, torch_threads
 
 __all__ = [
     "SharpnessConfig", "SHARPNESS_CONFIGS", "sharpness_config", "MAIN_RECIPES", "LANDSCAPE_RECIPES",
     "ResultsStore", "SharpnessStudy", "run_key", "run_study", "measure_curvature", "compute_landscape",
-    "step_cost", "claim_keys", "findings", "optimizer_table", "optimizer_verdict", "summary_table", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
+    "step_cost", "claim_keys", "findings", "optimizer_label", "optimizer_table", "optimizer_verdict", "summary_table", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
     "benchmark_seed_spread", "seed_spread_verdict", "SPREAD_DATASETS", "SPREAD_HORIZONS",
     "load_study", "planned_runs", "main",
 ]
@@ -237,9 +238,9 @@ def _cost_key(recipe_name: str, dataset: str) -> str:
     return f"cost|{recipe_name}|{dataset}"
 
 
-#: Configuration fields added after results files were first written, with the value a file without them implies
-#: (the dataclass default, which :func:`load_study` fills in).
-_ADDED_FIELDS: dict[str, Any] = {"optimizer_recipes": ()}
+#: Configuration fields added after results files were first written; a file without one means the field's dataclass
+#: default (which :func:`load_study` fills in).
+_ADDED_FIELDS = ("optimizer_recipes",)
 
 
 class ResultsStore:
@@ -1056,6 +1057,12 @@ def findings(study: SharpnessStudy, n_permutations: int = 1000) -> str:
     return f"From the {done} of {planned} planned runs stored:\n\n" + "\n".join(lines)
 
 
+def optimizer_label(name: str) -> str:
+    """The optimizer of the Transformer recipe ``name``: "Adam" for ``transformer``, else what its label names
+    in brackets ("SGD", "AdamW, wd 1e-4")."""
+    return "Adam" if name == "transformer" else RECIPES[name].label.split("(", 1)[1].rstrip(")")
+
+
 def optimizer_table(study: SharpnessStudy) -> pd.DataFrame:
     """Per dataset, the Transformer's test MSE under Adam (its main runs) and each App. C.3 optimizer: mean ± std
     over seeds, the ratio of means to Adam's, the epochs run and the final training loss."""
@@ -1069,8 +1076,7 @@ def optimizer_table(study: SharpnessStudy) -> pd.DataFrame:
             if runs.empty:
                 continue
             mse = runs["test_mse"].to_numpy(dtype=float)
-            rows.append({"dataset": dataset, "optimizer": "Adam" if name == "transformer" else
-                         RECIPES[name].label.split("(", 1)[1].rstrip(")"), "recipe": name, "seeds": len(runs),
+            rows.append({"dataset": dataset, "optimizer": optimizer_label(name), "recipe": name, "seeds": len(runs),
                          "lr": float(runs["lr"].iloc[0]) if "lr" in runs else float("nan"), "test MSE mean": float(np.mean(mse)),
                          "test MSE std": float(np.std(mse, ddof=1)) if len(mse) > 1 else float("nan"),
                          "× Adam": float(np.mean(mse)) / float(adam["test_mse"].mean()) if len(adam) else float("nan"),

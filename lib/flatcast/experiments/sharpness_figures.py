@@ -17,7 +17,7 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 from flatcast.plotting import plot_band
 from flatcast.recipes import RECIPES
 
-from .sharpness import FLATNESS_MEASURES, SharpnessStudy, _geomean, flatness_correlations
+from .sharpness import FLATNESS_MEASURES, SharpnessStudy, _geomean, flatness_correlations, optimizer_label
 
 __all__ = ["RECIPE_COLORS", "DATASET_LABELS", "plot_lambda_max", "plot_seed_spread", "plot_benchmark_seed_spread", "plot_rho_sensitivity",
            "plot_sigma_reparam", "plot_optimizers", "plot_interpolation", "plot_slice_1d", "plot_contours", "plot_spectrum",
@@ -247,7 +247,7 @@ def plot_optimizers(study: SharpnessStudy) -> plt.Figure:
     decays, per dataset; points are seeds, a horizontal line marks the mean. The axis is linear, and logarithmic
     only when the values span more than a factor of 10 (a diverged run would sit decades above the rest)."""
     names = ("transformer", *study.config.optimizer_recipes)
-    labels = ["Adam" if n == "transformer" else _label(n).split("(", 1)[1].rstrip(")") for n in names]
+    labels = [optimizer_label(n) for n in names]
     datasets = study.config.datasets
     fig, axes = _panels(len(datasets), width=5.0)
     colors = plt.get_cmap("viridis")(np.linspace(0.1, 0.85, max(1, len(names) - 1)))
