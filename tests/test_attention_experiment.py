@@ -194,7 +194,7 @@ def test_paper_verdicts_wait_for_every_run_a_claim_rests_on():
     assert verdicts.loc["S12", "verdict"] == "inconclusive"
     needed = len(at.dynamics_claim_runs(config)["S12"])
     assert needed == 3 * 4 * 2
-    assert f"18 of {needed} runs this claim rests on" in verdicts.loc["S12", "measured"]
+    assert f"18 of {needed} items this claim needs" in verdicts.loc["S12", "measured"]
     assert "rule outcome supported" in verdicts.loc["S12", "measured"]
     assert verdicts.loc["S23", "verdict"] == "not yet tested"  # no Weather run at all
     # the Weather runs complete S12
@@ -336,3 +336,31 @@ def test_grid_table_verdicts_judge_tables_9_10_claims_at_the_paper_size():
     assert list(verdicts["id"]) == ["S24"]  # no temporal cells: S26 and S32 are left out, not "not supported"
     assert verdicts.loc[0, "verdict"] == "not supported"  # a 0.25 % gain inside the seed spread
     assert "in 0 of 1 cells" in verdicts.loc[0, "measured"]
+
+
+def test_paper_cli_keeps_quick_evidence_for_claims_it_has_not_measured(tiny_study, tmp_path, monkeypatch):
+    """``--profile paper --verdicts-only`` on a half-run paper study publishes its own numbers (settled or capped)
+    and, for a claim it has no run for, the quick profile's evidence."""
+    import json as _json
+
+    _, quick_path, _ = tiny_study
+    config = at.attention_config("paper")
+    norms = {"transformer": 3.0, "samformer": 3.5, "sigma_reparam": 1.0, "transformer_eeo": 2.0}
+    paper_path = tmp_path / "attention_paper.jsonl"
+    for record in [_dynamics_record(recipe, dataset, seed, norm + 0.01 * seed)
+                   for dataset in ("ETTh1", "ETTm1", "exchange_rate") for recipe, norm in norms.items()
+                   for seed in config.seeds]:
+        at.append_record(paper_path, {**record, "key": at.run_key(record["recipe"], record["dataset"], 96,
+                                                                   record["seed"])})
+    real_load = at.load_study
+    monkeypatch.setattr(at, "load_study", lambda profile="paper", path=None: real_load(
+        profile, quick_path if profile == "quick" else path))
+    assert at.main(["--profile", "paper", "--out", str(paper_path), "--verdicts-only",
+                    "--claims-dir", str(tmp_path)]) == 0
+    published = _json.loads((tmp_path / "attention_claims.json").read_text())["verdicts"]
+    assert published["E12"]["verdict"] == "supported" and "(paper profile)" in published["E12"]["evidence"]
+    assert published["S12"]["verdict"] == "inconclusive" and "paper profile incomplete" in published["S12"]["evidence"]
+    quick = at.published_verdicts(*real_load("quick", quick_path))
+    for cid in ("S26", "S32"):  # no temporal-attention run in the paper study: the tiny quick study's evidence
+        assert published[cid] == quick[cid] and "quick profile only" in published[cid]["evidence"]
+    assert published["S23"]["verdict"] == "not yet tested"  # Weather: in neither study

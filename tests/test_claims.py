@@ -92,3 +92,38 @@ def test_two_files_cannot_judge_one_claim(tmp_path):
 
 def test_verdict_vocabulary():
     assert "not yet tested" in VERDICTS and "supported" in VERDICTS
+
+
+def test_cap_verdict_keeps_the_rule_outcome_and_says_why():
+    # quick evidence never judges
+    verdict, measured = claims.cap_verdict("supported", "ratio 6.1", quick_label="L=96, 4 epochs")
+    assert verdict == "inconclusive"
+    assert measured == "ratio 6.1 — rule outcome supported; quick profile only: L=96, 4 epochs"
+    # a paper study judges once every item the claim needs is stored, not before
+    verdict, measured = claims.cap_verdict("not supported", "m", needed={"a", "b", "c"}, stored={"a", "x"})
+    assert (verdict, measured) == ("inconclusive", "m — rule outcome not supported; paper profile incomplete: "
+                                                   "1 of 3 items this claim needs are stored")
+    assert claims.cap_verdict("partly supported", "m", needed={"a"}, stored={"a", "b"}) == ("partly supported", "m")
+    assert claims.cap_verdict("supported", "m") == ("supported", "m")  # nothing needed, paper profile
+    # a verdict that judges nothing passes through, even from a quick study
+    assert claims.cap_verdict("not yet tested", "no runs", quick_label="q") == ("not yet tested", "no runs")
+    assert claims.cap_verdict("inconclusive", "m", needed={"a"}) == ("inconclusive", "m")
+
+
+def test_merge_verdicts_fills_only_untested_claims():
+    paper = {"S12": {"verdict": "inconclusive", "evidence": "partial paper"},
+             "E8": {"verdict": "not yet tested", "evidence": "no runs"},
+             "E12": {"verdict": "partly supported", "evidence": "paper"},
+             "S26": {"verdict": "not yet tested", "evidence": "no runs"}}
+    quick = {"S12": {"verdict": "inconclusive", "evidence": "quick"},
+             "E8": {"verdict": "inconclusive", "evidence": "quick E8"},
+             "E12": {"verdict": "inconclusive", "evidence": "quick E12"},
+             "S26": {"verdict": "not yet tested", "evidence": "no runs"},
+             "S32": {"verdict": "inconclusive", "evidence": "quick S32"}}
+    merged = claims.merge_verdicts(paper, quick)
+    assert merged["S12"]["evidence"] == "partial paper"  # a capped paper verdict stays
+    assert merged["E12"] == paper["E12"]
+    assert merged["E8"] == quick["E8"]  # untested in the paper study: the quick evidence
+    assert merged["S26"]["verdict"] == "not yet tested"
+    assert merged["S32"] == quick["S32"]  # a claim only the fallback has
+    assert paper["E8"]["verdict"] == "not yet tested"  # inputs untouched

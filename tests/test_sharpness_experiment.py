@@ -511,6 +511,29 @@ def test_seed_spread_verdict_rule_on_a_complete_grid():
     assert sh.seed_spread_verdict(frame)["verdict"] == "not supported"
 
 
+def test_seed_spread_verdict_is_settled_when_no_missing_pair_can_change_it():
+    from flatcast.experiments import sharpness as sh
+
+    rows = [{"dataset": d, "horizon": h, "std_ratio": 3.0, "current_code": True}
+            for d in sh.SPREAD_DATASETS for h in sh.SPREAD_HORIZONS]
+    frame = pd.DataFrame(rows)
+    # 19 of 24 pairs, two of them with a narrower Transformer spread: "supported" is out of reach and 17 wider
+    # pairs already exceed half of 24, so the missing 5 cannot change "partly supported"
+    part = frame.iloc[:19].copy()
+    part.loc[[0, 1], "std_ratio"] = 0.8
+    verdict = sh.seed_spread_verdict(part)
+    assert verdict["verdict"] == "partly supported" and "whatever the 5 missing pairs show" in verdict["measured"]
+    # all 19 at 3×: the missing pairs decide between supported and partly supported
+    assert sh.seed_spread_verdict(frame.iloc[:19])["verdict"] == "inconclusive"
+    # 12 wider of 13 run: 12 is not more than half of 24, so 11 missing pairs could still make it "not supported"
+    few = frame.iloc[:13].copy()
+    few.loc[0, "std_ratio"] = 0.5
+    assert sh.seed_spread_verdict(few)["verdict"] == "inconclusive"
+    # 13 narrower of 13 run: at most 11 of 24 can be wider, "not supported" whatever comes
+    few["std_ratio"] = 0.5
+    assert sh.seed_spread_verdict(few)["verdict"] == "not supported"
+
+
 def test_sharpness_verdicts_take_s20_from_the_benchmark_spread():
     from flatcast.experiments import sharpness as sh
 
@@ -549,3 +572,79 @@ def test_figures_draw_from_an_incomplete_paper_study():
         if draw in (figs.plot_sigma_reparam, figs.plot_flatness_vs_mse, figs.plot_optimizers):
             assert "no runs yet" in texts, draw.__name__
         plt.close(fig)
+
+
+def test_two_processes_share_a_results_file_by_part(tmp_path, counted, data_env):
+    """``parts=("landscapes",)`` trains only the landscape solutions (no run record), ``parts=("runs",)`` every run
+    and no landscape; run one after the other on one file (as two processes would, each knowing only what it
+    loaded) they store each item once and together make the whole study."""
+    config = tiny()
+    path = tmp_path / "shared.jsonl"
+    with pytest.raises(ValueError, match="parts"):
+        sh.run_study(config, path, parts=("everything",))
+    landscapes_first = sh.run_study(config, path, parts=("landscapes",))
+    assert set(landscapes_first.landscapes) == {("ETTh1", 0)} and landscapes_first.runs.empty
+    assert sorted(name for name, _, _ in counted) == ["samformer", "transformer"]  # the two solutions, retrained
+    runs = sh.run_study(config, path, parts=("runs",))
+    assert len(runs.runs) == 5 and set(runs.landscapes) == {("ETTh1", 0)}
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    keys = [r["key"] for r in lines[1:]]
+    assert len(keys) == len(set(keys)) and sum(r["type"] == "landscape" for r in lines) == 1
+    assert sh.load_study(path).complete
+
+
+def test_landscape_summary_reads_hand_made_landscapes():
+    """Every number of the summary from a landscape whose values are written by hand."""
+    def model(centre, ends, eigen_ends, plane, top):
+        return {"random_1d": {"alphas": [-1.0, 0.0, 1.0], "train": [ends[0], centre, ends[1]],
+                              "val": [2 * ends[0], 2 * centre, 2 * ends[1]]},
+                "eigen_1d": {"alphas": [-2.0, 0.0, 2.0], "train": [eigen_ends[0], centre, eigen_ends[1]],
+                             "val": [0.0, 0.0, 0.0], "lambda_max": top[0]},
+                "random_2d": {"alphas": [-1.0, 0.0, 1.0], "train": plane, "val": plane},
+                "density": {"grid": [0.0], "density": [1.0]}, "top_k": top}
+
+    flat_plane = [[0.3, 0.15, 0.3], [0.15, 0.1, 0.15], [0.3, 0.15, 0.3]]  # 5 of 9 points ≤ 2 × 0.1
+    sharp_plane = [[9.0, 9.0, 9.0], [9.0, 0.2, 0.3], [9.0, 9.0, 9.0]]  # 2 of 9 points ≤ 2 × 0.2
+    landscape = {"models": {"transformer": model(0.2, (1.0, 3.0), (8.0, 12.0), sharp_plane, [50.0, 5.0]),
+                            "samformer": model(0.1, (0.2, 0.4), (0.3, 0.5), flat_plane, [4.0, 1.0])},
+                 "interpolation": {"init → transformer": {"train_barrier": 9.0},
+                                   "transformer → samformer": {"train_barrier": 0.05}}}
+    config = sh.sharpness_config("paper")
+    study = sh.SharpnessStudy(config=config, runs=pd.DataFrame(), landscapes={("ETTh1", 0): landscape},
+                              costs=pd.DataFrame())
+    table = sh.landscape_summary(study).set_index("recipe")
+    assert list(table.index) == ["transformer", "samformer"]
+    t, s = table.loc["transformer"], table.loc["samformer"]
+    assert (t["lambda_max"], s["lambda_max"]) == (50.0, 4.0)
+    assert (t["train_mse"], t["val_mse"]) == (0.2, 0.4)
+    assert t["random_rise"] == pytest.approx(2.0 / 0.2) and s["random_rise"] == pytest.approx(0.3 / 0.1)
+    assert t["random_rise_val"] == pytest.approx(4.0 / 0.4)
+    assert t["eigen_rise"] == pytest.approx(10.0 / 0.2) and s["eigen_rise"] == pytest.approx(0.4 / 0.1)
+    assert t["basin_share"] == pytest.approx(2 / 9) and s["basin_share"] == pytest.approx(5 / 9)
+    assert t["barrier"] == s["barrier"] == 0.05  # the Transformer → SAMformer path, not init → model
+    empty = sh.SharpnessStudy(config=config, runs=pd.DataFrame(), landscapes={}, costs=pd.DataFrame())
+    assert sh.landscape_summary(empty).empty
+
+
+def test_findings_report_the_landscapes(tmp_path, data_env):
+    study = sh.run_study(tiny(), None)
+    summary = sh.landscape_summary(study)
+    assert len(summary) == 2 and set(summary["recipe"]) == {"transformer", "samformer"}
+    text = sh.findings(study, n_permutations=10)
+    rise = float(summary.loc[summary["recipe"] == "samformer", "random_rise"].iloc[0])
+    assert "**ETTh1, landscapes** (1 seed, medians)" in text and f"{rise:.3g}× for SAMformer" in text
+
+
+def test_landscape_explorer_offers_only_seeds_every_dataset_has():
+    from flatcast.experiments import sharpness_figures as figs
+
+    config = sh.sharpness_config("paper")
+    land = {"models": {}, "interpolation": {}}
+    study = sh.SharpnessStudy(config=config, runs=pd.DataFrame(), costs=pd.DataFrame(),
+                              landscapes={("ETTh1", 0): land, ("ETTh1", 1): land, ("ETTh1", 2): land,
+                                          ("exchange_rate", 0): land, ("exchange_rate", 2): land})
+    choices = figs.landscape_choices(study)
+    assert choices["dataset"] == ["ETTh1", "exchange_rate"] and choices["seed"] == [0, 2]
+    assert choices["model"] == list(sh.LANDSCAPE_RECIPES) and choices["slice"] == list(figs.SLICE_TYPES)
+    study.landscapes = {}
+    assert figs.landscape_choices(study)["seed"] == [] and figs.landscape_choices(study)["dataset"] == []

@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 __all__ = ["Claim", "CLAIMS", "VERDICTS", "RESULTS_DIR", "SIMILAR_TO_ADAM", "DIVERGED_FACTOR", "claim",
-           "claims_table", "read_verdicts", "write_verdicts"]
+           "claims_table", "read_verdicts", "write_verdicts", "JUDGED", "cap_verdict", "merge_verdicts"]
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "data" / "results"
 NOT_TESTED = "not yet tested"
@@ -49,6 +49,8 @@ SIMILAR_TO_ADAM = 0.2
 #: MSE at least this many times Adam's (or a NaN).
 DIVERGED_FACTOR = 3.0
 VERDICTS = ("supported", "partly supported", "not supported", "inconclusive", NOT_TESTED)
+#: The verdicts that judge a claim (the others say it has not been judged).
+JUDGED = ("supported", "partly supported", "not supported")
 PAPERS = ("SAMformer", "EEO-TFV", "OCE-TS")
 
 
@@ -184,6 +186,38 @@ def write_verdicts(chapter: str, verdicts: dict, provenance: dict | None = None,
                               **(provenance or {})}}
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
+
+
+def cap_verdict(verdict: str, measured: str, *, quick_label: str | None = None,
+                needed: set | frozenset | None = None, stored: set | frozenset = frozenset()) -> tuple[str, str]:
+    """``(verdict, measured)`` of a claim whose rule gave ``verdict``, capped at ``"inconclusive"`` where the evidence
+    cannot judge it: a quick-profile study (``quick_label`` names its reduced settings), or a paper-profile study that
+    has not yet stored every item (run, landscape, cost record…) in ``needed``, the items the claim rests on. A capped
+    verdict keeps the rule's outcome and the reason in ``measured``; a verdict that judges nothing is passed through.
+    """
+    if verdict not in JUDGED:
+        return verdict, measured
+    if quick_label is not None:
+        why = f"quick profile only: {quick_label}"
+    elif needed is not None and not set(needed) <= set(stored):
+        why = (f"paper profile incomplete: {len(set(needed) & set(stored))} of {len(set(needed))} items this claim "
+               "needs are stored")
+    else:
+        return verdict, measured
+    return "inconclusive", f"{measured} — rule outcome {verdict}; {why}"
+
+
+def merge_verdicts(primary: dict[str, dict[str, str]], fallback: dict[str, dict[str, str]]
+                   ) -> dict[str, dict[str, str]]:
+    """``primary``'s verdicts (``{claim id: {"verdict", "evidence"}}``, e.g. a half-run paper-profile study), with
+    each claim ``primary`` has not tested at all taken from ``fallback`` (e.g. the quick profile) where it is tested
+    there. A capped ``"inconclusive"`` in ``primary`` stays: its partial paper-size numbers say more than a quick run.
+    """
+    merged = {cid: dict(entry) for cid, entry in primary.items()}
+    for cid, entry in fallback.items():
+        if merged.get(cid, {}).get("verdict", NOT_TESTED) == NOT_TESTED and entry.get("verdict") != NOT_TESTED:
+            merged[cid] = dict(entry)
+    return merged
 
 
 def read_verdicts(results_dir: str | os.PathLike | None = None) -> dict[str, dict[str, str]]:

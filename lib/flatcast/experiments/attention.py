@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from flatcast.claims import write_verdicts
+from flatcast.claims import cap_verdict, merge_verdicts, write_verdicts
 from flatcast.data import DATASETS, make_splits
 from flatcast.data.splits import Splits, WindowSet
 from flatcast.diagnostics.seed_tests import cell_t_tests, significance_counts
@@ -69,7 +69,7 @@ __all__ = [
     "AttentionConfig", "ATTENTION_CONFIGS", "attention_config", "DYNAMICS_RECIPES", "TABLE_RECIPES", "LABELS",
     "run_key", "planned_runs", "reduce_splits", "load_splits", "train_cell", "run_study", "load_records",
     "append_record", "results_path", "records_frame", "table_frame", "overall_improvement", "final_attention",
-    "diagonal_statistics", "attention_verdicts", "claims_box", "main", "benchmark_table_records",
+    "diagonal_statistics", "attention_verdicts", "published_verdicts", "claims_box", "main", "benchmark_table_records",
     "with_benchmark_tables", "seed_significance", "dynamics_claim_runs", "grid_table_verdicts", "TABLE_CLAIMS",
 ]
 
@@ -597,13 +597,10 @@ def attention_verdicts(records: Sequence[dict[str, Any]], config: AttentionConfi
     def add(cid, claim, measured, rule, verdict):
         if measured is None:
             verdict, measured = "not yet tested", "no runs"
-        elif quick:
-            verdict = "inconclusive"
-            measured = f"{measured} [quick profile only: {config.label}; reduced training, not the paper's size]"
-        elif cid in needs and not needs[cid] <= stored:
-            measured = (f"{measured} — rule outcome {verdict} [paper profile incomplete: "
-                        f"{len(needs[cid] & stored)} of {len(needs[cid])} runs this claim rests on are stored]")
-            verdict = "inconclusive"
+        else:
+            verdict, measured = cap_verdict(verdict, measured, stored=stored, needed=needs.get(cid),
+                                            quick_label=f"{config.label}; reduced training, not the paper's size"
+                                            if quick else None)
         rows.append({"id": cid, "claim": claim, "measured": measured, "rule": rule, "verdict": verdict})
 
     def have(dataset, *names):
@@ -778,6 +775,19 @@ def load_study(profile: str = "paper", path: str | os.PathLike | None = None
     return records, attention_config(profile)
 
 
+def published_verdicts(records: Sequence[dict[str, Any]], config: AttentionConfig) -> dict[str, dict[str, str]]:
+    """What ``--profile <config.profile>`` publishes: :func:`attention_verdicts` with the profile named in the
+    evidence; outside the paper profile the Tables 9–10 claims come from the benchmark grid's paper-size cells
+    where it has them (:func:`grid_table_verdicts`)."""
+    published = {row.id: {"verdict": row.verdict, "evidence": f"{row.measured} ({config.profile} profile)"}
+                 for row in attention_verdicts(records, config).itertuples()}
+    if config.profile != "paper":
+        for row in grid_table_verdicts().itertuples():
+            published[row.id] = {"verdict": row.verdict,
+                                 "evidence": f"{row.measured} (paper profile: benchmark grid samformer-table9)"}
+    return published
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m flatcast.experiments.attention --profile paper``: train what is missing from the results file
@@ -813,13 +823,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(records)} runs in {out} ({(time.perf_counter() - start) / 60:.1f} min this call)")
     if args.profile == "paper":  # Tables 9–10 at the paper's size also come from the benchmark grid
         records = with_benchmark_tables(records)
-    verdicts = attention_verdicts(records, attention_config(args.profile))
-    published = {row.id: {"verdict": row.verdict, "evidence": f"{row.measured} ({args.profile} profile)"}
-                 for row in verdicts.itertuples()}
-    if args.profile != "paper":  # the Tables 9–10 claims are judged at the paper's size when the grid has cells
-        for row in grid_table_verdicts().itertuples():
-            published[row.id] = {"verdict": row.verdict,
-                                 "evidence": f"{row.measured} (paper profile: benchmark grid samformer-table9)"}
+    published = published_verdicts(records, attention_config(args.profile))
+    if args.profile == "paper":  # a claim the paper-size study has not measured yet keeps its quick evidence
+        quick = load_study("quick")
+        if quick is not None:
+            published = merge_verdicts(published, published_verdicts(*quick))
     print(pd.DataFrame([{"id": k, **v} for k, v in published.items()]).to_string())
     if not args.no_verdicts:
         path = write_verdicts("attention", published, provenance=provenance(args.device, command),

@@ -72,7 +72,7 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from flatcast.claims import DIVERGED_FACTOR, SIMILAR_TO_ADAM, write_verdicts
+from flatcast.claims import DIVERGED_FACTOR, SIMILAR_TO_ADAM, cap_verdict, write_verdicts
 from flatcast.data.splits import Splits, make_splits
 from flatcast.diagnostics.hessian import (dataset_gradient, dataset_loss, flatten, hessian_trace, hvp,
                                           spectral_density, top_k_eigenvalues)
@@ -98,8 +98,8 @@ from flatcast.utils import resolve_device, seed_everything, torch_threads
 
 __all__ = [
     "SharpnessConfig", "SHARPNESS_CONFIGS", "sharpness_config", "MAIN_RECIPES", "LANDSCAPE_RECIPES",
-    "ResultsStore", "SharpnessStudy", "run_key", "run_study", "measure_curvature", "compute_landscape",
-    "step_cost", "claim_keys", "findings", "optimizer_label", "optimizer_table", "optimizer_verdict", "summary_table", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
+    "ResultsStore", "SharpnessStudy", "STUDY_PARTS", "run_key", "run_study", "measure_curvature", "compute_landscape",
+    "step_cost", "claim_keys", "findings", "optimizer_label", "optimizer_table", "optimizer_verdict", "summary_table", "landscape_summary", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
     "benchmark_seed_spread", "seed_spread_verdict", "SPREAD_DATASETS", "SPREAD_HORIZONS",
     "load_study", "planned_runs", "main",
 ]
@@ -545,18 +545,29 @@ def _say(progress: bool, message: str) -> None:
         print(message, flush=True)
 
 
+#: The parts of the study :func:`run_study` can be restricted to (``--only``).
+STUDY_PARTS = ("runs", "landscapes")
+
+
 class _Budget(Exception):
     """Raised to stop after ``max_runs`` newly trained runs."""
 
 
 def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, device: str = "cpu",
               progress: bool = False, max_runs: int | None = None,
-              run_provenance: dict[str, Any] | None = None) -> SharpnessStudy:
+              run_provenance: dict[str, Any] | None = None,
+              parts: Collection[str] = STUDY_PARTS) -> SharpnessStudy:
     """Run (or resume) the study of ``config``, appending every finished item to ``path`` (``None``: in memory).
 
     Items already in the file are skipped. ``max_runs`` stops after that many newly trained runs (the study
-    returned is then marked ``complete=False``). Returns the :class:`SharpnessStudy` of everything stored.
+    returned is then marked ``complete=False``). ``parts`` (of :data:`STUDY_PARTS`) restricts the work to the
+    trained runs (main recipes, step costs, optimizer recipes, ρ grids) or to the landscapes, so that two processes
+    can share one results file: each appends whole lines and skips what it has loaded, and the two parts never
+    write the same item. Returns the :class:`SharpnessStudy` of everything stored (as this process knows it).
     """
+    unknown = set(parts) - set(STUDY_PARTS)
+    if unknown or not parts:
+        raise ValueError(f"parts must be a non-empty subset of {STUDY_PARTS}, got {tuple(parts)}")
     start = time.perf_counter()
     dev = resolve_device(device)
     store = ResultsStore(path, config, run_provenance)
@@ -653,12 +664,13 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
         every_splits = {dataset: make_splits(dataset, config.lookback, config.horizon) for dataset in config.datasets}
         every_sharp_data = {dataset: _even_subset(splits.train, config.sharpness_samples)
                             for dataset, splits in every_splits.items()}
+        runs = "runs" in parts
         for dataset, splits in every_splits.items():
-            for name in config.recipes:
+            for name in config.recipes if runs else ():
                 train_group(name, splits, config.seeds, _main_rho(name, dataset, config.horizon),
                             every_sharp_data[dataset], True)
         for dataset, splits in every_splits.items():
-            for name in COST_RECIPES:
+            for name in COST_RECIPES if runs else ():
                 key = _cost_key(name, dataset)
                 if name not in config.recipes or store.has(key):
                     continue
@@ -667,13 +679,13 @@ def run_study(config: SharpnessConfig, path: str | os.PathLike | None = None, de
                 append({"type": "cost", "key": key, "recipe": name, "label": RECIPES[name].label,
                         "dataset": dataset, "device": str(dev), **cost})
         for dataset, splits in every_splits.items():
-            for name in config.optimizer_recipes:
+            for name in config.optimizer_recipes if runs else ():
                 train_group(name, splits, config.seeds, None, every_sharp_data[dataset], True, curvature=False)
         for dataset, splits in every_splits.items():
-            for rho in config.rho_grid:
+            for rho in config.rho_grid if runs else ():
                 is_main = _rho_key(rho) == _rho_key(_main_rho("samformer", dataset, config.horizon))
                 train_group("samformer", splits, config.rho_seeds, rho, every_sharp_data[dataset], is_main)
-        for dataset in config.landscape_datasets:
+        for dataset in config.landscape_datasets if "landscapes" in parts else ():
             splits = every_splits[dataset]
             train_w = _even_subset(splits.train, config.landscape_samples)
             val_w = _even_subset(splits.val, config.landscape_samples)
@@ -750,6 +762,52 @@ def sharpness_ratios(study: SharpnessStudy, baseline: str = "samformer") -> pd.D
 
 
 FLATNESS_MEASURES = {"lambda_max": "λmax", "trace": "tr H", "authors_sharpness": "authors' gᵀHv"}
+
+#: A point of a 2-D slice belongs to the solution's basin when its loss is at most this multiple of the centre's.
+BASIN_FACTOR = 2.0
+
+
+def _rise(piece: dict[str, Any], split: str = "train") -> tuple[float, float]:
+    """``(loss at the solution, mean loss at the two ends of the slice / loss at the solution)`` of a 1-D slice."""
+    alphas = np.asarray(piece["alphas"], dtype=float)
+    losses = np.asarray(piece[split], dtype=float)
+    centre = float(losses[np.argmin(np.abs(alphas))])
+    return centre, float((losses[0] + losses[-1]) / 2 / centre)
+
+
+def landscape_summary(study: SharpnessStudy) -> pd.DataFrame:
+    """Numbers read off each stored landscape set, one row per dataset, seed and model (the landscapes' own
+    windows: ``landscape_samples`` of the train and validation splits):
+
+    * ``lambda_max`` — the top Hessian eigenvalue (Lanczos) of the eigenvector slice;
+    * ``train_mse`` / ``val_mse`` — the losses at the solution;
+    * ``random_rise`` / ``random_rise_val`` — the mean loss at the two ends of the filter-normalised random slice
+      (α = ±``slice_radius``) over the loss at the solution: how far the loss climbs one filter norm away;
+    * ``eigen_rise`` — the same along the top eigenvector (α = ±``eigen_radius``);
+    * ``basin_share`` — the share of the 2-D random plane whose training loss is at most :data:`BASIN_FACTOR` × the
+      solution's (the dark region of the contour plots);
+    * ``barrier`` — the training-loss barrier on the straight line Transformer → SAMformer (same on both rows).
+    """
+    rows = []
+    for (dataset, seed), landscape in sorted(study.landscapes.items()):
+        pair = [p for label, p in landscape["interpolation"].items() if not label.startswith("init")]
+        barrier = float(pair[0]["train_barrier"]) if pair else float("nan")
+        for name, piece in landscape["models"].items():
+            train_mse, random_rise = _rise(piece["random_1d"], "train")
+            val_mse, random_rise_val = _rise(piece["random_1d"], "val")
+            _, eigen_rise = _rise(piece["eigen_1d"], "train")
+            plane = np.asarray(piece["random_2d"]["train"], dtype=float)
+            centre = plane[plane.shape[0] // 2, plane.shape[1] // 2]
+            rows.append({"dataset": dataset, "seed": int(seed), "recipe": name, "model": _recipe_label(name),
+                         "lambda_max": float(piece["top_k"][0]), "train_mse": train_mse, "val_mse": val_mse,
+                         "random_rise": random_rise, "random_rise_val": random_rise_val, "eigen_rise": eigen_rise,
+                         "basin_share": float(np.mean(plane <= BASIN_FACTOR * centre)), "barrier": barrier})
+    return pd.DataFrame(rows, columns=["dataset", "seed", "recipe", "model", "lambda_max", "train_mse", "val_mse",
+                                       "random_rise", "random_rise_val", "eigen_rise", "basin_share", "barrier"])
+
+
+def _recipe_label(name: str) -> str:
+    return RECIPES[name].label if name in RECIPES else name
 
 
 def flatness_correlations(study: SharpnessStudy, n_permutations: int = 2000) -> pd.DataFrame:
@@ -834,9 +892,16 @@ def seed_spread_verdict(spread: pd.DataFrame) -> dict[str, str]:
     and horizon. Rule: supported if the Transformer's std is at least :data:`SPREAD_FACTOR` × SAMformer's in every
     available (dataset, horizon) pair; partly supported if it is larger in most pairs; not supported otherwise.
     Until all 6 × 4 pairs have finished cells the verdict is "inconclusive" (the rule's outcome on the pairs run
-    is given)."""
+    is given) — unless no result of the missing pairs could change it: the rule's outcome only grows with the
+    number of pairs where the Transformer's spread is wider, so it is settled when the two extreme completions (every
+    missing pair ≥ :data:`SPREAD_FACTOR` ×, every missing pair not wider) give the same outcome."""
     expected = len(SPREAD_DATASETS) * len(SPREAD_HORIZONS)
     n = len(spread)
+
+    def rule_outcome(wider_pairs: int, much_pairs: int, pairs: int) -> str:
+        return ("supported" if much_pairs == pairs else "partly supported" if wider_pairs > pairs / 2
+                else "not supported")
+
     rule = (f"supported if Transformer's std ≥ {SPREAD_FACTOR:g}× SAMformer's in every one of the {expected} "
             "(dataset, horizon) pairs of Table 1 available here; partly if larger in most; not supported otherwise")
     if n == 0:
@@ -844,15 +909,20 @@ def seed_spread_verdict(spread: pd.DataFrame) -> dict[str, str]:
                 "verdict": "not yet tested"}
     wider = int((spread["std_ratio"] > 1).sum())
     much = int((spread["std_ratio"] >= SPREAD_FACTOR).sum())
-    outcome = ("supported" if much == n else "partly supported" if wider > n / 2 else "not supported")
+    outcome = rule_outcome(wider, much, n)
     median = float(spread["std_ratio"].median())
     stale = "" if spread["current_code"].all() else "; some cells computed by older code"
     measured = (f"benchmark grid (paper profile, 5 seeds): Transformer's test-MSE std > SAMformer's in {wider} of {n} "
                 f"(dataset, horizon) pairs, ≥ {SPREAD_FACTOR:g}× in {much}; median ratio {median:.2f}× "
                 f"({n} of {expected} pairs finished{stale})")
     if n < expected:
-        return {"id": "S20", "measured": f"{measured} — rule outcome on the pairs run: {outcome}", "rule": rule,
-                "verdict": "inconclusive"}
+        missing = expected - n
+        best, worst = rule_outcome(wider + missing, much + missing, expected), rule_outcome(wider, much, expected)
+        if best != worst:
+            return {"id": "S20", "measured": f"{measured} — rule outcome on the pairs run: {outcome}", "rule": rule,
+                    "verdict": "inconclusive"}
+        return {"id": "S20", "measured": f"{measured}; settled: whatever the {missing} missing pairs show, the rule "
+                                         f"gives {worst}", "rule": rule, "verdict": worst}
     return {"id": "S20", "measured": measured, "rule": rule, "verdict": outcome}
 
 
@@ -1000,17 +1070,10 @@ def sharpness_verdicts(study: SharpnessStudy, spread: pd.DataFrame | None = None
     needed = claim_keys(config)
     stored = study.stored_keys()
     for i, claim_id in enumerate(frame["id"]):
-        if frame.at[i, "verdict"] not in ("supported", "partly supported", "not supported"):
-            continue
-        if config.profile != "paper":
-            why = "quick profile only: " + config.label
-        else:
-            keys = needed.get(claim_id, set())
-            if keys <= stored:
-                continue
-            why = f"paper profile incomplete: {len(keys & stored)} of {len(keys)} items this claim needs are stored"
-        frame.at[i, "measured"] = f"{frame.at[i, 'measured']} — rule outcome {frame.at[i, 'verdict']}; {why}"
-        frame.at[i, "verdict"] = "inconclusive"
+        frame.loc[i, ["verdict", "measured"]] = cap_verdict(
+            frame.at[i, "verdict"], frame.at[i, "measured"],
+            quick_label=config.label if config.profile != "paper" else None,
+            needed=needed.get(claim_id, set()), stored=stored)
     if spread is not None:
         s20 = seed_spread_verdict(spread)
         frame.loc[frame["id"] == "S20", ["measured", "rule", "verdict"]] = [s20["measured"], s20["rule"],
@@ -1051,6 +1114,20 @@ def findings(study: SharpnessStudy, n_permutations: int = 1000) -> str:
             lines.append(f"- **{dataset}, other optimizers** (Transformer, test MSE × Adam's, mean best epoch): "
                          + ", ".join(f"{o} {r:.2f}× (epoch {e:.1f})" for o, r, e in
                                      zip(others["optimizer"], others["× Adam"], others["best epoch"])) + best + ".")
+    summary = landscape_summary(study)
+    for dataset, frame in summary.groupby("dataset", sort=False):
+        def median(name, column):
+            return float(frame.loc[frame["recipe"] == name, column].median())
+
+        names = [n for n in LANDSCAPE_RECIPES if (frame["recipe"] == n).any()]
+        seeds = frame["seed"].nunique()
+        lines.append(
+            f"- **{dataset}, landscapes** ({seeds} seed{'s' if seeds > 1 else ''}, medians): one filter norm along a "
+            "random direction the training loss rises " + ", ".join(
+                f"{median(n, 'random_rise'):.3g}× for {_recipe_label(n)}" for n in names)
+            + f"; share of the 2-D plane within {BASIN_FACTOR:g}× the solution's loss " + ", ".join(
+                f"{median(n, 'basin_share'):.0%} ({_recipe_label(n)})" for n in names)
+            + f"; training-loss barrier between the two solutions {frame['barrier'].median():.3g}.")
     if not lines:
         return "No runs stored yet."
     done, planned = len(study.runs), len(planned_runs(study.config))
@@ -1175,6 +1252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-verdicts", action="store_true", help="do not write data/results/sharpness_claims.json")
     parser.add_argument("--claims-dir", default=None, help="where to write sharpness_claims.json")
     parser.add_argument("--plan", action="store_true", help="print how many runs are planned and done, train nothing")
+    parser.add_argument("--only", choices=STUDY_PARTS, default=None,
+                        help="do only the trained runs or only the landscapes (two processes may share the file)")
     parser.add_argument("--verdicts-only", action="store_true",
                         help="train nothing: write the verdicts of the stored study (S20 from the benchmark grid)")
     args = parser.parse_args(argv)
@@ -1196,7 +1275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--verdicts-only: no stored study at {out}")
     else:
         study = run_study(config, out, device=args.device, progress=True, max_runs=args.max_runs,
-                          run_provenance=run_provenance)
+                          run_provenance=run_provenance, parts=(args.only,) if args.only else STUDY_PARTS)
+        if args.only:  # another process may have stored the other part meanwhile: judge what the file holds
+            study = load_study(out, profile=args.profile)
     print(f"{len(study.runs)} runs stored in {out}; complete: {study.complete}")
     spread = benchmark_seed_spread()
     verdicts = sharpness_verdicts(study, spread)

@@ -17,11 +17,12 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 from flatcast.plotting import plot_band
 from flatcast.recipes import RECIPES
 
-from .sharpness import FLATNESS_MEASURES, SharpnessStudy, _geomean, flatness_correlations, optimizer_label
+from .sharpness import (FLATNESS_MEASURES, LANDSCAPE_RECIPES, SharpnessStudy, _geomean, flatness_correlations,
+                        optimizer_label)
 
 __all__ = ["RECIPE_COLORS", "DATASET_LABELS", "plot_lambda_max", "plot_seed_spread", "plot_benchmark_seed_spread", "plot_rho_sensitivity",
-           "plot_sigma_reparam", "plot_optimizers", "plot_interpolation", "plot_slice_1d", "plot_contours", "plot_spectrum",
-           "plot_flatness_vs_mse", "render_landscape", "SLICE_TYPES"]
+           "plot_sigma_reparam", "plot_optimizers", "plot_interpolation", "plot_slice_1d", "plot_landscape_slices", "plot_contours", "plot_spectrum",
+           "plot_flatness_vs_mse", "render_landscape", "landscape_choices", "SLICE_TYPES"]
 
 RECIPE_COLORS = {"transformer": "tab:red", "samformer": "tab:blue", "sigma_reparam": "tab:orange",
                  "samformer_sigma_reparam": "tab:purple", "transformer_eeo": "tab:green"}
@@ -387,6 +388,18 @@ def plot_slice_1d(landscape: dict, kind: str = "random_1d", models: Sequence[str
     return fig if fig is not None else ax.figure
 
 
+def plot_landscape_slices(landscape: dict, title: str = "") -> plt.Figure:
+    """The two 1-D slices through each solution side by side: a filter-normalised random direction (left) and the
+    top Hessian eigenvector (right), train solid and validation dashed."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.8))
+    plot_slice_1d(landscape, "random_1d", ax=left)
+    plot_slice_1d(landscape, "eigen_1d", ax=right)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def plot_contours(landscape: dict, models: Sequence[str] = ("transformer", "samformer"), split: str = "train",
                   radius: float | None = None, axes: Sequence[plt.Axes] | None = None,
                   scale_models: Sequence[str] | None = None) -> plt.Figure:
@@ -445,6 +458,17 @@ def plot_spectrum(landscape: dict, models: Sequence[str] = ("transformer", "samf
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig
+
+
+def landscape_choices(study: SharpnessStudy) -> dict[str, list]:
+    """The controls of a landscape explorer over every stored landscape set of ``study``: its datasets, the two
+    models, the seeds that *every* offered dataset has (a half-run study offers no picture it cannot draw), the
+    slice types. Empty lists when nothing is stored."""
+    datasets = sorted({d for d, _ in study.landscapes})
+    seeds = sorted(set.intersection(*({s for d, s in study.landscapes if d == ds} for ds in datasets))) if datasets else []
+    if not seeds:
+        datasets = []
+    return {"dataset": datasets, "model": list(LANDSCAPE_RECIPES), "seed": seeds, "slice": list(SLICE_TYPES)}
 
 
 def render_landscape(study: SharpnessStudy, dataset: str, model: str, seed: int, slice_type: str,
