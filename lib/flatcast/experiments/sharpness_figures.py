@@ -427,7 +427,8 @@ def plot_contours(landscape: dict, models: Sequence[str] = ("transformer", "samf
         ax.contour(alphas, alphas, z.T, levels=levels, colors="white", linewidths=0.4, alpha=0.6)
         ax.plot(0, 0, marker="*", color="red", ms=9)
         ax.set_xlabel("α (direction 1, filter-normalised)")
-        ax.set_ylabel("β (direction 2)")
+        if ax is axes[0]:  # the panels share their axes: one label, no overlap with the neighbour
+            ax.set_ylabel("β (direction 2, filter-normalised)")
         ax.set_title(f"{_label(name)} ({'train' if split == 'train' else 'validation'} loss)", fontsize=10)
         ax.set_aspect("equal")
     figure = fig if fig is not None else axes[0].figure
@@ -461,21 +462,23 @@ def plot_spectrum(landscape: dict, models: Sequence[str] = ("transformer", "samf
 
 
 def landscape_choices(study: SharpnessStudy) -> dict[str, list]:
-    """The controls of a landscape explorer over every stored landscape set of ``study``: its datasets, the two
-    models, the seeds that *every* offered dataset has (a half-run study offers no picture it cannot draw), the
-    slice types. Empty lists when nothing is stored."""
+    """The controls of a landscape explorer over every stored landscape set of ``study`` (each picture draws both
+    solutions: :func:`render_landscape` with ``model=None``): its datasets, the seeds that *every* offered dataset
+    has (a half-run study offers no picture it cannot draw), the slice types. Empty lists when nothing is stored."""
     datasets = sorted({d for d, _ in study.landscapes})
     seeds = sorted(set.intersection(*({s for d, s in study.landscapes if d == ds} for ds in datasets))) if datasets else []
     if not seeds:
         datasets = []
-    return {"dataset": datasets, "model": list(LANDSCAPE_RECIPES), "seed": seeds, "slice": list(SLICE_TYPES)}
+    return {"dataset": datasets, "seed": seeds, "slice": list(SLICE_TYPES)}
 
 
-def render_landscape(study: SharpnessStudy, dataset: str, model: str, seed: int, slice_type: str,
+def render_landscape(study: SharpnessStudy, dataset: str, model: str | None, seed: int, slice_type: str,
                      zoom: str = "full") -> plt.Figure:
     """One picture of the landscape explorer: ``slice_type`` in :data:`SLICE_TYPES` around ``model``'s solution
-    for ``seed`` on ``dataset``; ``zoom="half"`` shows the inner half of the range."""
+    (``None``: both solutions, overlaid or side by side on one colour scale) for ``seed`` on ``dataset``;
+    ``zoom="half"`` shows the inner half of the range."""
     landscape = study.landscapes[(dataset, int(seed))]
+    models = tuple(landscape["models"]) if model is None else (model,)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     config = study.config
     if slice_type == "interpolation":
@@ -484,14 +487,15 @@ def render_landscape(study: SharpnessStudy, dataset: str, model: str, seed: int,
             ax.set_xlim(-0.25, 1.25)
     elif slice_type in ("random_1d", "eigen_1d"):
         full = config.slice_radius if slice_type == "random_1d" else config.eigen_radius
-        plot_slice_1d(landscape, slice_type, models=(model,), ax=ax, radius=full / 2 if zoom == "half" else None)
+        plot_slice_1d(landscape, slice_type, models=models, ax=ax, radius=full / 2 if zoom == "half" else None)
     elif slice_type == "random_2d":
         plt.close(fig)
-        fig, ax = plt.subplots(figsize=(5.4, 4.0))
-        plot_contours(landscape, models=(model,), radius=config.slice_radius / 2 if zoom == "half" else None,
-                      axes=[ax], scale_models=tuple(landscape["models"]))
+        fig, axes = plt.subplots(1, len(models), figsize=(4.4 * len(models) + 1.0, 4.0), squeeze=False)
+        plot_contours(landscape, models=models, radius=config.slice_radius / 2 if zoom == "half" else None,
+                      axes=list(axes[0]), scale_models=tuple(landscape["models"]))
     else:
         plt.close(fig)
         raise ValueError(f"unknown slice type {slice_type!r}: use one of {list(SLICE_TYPES)}")
-    fig.suptitle(f"{_dataset(dataset)}, seed {seed}, {_label(model)} — {config.profile} profile", fontsize=9)
+    who = " vs ".join(_label(m) for m in models)
+    fig.suptitle(f"{_dataset(dataset)}, seed {seed}, {who} — {config.profile} profile", fontsize=9)
     return fig
