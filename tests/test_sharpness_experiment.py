@@ -648,3 +648,18 @@ def test_landscape_explorer_offers_only_seeds_every_dataset_has():
     assert set(choices) == {"dataset", "seed", "slice"} and choices["slice"] == list(figs.SLICE_TYPES)
     study.landscapes = {}
     assert figs.landscape_choices(study)["seed"] == [] and figs.landscape_choices(study)["dataset"] == []
+
+
+def test_rho_grid_summary_names_every_rho_that_does_not_beat_adam():
+    config = sh.sharpness_config("paper")
+    rows = [{"recipe": "samformer", "dataset": "ETTh1", "rho": rho, "seed": seed, "test_mse": mse + 0.01 * seed}
+            for rho, mse in ((0.0, 0.40), (0.5, 0.37), (2.0, 0.41), (5.0, 0.40)) for seed in (0, 1)]
+    study = sh.SharpnessStudy(config=config, runs=pd.DataFrame(rows), landscapes={}, costs=pd.DataFrame())
+    line = sh.rho_grid_summary(study, "ETTh1")
+    assert line == "ρ=0 0.4050, best ρ=0.5 0.3750, not better than ρ=0 at ρ = 2 (0.4150), 5 (0.4050)"
+    assert sh.rho_grid_summary(study, "exchange_rate") is None  # no run
+    only_adam = sh.SharpnessStudy(config=config, runs=pd.DataFrame(rows[:2]), landscapes={}, costs=pd.DataFrame())
+    assert sh.rho_grid_summary(only_adam, "ETTh1") is None  # nothing to compare ρ = 0 with
+    better = pd.DataFrame([r for r in rows if r["rho"] in (0.0, 0.5)])
+    assert sh.rho_grid_summary(sh.SharpnessStudy(config=config, runs=better, landscapes={}, costs=pd.DataFrame()),
+                               "ETTh1").endswith("every ρ>0 better")

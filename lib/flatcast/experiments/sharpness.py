@@ -99,7 +99,7 @@ from flatcast.utils import resolve_device, seed_everything, torch_threads
 __all__ = [
     "SharpnessConfig", "SHARPNESS_CONFIGS", "sharpness_config", "MAIN_RECIPES", "LANDSCAPE_RECIPES",
     "ResultsStore", "SharpnessStudy", "STUDY_PARTS", "run_key", "run_study", "measure_curvature", "compute_landscape",
-    "step_cost", "claim_keys", "findings", "optimizer_label", "optimizer_table", "optimizer_verdict", "summary_table", "landscape_summary", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
+    "step_cost", "claim_keys", "findings", "optimizer_label", "optimizer_table", "optimizer_verdict", "summary_table", "landscape_summary", "rho_grid_summary", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
     "benchmark_seed_spread", "seed_spread_verdict", "SPREAD_DATASETS", "SPREAD_HORIZONS",
     "load_study", "planned_runs", "main",
 ]
@@ -997,17 +997,10 @@ def sharpness_verdicts(study: SharpnessStudy, spread: pd.DataFrame | None = None
     # S28 — ρ = 0 vs every ρ > 0 (the TSMixer halves are not run)
     parts, always = [], []
     for d in datasets:
-        grid = study.runs[(study.runs["recipe"] == "samformer") & (study.runs["dataset"] == d)] \
-            if not study.runs.empty else pd.DataFrame()
-        if grid.empty:
-            continue
-        means = grid.groupby("rho")["test_mse"].mean().sort_index()
-        if 0.0 not in means.index:
-            continue
-        better = bool((means.drop(0.0) < means.loc[0.0]).all())
-        always.append(better)
-        best = float(means.idxmin())
-        parts.append(f"{d}: ρ=0 {means.loc[0.0]:.4f}, best ρ={best:g} {means.min():.4f}, every ρ>0 better: {better}")
+        line = rho_grid_summary(study, d)
+        if line is not None:
+            always.append("every ρ>0 better" in line)
+            parts.append(f"{d}: {line}")
     verdict = "partly supported" if always and all(always) else "not supported" if always else "not yet tested"
     rows.append({"id": "S28", "measured": "; ".join(parts) + " (TSMixer not run: its two halves untested)",
                  "rule": "partly supported if every ρ > 0 of the grid beats ρ = 0 on both datasets (the TSMixer "
@@ -1081,6 +1074,21 @@ def sharpness_verdicts(study: SharpnessStudy, spread: pd.DataFrame | None = None
     return frame
 
 
+def rho_grid_summary(study: SharpnessStudy, dataset: str) -> str | None:
+    """SAMformer's mean test MSE over the ρ grid of ``dataset`` in one line: ρ = 0 (Adam), the best ρ, and every ρ > 0
+    that does not beat ρ = 0 ("every ρ>0 better" when none); ``None`` without a ρ = 0 run. Means over the seeds run."""
+    runs = study.runs
+    grid = runs[(runs["recipe"] == "samformer") & (runs["dataset"] == dataset)] if not runs.empty else runs
+    if grid.empty:
+        return None
+    means = grid.groupby("rho")["test_mse"].mean().sort_index()
+    if 0.0 not in means.index or len(means) < 2:
+        return None
+    worse = [f"{rho:g} ({value:.4f})" for rho, value in means.drop(0.0).items() if value >= means.loc[0.0]]
+    return (f"ρ=0 {means.loc[0.0]:.4f}, best ρ={float(means.idxmin()):g} {means.min():.4f}, "
+            + ("every ρ>0 better" if not worse else f"not better than ρ=0 at ρ = {', '.join(worse)}"))
+
+
 def findings(study: SharpnessStudy, n_permutations: int = 1000) -> str:
     """What the stored runs say, as Markdown bullets computed from them (for the chapter's paper-size section):
     λmax ratios, test MSE per recipe, the flatness–error rank correlation and the App. C.3 optimizers, each with
@@ -1100,6 +1108,9 @@ def findings(study: SharpnessStudy, n_permutations: int = 1000) -> str:
                 means.append(f"{RECIPES[name].label} {runs['test_mse'].mean():.4f}{spread}")
         if means:
             lines.append(f"- **{dataset}, test MSE** (mean ± std over seeds): " + "; ".join(means) + ".")
+        rho_line = rho_grid_summary(study, dataset)
+        if rho_line is not None:
+            lines.append(f"- **{dataset}, SAMformer over the ρ grid** (mean test MSE over seeds): {rho_line}.")
     correlations = flatness_correlations(study, n_permutations=n_permutations)
     for row in correlations[correlations["measure"] == "λmax"].itertuples():
         lines.append(f"- **{row.dataset}, flatness vs error**: over {row.n} runs with a measured λmax (recipes × seeds × "
