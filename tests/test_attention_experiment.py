@@ -364,3 +364,21 @@ def test_paper_cli_keeps_quick_evidence_for_claims_it_has_not_measured(tiny_stud
     for cid in ("S26", "S32"):  # no temporal-attention run in the paper study: the tiny quick study's evidence
         assert published[cid] == quick[cid] and "quick profile only" in published[cid]["evidence"]
     assert published["S23"]["verdict"] == "not yet tested"  # Weather: in neither study
+
+
+def test_cli_recipes_restrict_the_dynamics_study(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run_study(config, out, **_):
+        seen["config"] = config
+        return []
+
+    monkeypatch.setattr(at, "run_study", fake_run_study)
+    monkeypatch.setattr(at, "attention_verdicts", lambda records, config: pd.DataFrame(
+        columns=["id", "claim", "measured", "rule", "verdict"]))
+    monkeypatch.setattr(at, "grid_table_verdicts", lambda: pd.DataFrame(columns=["id", "measured", "verdict"]))
+    assert at.main(["--profile", "quick", "--only", "dynamics", "--recipes", "transformer_eeo", "--no-verdicts",
+                    "--out", str(tmp_path / "r.jsonl")]) == 0
+    assert seen["config"].dynamics_recipes == ("transformer_eeo",) and seen["config"].table_datasets == ()
+    with pytest.raises(KeyError, match="bogus"):
+        at.main(["--profile", "quick", "--recipes", "bogus", "--out", str(tmp_path / "r.jsonl")])

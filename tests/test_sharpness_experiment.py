@@ -624,6 +624,8 @@ def test_landscape_summary_reads_hand_made_landscapes():
     assert t["barrier"] == s["barrier"] == 0.05  # the Transformer → SAMformer path, not init → model
     empty = sh.SharpnessStudy(config=config, runs=pd.DataFrame(), landscapes={}, costs=pd.DataFrame())
     assert sh.landscape_summary(empty).empty
+    numbers = set(table.columns) - {"dataset", "seed", "model"}
+    assert numbers == set(sh.LANDSCAPE_COLUMNS)  # every number has a readable header in the chapter
 
 
 def test_findings_report_the_landscapes(tmp_path, data_env):

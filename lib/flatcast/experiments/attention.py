@@ -801,6 +801,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs")
     parser.add_argument("--only", choices=("dynamics", "table"), default=None,
                         help="train only the dynamics study or only the Tables 9–10 study")
+    parser.add_argument("--recipes", nargs="+", default=None, metavar="RECIPE",
+                        help="train only these recipes of the dynamics study (e.g. a second process beside a first "
+                             "one working on another recipe; both append whole lines to the same file)")
     parser.add_argument("--no-verdicts", action="store_true")
     parser.add_argument("--claims-dir", default=None)
     parser.add_argument("--verdicts-only", action="store_true", help="train nothing; verdicts from the results file")
@@ -811,6 +814,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["table_datasets"] = ()
     elif args.only == "table":
         overrides["dynamics_datasets"] = ()
+    if args.recipes is not None:
+        overrides["dynamics_recipes"] = tuple(args.recipes)
     config = attention_config(args.profile, **overrides)
     out = Path(args.out) if args.out else results_path(args.profile)
     if args.verdicts_only:

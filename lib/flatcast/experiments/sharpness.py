@@ -99,7 +99,7 @@ from flatcast.utils import resolve_device, seed_everything, torch_threads
 __all__ = [
     "SharpnessConfig", "SHARPNESS_CONFIGS", "sharpness_config", "MAIN_RECIPES", "LANDSCAPE_RECIPES",
     "ResultsStore", "SharpnessStudy", "STUDY_PARTS", "run_key", "run_study", "measure_curvature", "compute_landscape",
-    "step_cost", "claim_keys", "findings", "optimizer_label", "optimizer_table", "optimizer_verdict", "summary_table", "landscape_summary", "rho_grid_summary", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
+    "step_cost", "claim_keys", "findings", "optimizer_label", "optimizer_table", "optimizer_verdict", "summary_table", "landscape_summary", "LANDSCAPE_COLUMNS", "rho_grid_summary", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
     "benchmark_seed_spread", "seed_spread_verdict", "SPREAD_DATASETS", "SPREAD_HORIZONS",
     "load_study", "planned_runs", "main",
 ]
@@ -765,6 +765,13 @@ FLATNESS_MEASURES = {"lambda_max": "λmax", "trace": "tr H", "authors_sharpness"
 
 #: A point of a 2-D slice belongs to the solution's basin when its loss is at most this multiple of the centre's.
 BASIN_FACTOR = 2.0
+
+
+#: Readable headers for :func:`landscape_summary`'s table in the chapter.
+LANDSCAPE_COLUMNS = {"lambda_max": "λmax", "train_mse": "train MSE", "val_mse": "val. MSE",
+                     "random_rise": "rise, random (train)", "random_rise_val": "rise, random (val.)",
+                     "eigen_rise": "rise, top eigenvector (train)", "basin_share": f"basin share (≤ {BASIN_FACTOR:g}×)",
+                     "barrier": "barrier T → S (train)"}
 
 
 def _rise(piece: dict[str, Any], split: str = "train") -> tuple[float, float]:

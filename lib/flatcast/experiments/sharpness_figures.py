@@ -436,10 +436,13 @@ def plot_contours(landscape: dict, models: Sequence[str] = ("transformer", "samf
     return figure
 
 
-def plot_spectrum(landscape: dict, models: Sequence[str] = ("transformer", "samformer")) -> plt.Figure:
+def plot_spectrum(landscape: dict, models: Sequence[str] = ("transformer", "samformer"), title: str = ""
+                  ) -> plt.Figure:
     """Hessian eigenvalue density by stochastic Lanczos quadrature (log density, PyHessian's convention) and the
-    top-k eigenvalues (Lanczos) for each solution."""
+    top-k eigenvalues (Lanczos) for each solution; ``title`` above both panels."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    if title:
+        fig.suptitle(title, fontsize=9)
     for name in models:
         piece = landscape["models"][name]
         left.semilogy(piece["density"]["grid"], np.asarray(piece["density"]["density"]) + 1e-7,
