@@ -380,5 +380,8 @@ def test_cli_recipes_restrict_the_dynamics_study(tmp_path, monkeypatch):
     assert at.main(["--profile", "quick", "--only", "dynamics", "--recipes", "transformer_eeo", "--no-verdicts",
                     "--out", str(tmp_path / "r.jsonl")]) == 0
     assert seen["config"].dynamics_recipes == ("transformer_eeo",) and seen["config"].table_datasets == ()
+    assert at.main(["--profile", "quick", "--recipes", "samformer", "--seeds", "4", "--no-verdicts",
+                    "--out", str(tmp_path / "r.jsonl")]) == 0
+    assert seen["config"].seeds == (4,) and seen["config"].dynamics_recipes == ("samformer",)
     with pytest.raises(KeyError, match="bogus"):
         at.main(["--profile", "quick", "--recipes", "bogus", "--out", str(tmp_path / "r.jsonl")])

@@ -804,6 +804,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recipes", nargs="+", default=None, metavar="RECIPE",
                         help="train only these recipes of the dynamics study (e.g. a second process beside a first "
                              "one working on another recipe; both append whole lines to the same file)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED",
+                        help="train only these seeds (with --recipes: split one recipe's seeds between processes)")
     parser.add_argument("--no-verdicts", action="store_true")
     parser.add_argument("--claims-dir", default=None)
     parser.add_argument("--verdicts-only", action="store_true", help="train nothing; verdicts from the results file")
@@ -816,6 +818,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["dynamics_datasets"] = ()
     if args.recipes is not None:
         overrides["dynamics_recipes"] = tuple(args.recipes)
+    if args.seeds is not None:
+        overrides["seeds"] = tuple(args.seeds)
     config = attention_config(args.profile, **overrides)
     out = Path(args.out) if args.out else results_path(args.profile)
     if args.verdicts_only:
