@@ -17,8 +17,7 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 from flatcast.plotting import plot_band
 from flatcast.recipes import RECIPES
 
-from .sharpness import (FLATNESS_MEASURES, LANDSCAPE_RECIPES, SharpnessStudy, _geomean, flatness_correlations,
-                        optimizer_label)
+from .sharpness import FLATNESS_MEASURES, SharpnessStudy, _geomean, flatness_correlations, optimizer_label
 
 __all__ = ["RECIPE_COLORS", "DATASET_LABELS", "plot_lambda_max", "plot_seed_spread", "plot_benchmark_seed_spread", "plot_rho_sensitivity",
            "plot_sigma_reparam", "plot_optimizers", "plot_interpolation", "plot_slice_1d", "plot_landscape_slices", "plot_contours", "plot_spectrum",
