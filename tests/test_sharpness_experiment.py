@@ -434,6 +434,9 @@ def test_every_figure_draws_from_a_tiny_study(tmp_path, data_env):
                figs.plot_sigma_reparam(study), figs.plot_flatness_vs_mse(study), figs.plot_interpolation(landscape),
                figs.plot_slice_1d(landscape, "eigen_1d"), figs.plot_contours(landscape, split="val"),
                figs.plot_spectrum(landscape)]
+    landscape_set = figs.plot_landscape_set(landscape, title="ETTh1, seed 0")
+    assert len(landscape_set) == 5 and all(f._suptitle.get_text() == "ETTh1, seed 0" for f in landscape_set)
+    figures += landscape_set
     for slice_type in figs.SLICE_TYPES:
         for zoom in ("full", "half"):
             figures.append(figs.render_landscape(study, "ETTh1", "samformer", 0, slice_type, zoom))

@@ -99,7 +99,7 @@ from flatcast.utils import resolve_device, seed_everything, torch_threads
 __all__ = [
     "SharpnessConfig", "SHARPNESS_CONFIGS", "sharpness_config", "MAIN_RECIPES", "LANDSCAPE_RECIPES",
     "ResultsStore", "SharpnessStudy", "STUDY_PARTS", "run_key", "run_study", "measure_curvature", "compute_landscape",
-    "step_cost", "claim_keys", "findings", "optimizer_label", "optimizer_table", "optimizer_verdict", "summary_table", "landscape_summary", "LANDSCAPE_COLUMNS", "rho_grid_summary", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
+    "step_cost", "claim_keys", "findings", "optimizer_label", "optimizer_table", "optimizer_verdict", "summary_table", "landscape_summary", "LANDSCAPE_COLUMNS", "recipe_label", "rho_grid_means", "rho_not_better", "rho_grid_summary", "sharpness_ratios", "flatness_correlations", "sharpness_verdicts", "claims_box", "results_path",
     "benchmark_seed_spread", "seed_spread_verdict", "SPREAD_DATASETS", "SPREAD_HORIZONS",
     "load_study", "planned_runs", "main",
 ]
@@ -805,7 +805,7 @@ def landscape_summary(study: SharpnessStudy) -> pd.DataFrame:
             _, eigen_rise = _rise(piece["eigen_1d"], "train")
             plane = np.asarray(piece["random_2d"]["train"], dtype=float)
             centre = plane[plane.shape[0] // 2, plane.shape[1] // 2]
-            rows.append({"dataset": dataset, "seed": int(seed), "recipe": name, "model": _recipe_label(name),
+            rows.append({"dataset": dataset, "seed": int(seed), "recipe": name, "model": recipe_label(name),
                          "lambda_max": float(piece["top_k"][0]), "train_mse": train_mse, "val_mse": val_mse,
                          "random_rise": random_rise, "random_rise_val": random_rise_val, "eigen_rise": eigen_rise,
                          "basin_share": float(np.mean(plane <= BASIN_FACTOR * centre)), "barrier": barrier})
@@ -813,7 +813,8 @@ def landscape_summary(study: SharpnessStudy) -> pd.DataFrame:
                                        "random_rise", "random_rise_val", "eigen_rise", "basin_share", "barrier"])
 
 
-def _recipe_label(name: str) -> str:
+def recipe_label(name: str) -> str:
+    """The recipe's display label (the name itself for a name that is not a recipe)."""
     return RECIPES[name].label if name in RECIPES else name
 
 
@@ -1004,10 +1005,10 @@ def sharpness_verdicts(study: SharpnessStudy, spread: pd.DataFrame | None = None
     # S28 — ρ = 0 vs every ρ > 0 (the TSMixer halves are not run)
     parts, always = [], []
     for d in datasets:
-        line = rho_grid_summary(study, d)
-        if line is not None:
-            always.append("every ρ>0 better" in line)
-            parts.append(f"{d}: {line}")
+        means = rho_grid_means(study, d)
+        if means is not None:
+            always.append(rho_not_better(means).empty)
+            parts.append(f"{d}: {rho_grid_summary(study, d)}")
     verdict = "partly supported" if always and all(always) else "not supported" if always else "not yet tested"
     rows.append({"id": "S28", "measured": "; ".join(parts) + " (TSMixer not run: its two halves untested)",
                  "rule": "partly supported if every ρ > 0 of the grid beats ρ = 0 on both datasets (the TSMixer "
@@ -1081,17 +1082,30 @@ def sharpness_verdicts(study: SharpnessStudy, spread: pd.DataFrame | None = None
     return frame
 
 
-def rho_grid_summary(study: SharpnessStudy, dataset: str) -> str | None:
-    """SAMformer's mean test MSE over the ρ grid of ``dataset`` in one line: ρ = 0 (Adam), the best ρ, and every ρ > 0
-    that does not beat ρ = 0 ("every ρ>0 better" when none); ``None`` without a ρ = 0 run. Means over the seeds run."""
+def rho_grid_means(study: SharpnessStudy, dataset: str) -> pd.Series | None:
+    """SAMformer's mean test MSE per ρ of ``dataset`` (over the seeds run), sorted by ρ; ``None`` unless ρ = 0 (Adam)
+    and at least one ρ > 0 were run."""
     runs = study.runs
     grid = runs[(runs["recipe"] == "samformer") & (runs["dataset"] == dataset)] if not runs.empty else runs
     if grid.empty:
         return None
     means = grid.groupby("rho")["test_mse"].mean().sort_index()
-    if 0.0 not in means.index or len(means) < 2:
+    return means if 0.0 in means.index and len(means) >= 2 else None
+
+
+def rho_not_better(means: pd.Series) -> pd.Series:
+    """The ρ > 0 of :func:`rho_grid_means` whose mean test MSE does not beat ρ = 0's (empty: SAM always helps)."""
+    others = means.drop(0.0)
+    return others[others >= means.loc[0.0]]
+
+
+def rho_grid_summary(study: SharpnessStudy, dataset: str) -> str | None:
+    """SAMformer's ρ grid of ``dataset`` in one line: ρ = 0 (Adam), the best ρ, and every ρ > 0 that does not beat
+    ρ = 0 ("every ρ>0 better" when none); ``None`` as :func:`rho_grid_means`."""
+    means = rho_grid_means(study, dataset)
+    if means is None:
         return None
-    worse = [f"{rho:g} ({value:.4f})" for rho, value in means.drop(0.0).items() if value >= means.loc[0.0]]
+    worse = [f"{rho:g} ({value:.4f})" for rho, value in rho_not_better(means).items()]
     return (f"ρ=0 {means.loc[0.0]:.4f}, best ρ={float(means.idxmin()):g} {means.min():.4f}, "
             + ("every ρ>0 better" if not worse else f"not better than ρ=0 at ρ = {', '.join(worse)}"))
 
@@ -1142,9 +1156,9 @@ def findings(study: SharpnessStudy, n_permutations: int = 1000) -> str:
         lines.append(
             f"- **{dataset}, landscapes** ({seeds} seed{'s' if seeds > 1 else ''}, medians): one filter norm along a "
             "random direction the training loss rises " + ", ".join(
-                f"{median(n, 'random_rise'):.3g}× for {_recipe_label(n)}" for n in names)
+                f"{median(n, 'random_rise'):.3g}× for {recipe_label(n)}" for n in names)
             + f"; share of the 2-D plane within {BASIN_FACTOR:g}× the solution's loss " + ", ".join(
-                f"{median(n, 'basin_share'):.0%} ({_recipe_label(n)})" for n in names)
+                f"{median(n, 'basin_share'):.0%} ({recipe_label(n)})" for n in names)
             + f"; training-loss barrier between the two solutions {frame['barrier'].median():.3g}.")
     if not lines:
         return "No runs stored yet."

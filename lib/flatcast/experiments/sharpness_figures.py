@@ -15,12 +15,12 @@ from matplotlib.colors import LogNorm
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from flatcast.plotting import plot_band
-from flatcast.recipes import RECIPES
 
 from .sharpness import FLATNESS_MEASURES, SharpnessStudy, _geomean, flatness_correlations, optimizer_label
+from .sharpness import recipe_label as _label
 
 __all__ = ["RECIPE_COLORS", "DATASET_LABELS", "plot_lambda_max", "plot_seed_spread", "plot_benchmark_seed_spread", "plot_rho_sensitivity",
-           "plot_sigma_reparam", "plot_optimizers", "plot_interpolation", "plot_slice_1d", "plot_landscape_slices", "plot_contours", "plot_spectrum",
+           "plot_sigma_reparam", "plot_optimizers", "plot_interpolation", "plot_slice_1d", "plot_landscape_slices", "plot_landscape_set", "plot_contours", "plot_spectrum",
            "plot_flatness_vs_mse", "render_landscape", "landscape_choices", "SLICE_TYPES"]
 
 RECIPE_COLORS = {"transformer": "tab:red", "samformer": "tab:blue", "sigma_reparam": "tab:orange",
@@ -28,10 +28,6 @@ RECIPE_COLORS = {"transformer": "tab:red", "samformer": "tab:blue", "sigma_repar
 DATASET_LABELS = {"ETTh1": "ETTh1", "exchange_rate": "Exchange"}
 SLICE_TYPES = {"interpolation": "1-D linear interpolation", "random_1d": "1-D random (filter-normalised)",
                "eigen_1d": "1-D top Hessian eigenvector", "random_2d": "2-D random plane (filter-normalised)"}
-
-
-def _label(name: str) -> str:
-    return RECIPES[name].label if name in RECIPES else name
 
 
 def _dataset(name: str) -> str:
@@ -397,6 +393,18 @@ def plot_landscape_slices(landscape: dict, title: str = "") -> plt.Figure:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def plot_landscape_set(landscape: dict, title: str = "") -> list[plt.Figure]:
+    """Every picture of one landscape set, each titled ``title``: the interpolation paths, the two 1-D slices, the
+    train and the validation planes (shared colour scale) and the Hessian spectrum."""
+    figures = [plot_interpolation(landscape), plot_landscape_slices(landscape, title=title),
+               plot_contours(landscape, split="train"), plot_contours(landscape, split="val"),
+               plot_spectrum(landscape, title=title)]
+    if title:
+        for figure in (figures[0], figures[2], figures[3]):
+            figure.suptitle(title, fontsize=9)
+    return figures
 
 
 def plot_contours(landscape: dict, models: Sequence[str] = ("transformer", "samformer"), split: str = "train",
