@@ -22,3 +22,13 @@ def benchmark_data_dir() -> Path:
         if (directory / "ETTh1.csv").is_file():
             return directory
     pytest.skip(f"benchmark data not available (looked for ETTh1.csv in {[str(c) for c in candidates]})")
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Close every matplotlib figure a test left open (figure functions return their figures to the caller)."""
+    yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")

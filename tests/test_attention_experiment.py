@@ -334,8 +334,41 @@ def test_grid_table_verdicts_judge_tables_9_10_claims_at_the_paper_size():
     results = [cell("samformer", "ETTh1", 96, same), cell("identity_sam", "ETTh1", 96, [v + 0.001 for v in same])]
     verdicts = at.grid_table_verdicts(results)
     assert list(verdicts["id"]) == ["S24"]  # no temporal cells: S26 and S32 are left out, not "not supported"
-    assert verdicts.loc[0, "verdict"] == "not supported"  # a 0.25 % gain inside the seed spread
-    assert "in 0 of 1 cells" in verdicts.loc[0, "measured"]
+    # a 0.25 % gain inside the seed spread, but 23 of the 24 cells are missing: one significant win there would make
+    # the rule's outcome "partly supported", so the verdict waits
+    assert verdicts.loc[0, "verdict"] == "inconclusive"
+    measured = verdicts.loc[0, "measured"]
+    assert "in 0 of 1 cells" in measured and "over 1 of 24 cells" in measured
+    assert "rule outcome not supported" in measured and "1 of 24 items" in measured
+
+    # the whole grid: the same cell everywhere, every gain inside the seed spread -> judged, not supported
+    everywhere = [c for d in at.TABLE_DATASETS for h in at.PAPER_HORIZONS
+                  for c in (cell("samformer", d, h, same), cell("identity_sam", d, h, [v + 0.001 for v in same]))]
+    complete = at.grid_table_verdicts(everywhere).set_index("id")
+    assert complete.loc["S24", "verdict"] == "not supported" and "over 24 of 24 cells" in complete.loc["S24", "measured"]
+
+    # 12 cells with both recipes, each a significant loss of SAMformer: 12 more wins could not outnumber them
+    worse = [v + 0.05 for v in same]
+    half = [c for d in at.TABLE_DATASETS[:3] for h in at.PAPER_HORIZONS
+            for c in (cell("samformer", d, h, worse), cell("identity_sam", d, h, same))]
+    settled = at.grid_table_verdicts(half).set_index("id")
+    assert settled.loc["S24", "verdict"] == "not supported"
+    assert "in 0 of 12 cells, higher in 12" in settled.loc["S24", "measured"]
+
+
+@pytest.mark.parametrize("verdict, wins, losses, compared, pending, expected", [
+    ("not supported", 0, 0, 1, 0, True),         # nothing missing: every verdict stands
+    ("partly supported", 3, 1, 24, 0, True),
+    ("partly supported", 3, 1, 20, 4, False),    # a missing cell can make the mean gain negative
+    ("supported", 13, 0, 23, 1, False),          # (cannot arise: "supported" needs every cell; never settled early)
+    ("not supported", 0, 0, 1, 23, False),       # one significant win among the missing would make it "partly"
+    ("not supported", 0, 12, 12, 12, True),      # 12 more wins would tie the 12 losses: not "more wins than losses"
+    ("not supported", 0, 12, 12, 13, False),     # 13 could outnumber them
+    ("not supported", 2, 9, 20, 4, True),        # 6 wins at best against 9 losses, and no majority of 24
+])
+def test_table_verdict_settled_by_hand(verdict, wins, losses, compared, pending, expected):
+    assert at.table_verdict_settled(verdict, wins=wins, losses=losses, compared=compared,
+                                    pending=pending) is expected
 
 
 def test_paper_cli_keeps_quick_evidence_for_claims_it_has_not_measured(tiny_study, tmp_path, monkeypatch):

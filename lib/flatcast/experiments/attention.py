@@ -580,13 +580,44 @@ def dynamics_claim_runs(config: AttentionConfig) -> dict[str, set[tuple[str, str
             "E8": runs(("transformer_eeo",), weather), "E10": runs(("transformer_eeo",), weather)}
 
 
+def table_verdict_settled(verdict: str, *, wins: int, losses: int, compared: int, pending: int) -> bool:
+    """Whether the Tables 9–10 rule's ``verdict`` on the finished cells stands whatever the ``pending`` cells give.
+
+    The rule (:func:`attention_verdicts`): supported needs every cell, mean gains ≥ half the paper's and significant
+    wins in most compared cells; partly needs a positive mean MSE gain, ≥ 1 significant win and more wins than
+    losses. A missing cell's gain is unbounded below (its relative gain (worse − better)/worse can be any negative
+    number), so one pending cell can always make the mean gain negative (not supported) and, when it is a
+    significant win, can add to the wins. Hence with ``pending`` > 0 only "not supported" can be settled, and only
+    when even ``pending`` more significant wins could not outnumber the losses (nor reach a majority)."""
+    if pending <= 0:
+        return True
+    if verdict != "not supported":
+        return False
+    best_wins = wins + pending
+    partly_possible = best_wins >= 1 and best_wins > losses
+    supported_possible = best_wins > (compared + pending) / 2
+    return not (partly_possible or supported_possible)
+
+
+def _cells_needed(table: pd.DataFrame, better: str, worse: str) -> dict[str, set]:
+    """``needed`` / ``stored_items`` for :func:`flatcast.claims.cap_verdict`: every (dataset, horizon) cell of
+    Tables 9–10 that is available here, and those where both recipes have results."""
+    needed = {(d, h) for d in TABLE_DATASETS for h in PAPER_HORIZONS}
+    a, b = f"{better} MSE", f"{worse} MSE"
+    done = set() if table.empty or a not in table or b not in table else {
+        (row.dataset, int(row.horizon)) for row in table[["dataset", "horizon", a, b]].dropna().itertuples()}
+    return {"needed": needed, "stored_items": done}
+
+
 def attention_verdicts(records: Sequence[dict[str, Any]], config: AttentionConfig) -> pd.DataFrame:
     """One row per claim this chapter owns: the measured numbers, the rule and the verdict.
 
     Rules (stated in the chapter). Quick-profile evidence never supports or refutes a claim: its verdict is
     ``inconclusive`` with the reason, the measured numbers kept. In the paper profile a dynamics claim is capped
     the same way until every run it rests on is stored (:func:`dynamics_claim_runs`; the study is resumable and
-    may be read half-way). Claims without any measurement are ``not yet tested``."""
+    may be read half-way), and a Tables 9–10 claim until every available cell has both recipes, unless no outcome
+    of the missing cells could change it (:func:`table_verdict_settled`). Claims without any measurement are
+    ``not yet tested``."""
     frame = records_frame(records)
     dyn = frame[frame["study"] == "dynamics"] if not frame.empty else frame
     quick = config.profile != "paper"
@@ -594,11 +625,13 @@ def attention_verdicts(records: Sequence[dict[str, Any]], config: AttentionConfi
     stored = {(r["recipe"], r["dataset"], int(r["seed"])) for r in records if r.get("study") == "dynamics"}
     rows = []
 
-    def add(cid, claim, measured, rule, verdict):
+    def add(cid, claim, measured, rule, verdict, *, needed=None, stored_items=None):
         if measured is None:
             verdict, measured = "not yet tested", "no runs"
         else:
-            verdict, measured = cap_verdict(verdict, measured, stored=stored, needed=needs.get(cid),
+            verdict, measured = cap_verdict(verdict, measured,
+                                            stored=stored if stored_items is None else stored_items,
+                                            needed=needs.get(cid) if needed is None else needed,
                                             quick_label=f"{config.label}; reduced training, not the paper's size"
                                             if quick else None)
         rows.append({"id": cid, "claim": claim, "measured": measured, "rule": rule, "verdict": verdict})
@@ -728,13 +761,16 @@ def attention_verdicts(records: Sequence[dict[str, Any]], config: AttentionConfi
         verdict = ("supported" if mse >= 0.5 * paper_mse and mae >= 0.5 * paper_mae and n >= n_total
                    and wins > significance["cells"] / 2 else
                    "partly supported" if mse > 0 and wins >= 1 and wins > losses else "not supported")
-        add(cid, claim, f"overall improvement {mse:.2f} % MSE, {mae:.2f} % MAE over {n} cells; test MSE lower "
-                        f"beyond the seed spread (Welch p < 0.05) in {wins} of {significance['cells']} cells, "
-                        f"higher in {losses}",
+        settled = table_verdict_settled(verdict, wins=wins, losses=losses, compared=significance["cells"],
+                                        pending=n_total - n)
+        add(cid, claim, f"overall improvement {mse:.2f} % MSE, {mae:.2f} % MAE over {n} of {n_total} cells; test "
+                        f"MSE lower beyond the seed spread (Welch p < 0.05) in {wins} of {significance['cells']} "
+                        f"cells, higher in {losses}",
             f"supported if both are ≥ half the paper's over all {n_total} available cells and the MSE is lower "
             "beyond the seed spread in most cells; partly if the MSE improves overall and the significant cells "
             "favour the claim; otherwise not supported (a mean difference inside the seed spread is no "
-            "improvement)", verdict)
+            "improvement); inconclusive while cells are missing, unless no outcome of them can change the verdict",
+            verdict, **({} if settled else _cells_needed(table, better, worse)))
     tf = frame[frame["recipe"].isin(["transformer", "temporal"])] if not frame.empty else frame
     mse, n = overall_improvement(table, "transformer", "temporal", "MSE")
     if n and set(tf["recipe"]) == {"transformer", "temporal"}:
@@ -742,9 +778,12 @@ def attention_verdicts(records: Sequence[dict[str, Any]], config: AttentionConfi
         faster = per_step["transformer"] < per_step["temporal"]
         add("S32", "channel-wise attention is more efficient, computationally and in accuracy, than temporal",
             f"wall time per step (incl. evaluation): channel {per_step['transformer'] * 1e3:.1f} ms vs temporal "
-            f"{per_step['temporal'] * 1e3:.1f} ms; MSE improvement {mse:.1f} % over {n} cells",
-            "supported if channel-wise is faster per step and better in overall MSE; partly if one holds",
-            "supported" if faster and mse > 0 else "partly supported" if faster or mse > 0 else "not supported")
+            f"{per_step['temporal'] * 1e3:.1f} ms; MSE improvement {mse:.1f} % over {n} of "
+            f"{len(TABLE_DATASETS) * len(PAPER_HORIZONS)} cells",
+            "supported if channel-wise is faster per step and better in overall MSE; partly if one holds; "
+            "inconclusive while cells are missing (the sign of the overall MSE gain is open)",
+            "supported" if faster and mse > 0 else "partly supported" if faster or mse > 0 else "not supported",
+            **_cells_needed(table, "transformer", "temporal"))
     else:
         add("S32", "channel-wise attention is more efficient, computationally and in accuracy, than temporal", None,
             "", "")
