@@ -332,6 +332,7 @@ def test_grid_table_verdicts_judge_tables_9_10_claims_at_the_paper_size():
 
     same = [0.40, 0.41, 0.39, 0.40, 0.42]
     results = [cell("samformer", "ETTh1", 96, same), cell("identity_sam", "ETTh1", 96, [v + 0.001 for v in same])]
+    assert at.grid_table_verdicts([]).empty  # an empty store: nothing to publish, no error
     verdicts = at.grid_table_verdicts(results)
     assert list(verdicts["id"]) == ["S24"]  # no temporal cells: S26 and S32 are left out, not "not supported"
     # a 0.25 % gain inside the seed spread, but 23 of the 24 cells are missing: one significant win there would make
@@ -354,6 +355,22 @@ def test_grid_table_verdicts_judge_tables_9_10_claims_at_the_paper_size():
     settled = at.grid_table_verdicts(half).set_index("id")
     assert settled.loc["S24", "verdict"] == "not supported"
     assert "in 0 of 12 cells, higher in 12" in settled.loc["S24", "measured"]
+
+
+def test_s32_times_steps_only_on_cells_both_recipes_ran():
+    def cell(recipe, dataset, wall, values):
+        return {"identity": {"config": {"recipe": recipe, "dataset": dataset, "horizon": 96, "profile": "paper"}},
+                "key": f"{recipe}-{dataset}", "current": True,
+                "per_seed": [{"seed": i, "test_mse": v, "test_mae": v, "n_steps": 100, "wall_time_s": wall}
+                             for i, v in enumerate(values)]}
+
+    same = [0.40, 0.41, 0.39, 0.40, 0.42]
+    results = [cell("transformer", "ETTh1", 1.0, same), cell("temporal", "ETTh1", 5.0, [v * 1.1 for v in same]),
+               cell("transformer", "weather", 50.0, same)]  # a slow cell the temporal model never ran
+    s32 = at.grid_table_verdicts(results).set_index("id").loc["S32"]
+    # 10 ms vs 50 ms per step on ETTh1 alone (the weather cell would make the channel mean 255 ms)
+    assert "channel 10.0 ms vs temporal 50.0 ms" in s32["measured"] and "over 1 of 24 cells" in s32["measured"]
+    assert s32["verdict"] == "inconclusive" and "rule outcome supported" in s32["measured"]
 
 
 @pytest.mark.parametrize("verdict, wins, losses, compared, pending, expected", [
@@ -388,6 +405,9 @@ def test_paper_cli_keeps_quick_evidence_for_claims_it_has_not_measured(tiny_stud
     real_load = at.load_study
     monkeypatch.setattr(at, "load_study", lambda profile="paper", path=None: real_load(
         profile, quick_path if profile == "quick" else path))
+    # no benchmark grid: the Tables 9–10 claims have no paper-size cell (independent of the committed store)
+    real_records = at.benchmark_table_records
+    monkeypatch.setattr(at, "benchmark_table_records", lambda results=None: real_records([]))
     assert at.main(["--profile", "paper", "--out", str(paper_path), "--verdicts-only",
                     "--claims-dir", str(tmp_path)]) == 0
     published = _json.loads((tmp_path / "attention_claims.json").read_text())["verdicts"]
