@@ -357,6 +357,30 @@ def test_grid_table_verdicts_judge_tables_9_10_claims_at_the_paper_size():
     assert "in 0 of 12 cells, higher in 12" in settled.loc["S24", "measured"]
 
 
+def test_one_run_per_seed_in_tables_9_10_a_table_run_before_a_dynamics_run():
+    """The dynamics study's H = 96 runs are their cells' Tables 9–10 runs when no table run exists (planned_runs);
+    when the benchmark grid has the same (recipe, dataset, horizon, seed), its run is used and the dynamics run is
+    not counted beside it (two trainings of one seed)."""
+    grid = [{"identity": {"config": {"recipe": recipe, "dataset": "ETTh1", "horizon": 96, "profile": "paper"}},
+             "key": recipe, "current": True,
+             "per_seed": [{"seed": i, "test_mse": mse + 0.01 * i, "test_mae": mse, "n_steps": 10, "wall_time_s": 1.0}
+                          for i in range(3)]}
+            for recipe, mse in (("transformer", 0.9), ("temporal", 0.5))]
+    dynamics = [{**_dynamics_record("transformer", "ETTh1", seed, 3.0), "test_mse": 0.4 + 0.001 * seed}
+                for seed in range(3)]
+    merged = at.with_benchmark_tables(dynamics, grid)
+    assert sorted((r["recipe"], r["seed"], r["study"]) for r in at.table_runs(merged)) == sorted(
+        [("transformer", s, "table") for s in range(3)] + [("temporal", s, "table") for s in range(3)])
+    row = at.table_frame(merged).iloc[0]
+    assert row["transformer MSE"] == pytest.approx(0.91) and row["transformer seeds"] == 3  # not 6 runs, not 0.655
+    assert at.seed_significance(merged, "transformer", "temporal") == {"cells": 1, "better": 0, "worse": 1}
+    # without the grid's Transformer cell the dynamics runs stand in for it (the quick profile's design)
+    alone = at.with_benchmark_tables(dynamics, grid[1:])
+    row = at.table_frame(alone).iloc[0]
+    assert row["transformer MSE"] == pytest.approx(0.401) and row["transformer seeds"] == 3
+    assert at.seed_significance(alone, "transformer", "temporal") == {"cells": 1, "better": 1, "worse": 0}
+
+
 def test_s32_times_steps_only_on_cells_both_recipes_ran():
     def cell(recipe, dataset, wall, values):
         return {"identity": {"config": {"recipe": recipe, "dataset": dataset, "horizon": 96, "profile": "paper"}},

@@ -71,6 +71,7 @@ __all__ = [
     "append_record", "results_path", "records_frame", "table_frame", "overall_improvement", "final_attention",
     "diagonal_statistics", "attention_verdicts", "published_verdicts", "claims_box", "main", "benchmark_table_records",
     "with_benchmark_tables", "seed_significance", "dynamics_claim_runs", "grid_table_verdicts", "TABLE_CLAIMS",
+    "table_runs", "table_verdict_settled",
 ]
 
 DYNAMICS_RECIPES = ("transformer", "samformer", "sigma_reparam", "samformer_sigma_reparam", "transformer_eeo")
@@ -445,10 +446,7 @@ def table_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
     Paper columns: Table 9 (Temporal Attention), Table 10 (Identity Attention), and Table 1/6 for Transformer and
     SAMformer where ``samformer_table1_mse`` / ``samformer_table6_mae`` have them."""
-    frame = records_frame(records)
-    if frame.empty:
-        return pd.DataFrame()
-    frame = frame[frame["recipe"].isin(TABLE_RECIPES)]
+    frame = records_frame(table_runs(records))
     if frame.empty:
         return pd.DataFrame()
     ours = frame.groupby(["dataset", "horizon", "recipe"])[["test_mse", "test_mae"]].agg(["mean", "std", "count"])
@@ -494,6 +492,21 @@ def benchmark_table_records(results: list[dict] | None = None) -> list[dict[str,
                         "wall_time_s": s.get("wall_time_s"), "current_code": bool(cell.get("current", True)),
                         "cell_key": cell.get("key")})
     return out
+
+
+def table_runs(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs of the Tables 9–10 recipes, one per (recipe, dataset, horizon, seed): a table-study run (the
+    chapter's own or the benchmark grid's) where there is one, else a dynamics run of the same seed — the dynamics
+    study's H = 96 runs are their cells' table runs when no table run exists (:func:`planned_runs`), and two
+    trainings of one seed must not both enter a mean or a seed test."""
+    chosen: dict[tuple, dict[str, Any]] = {}
+    for r in records:
+        if r.get("recipe") not in TABLE_RECIPES:
+            continue
+        key = (r["recipe"], r["dataset"], int(r["horizon"]), int(r["seed"]))
+        if key not in chosen or (r.get("study") == "table" and chosen[key].get("study") != "table"):
+            chosen[key] = r
+    return list(chosen.values())
 
 
 def with_benchmark_tables(records: Sequence[dict[str, Any]], results: list[dict] | None = None
@@ -552,9 +565,9 @@ def seed_significance(records: Iterable[dict[str, Any]], better: str, worse: str
     """Per (dataset, horizon) cell of Tables 9–10 with ≥ 2 seeds of both recipes: Welch's t-test of ``metric``
     over seeds (:func:`flatcast.diagnostics.seed_tests.cell_t_tests`). Returns the number of cells compared, those
     where ``better`` is lower at p < ``alpha`` and those where it is higher at p < ``alpha`` — whether a
-    difference of means stands out from the seed spread."""
+    difference of means stands out from the seed spread. The runs are :func:`table_runs`'s."""
     frame = pd.DataFrame([{"recipe": r["recipe"], "dataset": r["dataset"], "horizon": int(r["horizon"]),
-                           metric: r.get(metric)} for r in records if r.get("study", "table") == "table"],
+                           metric: r.get(metric)} for r in table_runs(records)],
                          columns=["recipe", "dataset", "horizon", metric])
     frame[metric] = pd.to_numeric(frame[metric], errors="coerce")
     return significance_counts(cell_t_tests(frame, "recipe", better, worse, metric=metric, alpha=alpha))
@@ -775,14 +788,16 @@ def attention_verdicts(records: Sequence[dict[str, Any]], config: AttentionConfi
             verdict, **({} if settled else _cells_needed(table, better, worse)))
     mse, n = overall_improvement(table, "transformer", "temporal", "MSE")
     both = _cells_needed(table, "transformer", "temporal")["stored_items"]
-    tf = frame[frame["recipe"].isin(["transformer", "temporal"])] if not frame.empty else frame
+    tf = records_frame(table_runs(records))
+    tf = tf[tf["recipe"].isin(["transformer", "temporal"])] if not tf.empty else tf
     if not tf.empty:  # time per step only on the cells both recipes ran: the same windows, lengths and channels
         tf = tf[[(d, int(h)) in both for d, h in zip(tf["dataset"], tf["horizon"])]]
     if n and set(tf["recipe"]) == {"transformer", "temporal"}:
         per_step = (tf["wall_time_s"] / tf["n_steps"].clip(lower=1)).groupby(tf["recipe"]).mean()
         faster = per_step["transformer"] < per_step["temporal"]
         add("S32", "channel-wise attention is more efficient, computationally and in accuracy, than temporal",
-            f"wall time per step (incl. evaluation, mean over the {n} cells both ran): channel "
+            f"wall time per step (incl. evaluation, and a dynamics run's per-epoch diagnostics; mean over the "
+            f"{n} cells both ran): channel "
             f"{per_step['transformer'] * 1e3:.1f} ms vs temporal {per_step['temporal'] * 1e3:.1f} ms (the channel "
             f"model's gradient is hand-derived, the temporal one's autograd; its attention scores cost D²·d_m "
             f"against L²·d_m per window); MSE improvement {mse:.1f} % over {n} of "
