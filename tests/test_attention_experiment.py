@@ -373,6 +373,7 @@ def test_one_run_per_seed_in_tables_9_10_a_table_run_before_a_dynamics_run():
         [("transformer", s, "table") for s in range(3)] + [("temporal", s, "table") for s in range(3)])
     row = at.table_frame(merged).iloc[0]
     assert row["transformer MSE"] == pytest.approx(0.91) and row["transformer seeds"] == 3  # not 6 runs, not 0.655
+    assert row["transformer MSE std"] == pytest.approx(0.01)  # sample std of 0.90, 0.91, 0.92 (the figure's whiskers)
     assert at.seed_significance(merged, "transformer", "temporal") == {"cells": 1, "better": 0, "worse": 1}
     # without the grid's Transformer cell the dynamics runs stand in for it (the quick profile's design)
     alone = at.with_benchmark_tables(dynamics, grid[1:])

@@ -459,6 +459,8 @@ def table_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                 values = block.loc[(dataset, horizon, name)]
                 row[f"{name} MSE"] = values[("test_mse", "mean")]
                 row[f"{name} MAE"] = values[("test_mae", "mean")]
+                row[f"{name} MSE std"] = values[("test_mse", "std")]  # over seeds (NaN for one seed)
+                row[f"{name} MAE std"] = values[("test_mae", "std")]
                 row[f"{name} seeds"] = int(values[("test_mse", "count")])
             for metric in ("MSE", "MAE"):
                 row[f"{name} {metric} (paper)"] = paper.get((_PAPER_NAMES.get(dataset), int(horizon), name, metric),

@@ -262,8 +262,8 @@ def plot_proposition5(records, dataset: str, recipes: Sequence[str] | None = Non
 
 
 def plot_which_attention(table: pd.DataFrame, metric: str = "MSE") -> plt.Figure:
-    """SAMformer Tables 9–10: our test ``metric`` (mean over seeds) of the four attentions per (dataset, horizon)
-    as bars, the paper's numbers as black ticks on the same bars."""
+    """SAMformer Tables 9–10: our test ``metric`` (mean over seeds, whiskers ± one seed standard deviation) of the
+    four attentions per (dataset, horizon) as bars, the paper's numbers as black ticks on the same bars."""
     if table.empty:
         raise ValueError("no Tables 9–10 runs to plot")
     cells = [f"{_dataset_label(d)}\nH={h}" for d, h in zip(table["dataset"], table["horizon"])]
@@ -275,14 +275,17 @@ def plot_which_attention(table: pd.DataFrame, metric: str = "MSE") -> plt.Figure
         if ours is None:
             continue
         position = x - 0.4 + width * (k + 0.5)
-        ax.bar(position, ours, width, color=RECIPE_COLORS.get(name), alpha=0.8, label=f"{LABELS[name]} (ours)")
+        spread = table.get(f"{name} {metric} std")
+        ax.bar(position, ours, width, color=RECIPE_COLORS.get(name), alpha=0.8, label=f"{LABELS[name]} (ours)",
+               yerr=None if spread is None else spread.fillna(0).to_numpy(), error_kw={"lw": 0.8, "capsize": 1.5})
         paper = table.get(f"{name} {metric} (paper)")
         if paper is not None:
             ax.scatter(position, paper, marker="_", s=200, color="black", zorder=3,
                        label="paper (Tables 1/6, 9, 10)" if k == 0 else None)
     ax.set_xticks(x, cells, fontsize=8)
     ax.set_ylabel(f"test {metric} (standardized)")
-    ax.set_title("Which attention is needed: channel-wise vs temporal (Table 9) and vs A = I (Table 10)")
+    ax.set_title("Which attention is needed: channel-wise vs temporal (Table 9) and vs A = I (Table 10); "
+                 "whiskers: ± 1 std over seeds")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
