@@ -789,7 +789,8 @@ def attention_verdicts(records: Sequence[dict[str, Any]], config: AttentionConfi
             "improvement); inconclusive while cells are missing, unless no outcome of them can change the verdict",
             verdict, **({} if settled else _cells_needed(table, better, worse)))
     mse, n = overall_improvement(table, "transformer", "temporal", "MSE")
-    both = _cells_needed(table, "transformer", "temporal")["stored_items"]
+    cells = _cells_needed(table, "transformer", "temporal")
+    both = cells["stored_items"]
     tf = records_frame(table_runs(records))
     tf = tf[tf["recipe"].isin(["transformer", "temporal"])] if not tf.empty else tf
     if not tf.empty:  # time per step only on the cells both recipes ran: the same windows, lengths and channels
@@ -807,7 +808,7 @@ def attention_verdicts(records: Sequence[dict[str, Any]], config: AttentionConfi
             "supported if channel-wise is faster per step and better in overall MSE; partly if one holds; "
             "inconclusive while cells are missing (the sign of the overall MSE gain is open)",
             "supported" if faster and mse > 0 else "partly supported" if faster or mse > 0 else "not supported",
-            **_cells_needed(table, "transformer", "temporal"))
+            **cells)
     else:
         add("S32", "channel-wise attention is more efficient, computationally and in accuracy, than temporal", None,
             "", "")
