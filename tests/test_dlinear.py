@@ -196,3 +196,22 @@ def test_dlinear_oce_default_sigma_and_bad_arguments():
         model.training_loss(torch.zeros(3, 1, 8), torch.zeros(3, 1, 3))
     with pytest.raises(ValueError, match=r"\(B, 1, 8\)"):
         model(torch.zeros(3, 2, 8))
+
+
+@pytest.mark.parametrize("exact_loss", [True, False])
+@pytest.mark.parametrize("distribution", ["gaussian", "student_t"])
+def test_training_loss_is_the_unfused_oce_value_and_parameter_gradients(exact_loss, distribution):
+    # The model's loss goes through oce_loss_fused; in float64 it is the plain-autograd OCE of the soft targets.
+    from flatcast.losses import oce_loss_from_logits, oce_loss_from_logits_clamped
+
+    torch.manual_seed(0)
+    model = _oce_model(distribution=distribution, exact_loss=exact_loss).double()
+    x, y = _randn(5, 3, 16, seed=7).double(), _randn(5, 3, 4, seed=8).double()
+    value = model.training_loss(x, y)
+    fused_grads = torch.autograd.grad(value, list(model.parameters()))
+    p = target_to_probs(y, model.bins, model.sigma, distribution)
+    unfused = (oce_loss_from_logits if exact_loss else oce_loss_from_logits_clamped)(p, model(x))
+    unfused_grads = torch.autograd.grad(unfused, list(model.parameters()))
+    torch.testing.assert_close(value, unfused, rtol=1e-12, atol=0)
+    for fused_grad, unfused_grad in zip(fused_grads, unfused_grads):
+        torch.testing.assert_close(fused_grad, unfused_grad, rtol=1e-9, atol=1e-12)

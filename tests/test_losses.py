@@ -155,3 +155,82 @@ def test_shape_and_type_errors():
 
 def test_mse_by_hand():
     assert mse_loss(torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.0, 0.0, 1.0])).item() == pytest.approx(13 / 3)
+
+
+# ------------------------------------------------------------------------------------------- oce_loss_fused
+def _fused_problem(scale: float, distribution: str, seed: int = 0):
+    from functools import partial
+
+    from flatcast.targets import Bins, target_to_cumulative, target_to_probs
+
+    g = torch.Generator().manual_seed(seed)
+    bins = Bins(-1.0, 1.0, 20)
+    y = torch.randn(6, 11, generator=g, dtype=torch.float64) * 0.6
+    logits = (torch.randn(6, 11, 20, generator=g, dtype=torch.float64) * scale).requires_grad_()
+    cumulative = partial(target_to_cumulative, bins=bins, sigma=0.1, distribution=distribution)
+    return logits, y, cumulative, target_to_probs(y, bins, 0.1, distribution)
+
+
+@pytest.mark.parametrize("distribution", ["gaussian", "student_t", "laplace"])
+@pytest.mark.parametrize("scale", [1.0, 30.0, 300.0])
+@pytest.mark.parametrize("exact", [True, False])
+def test_fused_oce_equals_the_autograd_losses_value_and_gradient(distribution, scale, exact):
+    from flatcast.losses import oce_loss_from_logits_clamped, oce_loss_fused
+
+    logits, y, cumulative, p = _fused_problem(scale, distribution)
+    reference = oce_loss_from_logits(p, logits) if exact else oce_loss_from_logits_clamped(p, logits)
+    (reference_grad,) = torch.autograd.grad(reference, logits)
+    fused = oce_loss_fused(logits, y, cumulative, exact=exact, block_rows=5)  # blocks cut across rows of y
+    (fused_grad,) = torch.autograd.grad(fused, logits)
+    torch.testing.assert_close(fused, reference, rtol=1e-13, atol=0)
+    torch.testing.assert_close(fused_grad, reference_grad, rtol=1e-11, atol=1e-14 * reference_grad.abs().max().item())
+    if scale == 300.0 and not exact:
+        # the clamp is really exercised: some cumulative probabilities underflow to below eps = 1e-30
+        q = torch.softmax(logits.detach(), -1)
+        assert (torch.cumsum(q, -1)[..., :-1] < 1e-30).any()
+        assert fused.item() < oce_loss_from_logits(p, logits).item()  # clamping caps the far-off levels
+
+
+def test_fused_oce_does_not_depend_on_the_block_size_and_skips_gradient_work_without_grad():
+    from flatcast.losses import oce_loss_fused
+
+    logits, y, cumulative, _ = _fused_problem(5.0, "gaussian", seed=3)
+    values, grads = [], []
+    for block_rows in (1, 7, 66, 10_000):
+        value = oce_loss_fused(logits, y, cumulative, block_rows=block_rows)
+        values.append(value)
+        grads.append(torch.autograd.grad(value, logits)[0])
+    for value, grad in zip(values[1:], grads[1:]):
+        torch.testing.assert_close(value, values[0], rtol=1e-14, atol=0)
+        torch.testing.assert_close(grad, grads[0], rtol=1e-13, atol=0)
+    with torch.no_grad():
+        evaluation = oce_loss_fused(logits, y, cumulative)
+    assert not evaluation.requires_grad
+    torch.testing.assert_close(evaluation, values[0], rtol=1e-14, atol=0)
+    # the upstream gradient scales the result (the loss is a mean: d(3·loss) = 3·d loss)
+    (tripled,) = torch.autograd.grad(3.0 * oce_loss_fused(logits, y, cumulative), logits)
+    torch.testing.assert_close(tripled, 3.0 * grads[0], rtol=1e-13, atol=0)
+
+
+def test_fused_oce_passes_gradcheck():
+    from flatcast.losses import oce_loss_fused
+
+    logits, y, cumulative, _ = _fused_problem(2.0, "laplace", seed=5)
+    small = logits.detach()[:2, :3].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda z: oce_loss_fused(z, y[:2, :3], cumulative, block_rows=4), (small,))
+
+
+def test_fused_oce_rejects_bad_input():
+    from flatcast.losses import oce_loss_fused
+
+    logits, y, cumulative, _ = _fused_problem(1.0, "gaussian")
+    with pytest.raises(ValueError, match=r"\(\*y.shape, K\)"):
+        oce_loss_fused(logits, y[:, :-1], cumulative)
+    with pytest.raises(ValueError, match="block_rows"):
+        oce_loss_fused(logits, y, cumulative, block_rows=0)
+    with pytest.raises(ValueError, match="eps"):
+        oce_loss_fused(logits, y, cumulative, eps=0.0)
+    with pytest.raises(TypeError, match="cumulative_targets"):
+        oce_loss_fused(logits, y, None)
+    with pytest.raises(ValueError, match="NaN"):
+        oce_loss_fused(logits, y.clone().fill_(float("nan")), cumulative)

@@ -16,6 +16,7 @@ from flatcast.targets import (
     probs_to_quantile,
     probs_to_value,
     standardized_cdf,
+    target_to_cumulative,
     target_to_probs,
 )
 
@@ -208,3 +209,44 @@ def test_prediction_interval_covers_the_mass():
         probs_to_quantile(q, bins, [0.0, 0.5])
     with pytest.raises(ValueError, match="negative"):
         probs_to_quantile(q - 0.2, bins, 0.5)
+
+
+# ------------------------------------------------------------------------------------- target_to_cumulative
+def test_cumulative_targets_hand_computed_two_bins():
+    # Bins [0, 0.5), [0.5, 1]; y = 0.25, σ = 0.25: the one level k = 1 sits at e_1 = 0.5, z = (-1, 1, 3).
+    # below = Φ(1) − Φ(−1), above = Φ(−1) − Φ(−3); P_1 = below / (below + above).
+    phi = lambda t: 0.5 * (1.0 + math.erf(t / math.sqrt(2.0)))  # noqa: E731
+    below, above = phi(1.0) - phi(-1.0), phi(-1.0) - phi(-3.0)
+    cum, tail = target_to_cumulative(torch.tensor([0.25], dtype=torch.float64), Bins(0.0, 1.0, 2), 0.25)
+    assert cum.shape == tail.shape == (1, 1)
+    assert cum.item() == pytest.approx(below / (below + above), rel=1e-14)
+    assert tail.item() == pytest.approx(above / (below + above), rel=1e-14)
+    assert cum.item() == pytest.approx(0.8127306, abs=1e-7)  # 0.6826895 / 0.8399948
+
+
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+@pytest.mark.parametrize("sigma", [0.002, 0.05, 0.7])
+def test_cumulative_targets_equal_the_cumulative_sums_of_the_bin_probabilities(distribution, sigma):
+    bins = Bins(-1.0, 1.0, 40)
+    y = torch.cat([torch.linspace(-1.4, 1.4, 57, dtype=torch.float64), torch.tensor([-1.0, 1.0, 0.0, 0.05])])
+    p = target_to_probs(y.reshape(61, 1), bins, sigma, distribution)
+    cum, tail = target_to_cumulative(y.reshape(61, 1), bins, sigma, distribution)
+    assert cum.shape == tail.shape == (61, 1, 39)
+    torch.testing.assert_close(cum, torch.cumsum(p, -1)[..., :-1], rtol=0, atol=1e-12)
+    reverse = torch.flip(torch.cumsum(torch.flip(p, (-1,)), -1), (-1,))[..., 1:]
+    torch.testing.assert_close(tail, reverse, rtol=0, atol=1e-12)
+    torch.testing.assert_close(cum + tail, torch.ones_like(cum), rtol=0, atol=1e-14)
+    # the far tails are resolved relative to their size, not lost to 1 − (something close to 1)
+    small = (tail > 0) & (tail < 1e-6)
+    if small.any():
+        torch.testing.assert_close(tail[small], reverse[small], rtol=1e-8, atol=0)
+
+
+def test_cumulative_targets_reject_bad_input():
+    bins = Bins(0.0, 1.0, 4)
+    with pytest.raises(ValueError, match="sigma"):
+        target_to_cumulative(torch.zeros(2), bins, -1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        target_to_cumulative(torch.tensor([float("nan")]), bins, 0.1)
+    with pytest.raises(ValueError, match="unknown distribution"):
+        target_to_cumulative(torch.zeros(2), bins, 0.1, "cauchy")

@@ -19,15 +19,15 @@ ordinal cross-entropy (Eq. 2) against the binned targets (Eq. 8–11), and read 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flatcast.losses import (ce_loss_from_logits, huber_loss, oce_loss_from_logits, oce_loss_from_logits_clamped,
-                             pinball_loss)
-from flatcast.targets import DISTRIBUTIONS, Bins, target_to_probs
+from flatcast.losses import ce_loss_from_logits, huber_loss, oce_loss_fused, pinball_loss
+from flatcast.targets import DISTRIBUTIONS, Bins, target_to_cumulative, target_to_probs
 from flatcast.utils import check_positive_int
 
 __all__ = ["SeriesDecomposition", "DLinear", "DLinearOCE", "DLinearHuber", "DLinearQuantile", "MinMaxWindowOCE",
@@ -181,8 +181,10 @@ class DLinearOCE(nn.Module):
     loss:
         ``"oce"`` (Eq. 2, the method) or ``"ce"`` (Eq. 19, the ablation).
     exact_loss:
-        ``True`` (default): the exact log-cumsum-exp OCE; ``False``: the faster clamped version
-        (:func:`flatcast.losses.oce_loss_from_logits_clamped`, what the authors' code computes).
+        ``True`` (default): the exact log-cumsum-exp OCE (:func:`flatcast.losses.oce_loss_from_logits`);
+        ``False``: the faster clamped version (:func:`flatcast.losses.oce_loss_from_logits_clamped`, what the
+        authors' code computes). Either is evaluated by :func:`flatcast.losses.oce_loss_fused` (the same value
+        and gradient to rounding, in cache-sized blocks with a hand-written gradient).
     """
 
     def __init__(
@@ -281,12 +283,13 @@ class DLinearOCE(nn.Module):
             shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
             raise ValueError(f"y must have shape {expected} = (batch, channels, horizon), got {shape}")
         logits = self(x)
+        if self.loss == "oce":
+            # the same loss as oce_loss_from_logits(_clamped)(p, logits), blockwise with its gradient written out
+            cumulative = functools.partial(target_to_cumulative, bins=self.bins, sigma=self.sigma,
+                                           distribution=self.distribution, df=self.df)
+            return oce_loss_fused(logits, y.to(logits.dtype), cumulative, exact=self.exact_loss)
         with torch.no_grad():
             p = self.target_probabilities(y.to(logits.dtype))
-        if self.loss == "oce":
-            if not self.exact_loss:
-                return oce_loss_from_logits_clamped(p, logits)
-            return oce_loss_from_logits(p, logits)
         return ce_loss_from_logits(p, logits)
 
     def extra_repr(self) -> str:
