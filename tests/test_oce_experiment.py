@@ -104,3 +104,52 @@ def test_cli_refuses_an_unavailable_device_before_any_cell(monkeypatch):
     monkeypatch.setattr(oce, "run_cells", boom)
     with pytest.raises((RuntimeError, ValueError), match="(?i)cuda"):
         oce.main(["--profile", "quick", "--device", "cuda", "--max-cells", "1"])
+
+
+@pytest.fixture(scope="module")
+def small_exact_checks():
+    return {"table1": oce.table1(), "lemma1": oce.lemma1_check(n=2000, K_values=(3,)),
+            "bin_mass": oce.bin_mass_check(n=200), "theorem1": oce.theorem1_study(n=40, n_loo=3)}
+
+
+def _ce_oce_frame(pairs):
+    """A paper frame of CE/OCE twins: ``pairs`` = [(dataset, horizon, study, oce_mse, ce_mse), ...] plus noise."""
+    rows = []
+    for dataset, horizon, study, oce_mse, ce_mse in pairs:
+        for model, mse in (("oce", oce_mse), ("ce", ce_mse)):
+            cell = oce.Cell(study, dataset, horizon, model)
+            rows.append({**vars(cell), "test_mse": mse, "file": "oce_paper_capX.json"})
+    # distractors: a noisy OCE cell and a CE cell without an OCE twin must not pair
+    rows.append({**vars(oce.Cell("forecast", "ETTm2", 720, "oce", snr_db=0.0)), "test_mse": 9.0,
+                 "file": "oce_paper_capX.json"})
+    rows.append({**vars(oce.Cell("forecast", "ETTh2", 720, "ce")), "test_mse": 9.0, "file": "oce_paper_capX.json"})
+    return pd.DataFrame(rows)
+
+
+def test_ce_vs_oce_pairs_only_clean_twins():
+    frame = _ce_oce_frame([("ETTm2", 720, "forecast", 0.30, 0.40), ("ETTh1", 96, "calibration", 0.40, 0.39)])
+    pairs = oce.ce_vs_oce(frame)
+    assert len(pairs) == 2
+    got = pairs.set_index("dataset")
+    assert got.loc["ETTm2", "OCE"] == 0.30 and got.loc["ETTm2", "CE"] == 0.40 and got.loc["ETTm2", "OCE better"]
+    assert not got.loc["ETTh1", "OCE better"]
+    assert oce.ce_vs_oce(pd.DataFrame()).empty
+
+
+@pytest.mark.parametrize("pairs, verdict", [
+    # every pair a clear OCE win (> 2 %) on three datasets
+    ([("ETTm2", 720, "forecast", 0.30, 0.40), ("weather", 720, "forecast", 0.20, 0.25),
+      ("ETTh1", 96, "calibration", 0.38, 0.40)], "supported"),
+    # clear wins, but on fewer datasets than the claim
+    ([("ETTm2", 720, "forecast", 0.30, 0.40)], "partly supported"),
+    # 1.5 % apart with one seed: within the margin either way
+    ([("ETTh1", 96, "calibration", 0.387, 0.393)], "inconclusive"),
+    # one clear loss, one clear win
+    ([("ETTm2", 720, "forecast", 0.30, 0.40), ("weather", 720, "forecast", 0.30, 0.25)], "partly supported"),
+    # only clear losses
+    ([("weather", 720, "forecast", 0.30, 0.25)], "not supported"),
+])
+def test_o11_verdict_counts_only_differences_beyond_the_margin(pairs, verdict, small_exact_checks):
+    v = oce.oce_verdicts(small_exact_checks, _ce_oce_frame(pairs))
+    assert v["O11"]["verdict"] == verdict
+    assert f"in {sum((c - o) / c > oce.O11_MARGIN for *_, o, c in pairs)} of {len(pairs)}" in v["O11"]["evidence"]
