@@ -153,3 +153,32 @@ def test_o11_verdict_counts_only_differences_beyond_the_margin(pairs, verdict, s
     v = oce.oce_verdicts(small_exact_checks, _ce_oce_frame(pairs))
     assert v["O11"]["verdict"] == verdict
     assert f"in {sum((c - o) / c > oce.O11_MARGIN for *_, o, c in pairs)} of {len(pairs)}" in v["O11"]["evidence"]
+
+
+def _snr_frame(curves):
+    """``curves`` = {dataset: (dlinear MSEs, oce MSEs)} over oce.SNR_LEVELS, at H = 720."""
+    rows = []
+    for dataset, (dlinear, oce_mse) in curves.items():
+        for model, values in (("dlinear", dlinear), ("oce", oce_mse)):
+            for snr, mse in zip(oce.SNR_LEVELS, values):
+                rows.append({**vars(oce.Cell("snr", dataset, 720, model, snr_db=snr)), "test_mse": mse})
+    return pd.DataFrame(rows)
+
+
+FLAT_OCE = (0.30, 0.30, 0.30, 0.29, 0.29)
+STEEP_DLINEAR = (0.50, 0.48, 0.45, 0.42, 0.41)
+
+
+@pytest.mark.parametrize("curves, verdict", [
+    ({"ETTm2": (STEEP_DLINEAR, FLAT_OCE), "weather": (STEEP_DLINEAR, FLAT_OCE)}, "supported"),
+    ({"ETTm2": (STEEP_DLINEAR, FLAT_OCE)}, "partly supported"),  # one dataset only
+    # OCE lower everywhere, but only by 1 % at 20 dB: not a clear win at every SNR; still flatter
+    ({"ETTm2": (STEEP_DLINEAR, FLAT_OCE), "weather": ((0.50, 0.48, 0.45, 0.42, 0.30), (0.31, 0.31, 0.30, 0.30, 0.297))},
+     "partly supported"),
+    # OCE worse and steeper everywhere
+    ({"ETTm2": (FLAT_OCE, STEEP_DLINEAR), "weather": (FLAT_OCE, STEEP_DLINEAR)}, "not supported"),
+])
+def test_o12_needs_clear_wins_at_every_snr_and_a_flatter_curve_on_both_datasets(curves, verdict, small_exact_checks):
+    v = oce.oce_verdicts(small_exact_checks, _snr_frame(curves))
+    assert v["O12"]["verdict"] == verdict, v["O12"]["evidence"]
+    assert ("Only one of the two datasets" in v["O12"]["evidence"]) == (len(curves) == 1)

@@ -903,17 +903,26 @@ def oce_verdicts(exact: dict[str, Any], paper: pd.DataFrame, quick: pd.DataFrame
         if len(tab) and tab[[MODEL_LABELS["dlinear"], MODEL_LABELS["oce"]]].loc[list(SNR_LEVELS)].notna().all().all():
             snr_rows.append((ds, tab))
     if snr_rows:
-        parts, wins, flat = [], True, True
+        # the claim has two parts: OCE-TS better at every SNR, and less hurt by the noise (a flatter curve); with one
+        # seed per cell a win counts only beyond the O11 margin
+        parts, wins, flatter = [], [], []
         for ds, tab in snr_rows:
             d = tab[MODEL_LABELS["dlinear"]].loc[list(SNR_LEVELS)]
             o = tab[MODEL_LABELS["oce"]].loc[list(SNR_LEVELS)]
-            wins &= bool((o < d).all())
+            wins.append(bool(((d - o) / d > O11_MARGIN).all()))
             spread_o = (o.max() - o.min()) / o.min()
             spread_d = (d.max() - d.min()) / d.min()
+            flatter.append(bool(spread_o < spread_d))
             parts.append(f"{ds}: DLinear {d.min():.3f}–{d.max():.3f} (spread {spread_d:.0%}), OCE-TS {o.min():.3f}–{o.max():.3f} "
-                         f"(spread {spread_o:.0%})")
-        v["O12"] = {"verdict": "supported" if wins and len(snr_rows) == 2 else ("partly supported" if wins else "not supported"),
-                    "evidence": "Paper sizes with a capped budget, H=720, L=336, 1 seed, noise on the inputs of all splits: " + "; ".join(parts) +
+                         f"(spread {spread_o:.0%}); OCE-TS lower by > {O11_MARGIN:.0%} at every SNR: "
+                         f"{'yes' if wins[-1] else 'no'}")
+        if all(wins) and all(flatter) and len(snr_rows) == 2:
+            verdict = "supported"
+        else:
+            verdict = "partly supported" if any(wins) or any(flatter) else "not supported"
+        v["O12"] = {"verdict": verdict,
+                    "evidence": "Paper sizes with a capped budget, H=720, L=336, 1 seed, noise on the inputs of all splits: "
+                    + "; ".join(parts) + (". Only one of the two datasets is complete" if len(snr_rows) < 2 else "") +
                     ". Paper Table 4: ETTm2 0.420–0.440 vs 0.273–0.280; weather 0.337–0.342 vs 0.223–0.227."}
     else:
         v["O12"] = {"verdict": "inconclusive", "evidence": "No complete paper-profile SNR sweep at H=720 yet; quick profile only."}
