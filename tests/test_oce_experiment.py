@@ -182,3 +182,17 @@ def test_o12_needs_clear_wins_at_every_snr_and_a_flatter_curve_on_both_datasets(
     v = oce.oce_verdicts(small_exact_checks, _snr_frame(curves))
     assert v["O12"]["verdict"] == verdict, v["O12"]["evidence"]
     assert ("Only one of the two datasets" in v["O12"]["evidence"]) == (len(curves) == 1)
+
+
+def test_snr_summary_lists_only_complete_sweeps_with_hand_computed_spreads():
+    frame = _snr_frame({"ETTm2": (STEEP_DLINEAR, FLAT_OCE)})
+    partial = _snr_frame({"weather": (STEEP_DLINEAR, FLAT_OCE)})
+    partial = partial[~((partial.model == "oce") & (partial.snr_db == 10.0))]  # one level missing
+    summary = oce.snr_summary(pd.concat([frame, partial], ignore_index=True))
+    assert summary["dataset"].tolist() == ["ETTm2"] and summary["H"].tolist() == [720]
+    row = summary.iloc[0]
+    assert row["DLinear"] == "0.410–0.500" and row["OCE-TS"] == "0.290–0.300"
+    assert row["spread DLinear"] == pytest.approx((0.50 - 0.41) / 0.41)
+    assert row["spread OCE-TS"] == pytest.approx((0.30 - 0.29) / 0.29)
+    assert bool(row["OCE-TS clearly lower at every SNR"])
+    assert oce.snr_summary(pd.DataFrame()).empty

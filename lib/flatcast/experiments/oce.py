@@ -815,6 +815,46 @@ def snr_table(frame: pd.DataFrame, dataset: str, horizon: int) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("SNR (dB)")
 
 
+def snr_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, horizon) whose SNR sweep is complete for both models (every level of
+    :data:`SNR_LEVELS`): the range of test MSE over the SNR levels for DLinear and OCE-TS, ours and Table 6's, the
+    relative spread (max − min) / min of each, and whether OCE-TS is lower by more than :data:`O11_MARGIN` at every
+    level."""
+    columns = ["dataset", "H", "DLinear", "OCE-TS", "paper DLinear", "paper OCE-TS", "spread DLinear",
+               "spread OCE-TS", "OCE-TS clearly lower at every SNR"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    snr = frame[frame.study == "snr"]
+    for (dataset, horizon), _ in snr.groupby(["dataset", "horizon"]):
+        tab = snr_table(frame, dataset, int(horizon)).loc[list(SNR_LEVELS)]
+        d, o = tab[MODEL_LABELS["dlinear"]], tab[MODEL_LABELS["oce"]]
+        if d.isna().any() or o.isna().any():
+            continue
+
+        def span(x):
+            return f"{x.min():.3f}–{x.max():.3f}" if x.notna().all() else "—"
+
+        rows.append({"dataset": dataset, "H": int(horizon), "DLinear": span(d), "OCE-TS": span(o),
+                     "paper DLinear": span(tab["paper DLinear"]), "paper OCE-TS": span(tab["paper OCE-TS"]),
+                     "spread DLinear": float((d.max() - d.min()) / d.min()),
+                     "spread OCE-TS": float((o.max() - o.min()) / o.min()),
+                     "OCE-TS clearly lower at every SNR": bool(((d - o) / d > O11_MARGIN).all())})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _other_horizons_note(paper: pd.DataFrame) -> str:
+    """O12's evidence for the horizons below 720 (App. Table 6), from :func:`snr_summary`."""
+    other = snr_summary(paper)
+    other = other[other.H != 720]
+    if not len(other):
+        return ""
+    return " Other horizons (App. Table 6; same budget): " + "; ".join(
+        f"{r['dataset']} H={r['H']}: spread DLinear {r['spread DLinear']:.0%} vs OCE-TS {r['spread OCE-TS']:.0%}, "
+        f"OCE-TS clearly lower at every SNR: {'yes' if r['OCE-TS clearly lower at every SNR'] else 'no'}"
+        for _, r in other.iterrows()) + "."
+
+
 def oce_verdicts(exact: dict[str, Any], paper: pd.DataFrame, quick: pd.DataFrame | None = None,
                  runtime: pd.DataFrame | None = None) -> dict[str, dict[str, str]]:
     """Verdicts for O1, O2, O3, O4, O6–O12, O14 from the exact checks and the paper-profile cells (quick-only
@@ -923,7 +963,8 @@ def oce_verdicts(exact: dict[str, Any], paper: pd.DataFrame, quick: pd.DataFrame
         v["O12"] = {"verdict": verdict,
                     "evidence": "Paper sizes with a capped budget, H=720, L=336, 1 seed, noise on the inputs of all splits: "
                     + "; ".join(parts) + (". Only one of the two datasets is complete" if len(snr_rows) < 2 else "") +
-                    ". Paper Table 4: ETTm2 0.420–0.440 vs 0.273–0.280; weather 0.337–0.342 vs 0.223–0.227."}
+                    ". Paper Table 4: ETTm2 0.420–0.440 vs 0.273–0.280; weather 0.337–0.342 vs 0.223–0.227."
+                    + _other_horizons_note(paper)}
     else:
         v["O12"] = {"verdict": "inconclusive", "evidence": "No complete paper-profile SNR sweep at H=720 yet; quick profile only."}
     # O11 CE vs OCE: every paper-profile pair of one CE-head cell and its OCE twin. One seed per cell, so a pair
