@@ -196,3 +196,13 @@ def test_snr_summary_lists_only_complete_sweeps_with_hand_computed_spreads():
     assert row["spread OCE-TS"] == pytest.approx((0.30 - 0.29) / 0.29)
     assert bool(row["OCE-TS clearly lower at every SNR"])
     assert oce.snr_summary(pd.DataFrame()).empty
+
+
+@pytest.mark.parametrize("weather_oce, verdict", [(0.337, "supported"), (0.342, "partly supported")])
+def test_o6_counts_a_win_only_beyond_the_one_seed_margin(weather_oce, verdict, small_exact_checks):
+    rows = []
+    for dataset, dlinear, oce_mse in (("ETTm2", 0.415, 0.384), ("weather", 0.346, weather_oce)):
+        for model, mse in (("dlinear", dlinear), ("oce", oce_mse)):
+            rows.append({**vars(oce.Cell("forecast", dataset, 720, model)), "test_mse": mse})
+    v = oce.oce_verdicts(small_exact_checks, pd.DataFrame(rows))
+    assert v["O6"]["verdict"] == verdict  # 0.342 is 1.2 % below 0.346: within the margin
