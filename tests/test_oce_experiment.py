@@ -152,7 +152,7 @@ def test_ce_vs_oce_pairs_only_clean_twins():
 def test_o11_verdict_counts_only_differences_beyond_the_margin(pairs, verdict, small_exact_checks):
     v = oce.oce_verdicts(small_exact_checks, _ce_oce_frame(pairs))
     assert v["O11"]["verdict"] == verdict
-    assert f"in {sum((c - o) / c > oce.O11_MARGIN for *_, o, c in pairs)} of {len(pairs)}" in v["O11"]["evidence"]
+    assert f"in {sum((c - o) / c > oce.ONE_SEED_MARGIN for *_, o, c in pairs)} of {len(pairs)}" in v["O11"]["evidence"]
 
 
 def _snr_frame(curves):

@@ -98,10 +98,16 @@ def oce_loss(p: torch.Tensor, q: torch.Tensor, eps: float = DEFAULT_EPS) -> torc
     return _mean_over_leading(-per_level.sum(dim=-1))
 
 
+def _reverse_cumsum(x: torch.Tensor, log: bool = False) -> torch.Tensor:
+    """``Σ_{j≥k} x_j`` (or its log-sum-exp version) along the last dimension."""
+    op = torch.logcumsumexp if log else torch.cumsum
+    return torch.flip(op(torch.flip(x, dims=(-1,)), dim=-1), dims=(-1,))
+
+
 def _cumulative_and_tail(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Σ_{j≤k} x_j, Σ_{j>k} x_j)`` for the levels ``k = 1, ..., K-1``."""
     cumulative = torch.cumsum(probs, dim=-1)[..., :-1]
-    tail = torch.flip(torch.cumsum(torch.flip(probs, dims=(-1,)), dim=-1), dims=(-1,))[..., 1:]
+    tail = _reverse_cumsum(probs)[..., 1:]
     return cumulative, tail
 
 
@@ -122,7 +128,7 @@ def oce_loss_from_logits(p: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     log_total = torch.logsumexp(logits, dim=-1, keepdim=True)
     log_cum_q = torch.logcumsumexp(logits, dim=-1)[..., :-1] - log_total
     log_tail_q = (
-        torch.flip(torch.logcumsumexp(torch.flip(logits, dims=(-1,)), dim=-1), dims=(-1,))[..., 1:] - log_total
+        _reverse_cumsum(logits, log=True)[..., 1:] - log_total
     )
     cum_p, tail_p = _cumulative_and_tail(p)
     per_level = cum_p * log_cum_q + tail_p * log_tail_q
@@ -195,12 +201,6 @@ def oce_loss_from_logits_clamped(p: torch.Tensor, logits: torch.Tensor, eps: flo
 #: Rows (windows × channels × steps) per block of :func:`oce_loss_fused`: a block of ``K = 100`` bins is
 #: ~0.8 MB per float32 array, so the dozen arrays one block uses stay in the CPU's cache.
 FUSED_BLOCK_ROWS = 2048
-
-
-def _reverse_cumsum(x: torch.Tensor, log: bool = False) -> torch.Tensor:
-    """``Σ_{j≥k} x_j`` (or its log-sum-exp version) along the last dimension."""
-    op = torch.logcumsumexp if log else torch.cumsum
-    return torch.flip(op(torch.flip(x, dims=(-1,)), dim=-1), dims=(-1,))
 
 
 def _fused_block_clamped(z: torch.Tensor, cum_p: torch.Tensor, tail_p: torch.Tensor, eps: float,

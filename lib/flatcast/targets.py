@@ -271,11 +271,7 @@ def target_to_probs(
     ``F(-z_lo) - F(-z_hi)`` (the three shapes are symmetric), which avoids cancellation between two CDF values
     close to one. Works in ``y``'s floating dtype (integers are promoted to the default dtype).
     """
-    y = _check_target_args(y, bins, sigma, distribution, df)
-    edges = bins.edges_like(y)
-    z = (edges - bins.clip(y).unsqueeze(-1)) / float(sigma)  # (..., K + 1) standardized edges
-    cdf = standardized_cdf(z, distribution, df)  # F(z_k) at every edge
-    survival = standardized_cdf(-z, distribution, df)  # 1 - F(z_k), by symmetry, without cancellation
+    z, cdf, survival = _edge_cdfs(y, bins, sigma, distribution, df)
     lower_side = cdf[..., 1:] - cdf[..., :-1]
     upper_side = survival[..., :-1] - survival[..., 1:]
     mass = torch.where(z[..., :-1] >= 0, upper_side, lower_side).clamp_min(0.0)
@@ -301,6 +297,15 @@ def _check_target_args(y: torch.Tensor, bins: Bins, sigma: float, distribution: 
     return y
 
 
+def _edge_cdfs(y: torch.Tensor, bins: Bins, sigma: float, distribution: str,
+               df: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Checked inputs → the standardized edges ``z = (e - clip(y)) / σ`` (``(..., K + 1)``), ``F(z)`` and
+    ``1 - F(z) = F(-z)`` (by symmetry, without cancellation)."""
+    y = _check_target_args(y, bins, sigma, distribution, df)
+    z = (bins.edges_like(y) - bins.clip(y).unsqueeze(-1)) / float(sigma)
+    return z, standardized_cdf(z, distribution, df), standardized_cdf(-z, distribution, df)
+
+
 def target_to_cumulative(
     y: torch.Tensor,
     bins: Bins,
@@ -320,11 +325,7 @@ def target_to_cumulative(
     (tested); this form costs two CDF evaluations per edge and no cumulative sum, and is what the fused OCE of
     :func:`flatcast.losses.oce_loss_fused` uses.
     """
-    y = _check_target_args(y, bins, sigma, distribution, df)
-    edges = bins.edges_like(y)
-    z = (edges - bins.clip(y).unsqueeze(-1)) / float(sigma)  # (..., K + 1) standardized edges
-    cdf = standardized_cdf(z, distribution, df)
-    survival = standardized_cdf(-z, distribution, df)
+    _, cdf, survival = _edge_cdfs(y, bins, sigma, distribution, df)
     below = (cdf[..., 1:-1] - cdf[..., :1]).clamp_min(0.0)
     above = (survival[..., 1:-1] - survival[..., -1:]).clamp_min(0.0)
     total = below + above
