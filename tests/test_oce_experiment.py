@@ -206,3 +206,132 @@ def test_o6_counts_a_win_only_beyond_the_one_seed_margin(weather_oce, verdict, s
             rows.append({**vars(oce.Cell("forecast", dataset, 720, model)), "test_mse": mse})
     v = oce.oce_verdicts(small_exact_checks, pd.DataFrame(rows))
     assert v["O6"]["verdict"] == verdict  # 0.342 is 1.2 % below 0.346: within the margin
+
+
+def _knob_rows(dataset, horizon, study, column, values_mse, file="oce_paper_capX.json", **fixed):
+    """Rows of OCE cells of one knob study: ``values_mse`` = {knob value: test MSE}."""
+    return [{**vars(oce.Cell(study, dataset, horizon, "oce", **{**fixed, column: value})), "test_mse": mse, "file": file}
+            for value, mse in values_mse.items()]
+
+
+def _knob_frame(bins=None, sigma=None, dist=None, look=None):
+    """A paper frame with the knob grids: ``bins``/``sigma`` = {dataset: {value: MSE}} at H = 96 (σ without 0.01:
+    the K = 100 bins cell is its default), ``dist`` = {dataset: {distribution: MSE}} at H = 96, ``look`` = {dataset:
+    {L: MSE}} at H = 720."""
+    rows = []
+    for dataset, grid in (bins or {}).items():
+        rows += _knob_rows(dataset, 96, "bins", "n_bins", grid)
+    for dataset, grid in (sigma or {}).items():
+        rows += _knob_rows(dataset, 96, "sigma", "sigma", grid)
+    for dataset, grid in (dist or {}).items():
+        rows += _knob_rows(dataset, 96, "distribution", "distribution", grid)
+    for dataset, grid in (look or {}).items():
+        rows += _knob_rows(dataset, 720, "lookback", "lookback", grid)
+    return pd.DataFrame(rows)
+
+
+FLAT_BINS = {30: 0.400, 45: 0.402, 75: 0.399, 100: 0.401}  # spread 0.75 %: within the margin
+SIGMA_UP = {0.001: 0.405, 0.1: 0.410, 1.0: 0.480}  # σ = 1 is 19.7 % above the K = 100 cell (0.401)
+
+
+def test_knob_summary_adds_each_knobs_default_cell_and_its_relative_difference():
+    frame = _knob_frame(bins={"ETTm1": FLAT_BINS}, sigma={"ETTm1": SIGMA_UP})
+    # a noisy OCE cell and a DLinear cell of the same dataset must not be taken as the default
+    frame = pd.concat([frame, pd.DataFrame([
+        {**vars(oce.Cell("snr", "ETTm1", 96, "oce", snr_db=0.0)), "test_mse": 9.0, "file": "oce_paper_capX.json"},
+        {**vars(oce.Cell("forecast", "ETTm1", 96, "dlinear")), "test_mse": 9.0, "file": "oce_paper_capX.json"}])],
+        ignore_index=True)
+    summary = oce.knob_summary(frame)
+    sigma = summary[summary.knob == "sigma"]
+    assert sigma["value"].tolist() == [0.001, 0.01, 0.1, 1.0]  # σ = 0.01 is the bins grid's K = 100 cell
+    assert sigma.set_index("value").loc[0.01, "test MSE"] == 0.401
+    assert sigma.set_index("value").loc[1.0, "vs default"] == pytest.approx((0.480 - 0.401) / 0.401)
+    bins = summary[summary.knob == "bins"].set_index("value")
+    assert bins.index.tolist() == [30, 45, 75, 100] and bins.loc[100, "vs default"] == 0.0
+    table = oce.knob_table(summary, "sigma")
+    assert table.columns.tolist() == [0.001, 0.01, 0.1, 1.0] and table.loc[("ETTm1", 96), 1.0] == 0.480
+    assert oce.knob_summary(pd.DataFrame()).empty and oce.knob_table(summary, "lookback").empty
+
+
+def test_knob_summary_takes_the_default_only_from_the_same_budget_file():
+    frame = pd.DataFrame(_knob_rows("ETTm1", 96, "sigma", "sigma", {1.0: 0.48})
+                         + _knob_rows("ETTm1", 96, "bins", "n_bins", {100: 0.40}, file="other_budget.json"))
+    sigma = oce.knob_summary(frame).query("knob == 'sigma'")
+    assert sigma["value"].tolist() == [1.0] and math.isnan(sigma["vs default"].iloc[0])
+
+
+def test_quick_knob_cells_are_shown_against_the_calibration_default():
+    cells = [oce.Cell("calibration", "ETTh1", 96, "oce", 96), oce.Cell("lookback", "ETTh1", 96, "oce", 48),
+             oce.Cell("bins", "ETTh1", 96, "oce", 96, n_bins=30)]
+    frame = pd.DataFrame([{**vars(c), "test_mse": mse} for c, mse in zip(cells, (0.40, 0.44, 0.42))])
+    summary = oce.knob_summary(frame)
+    look = summary[summary.knob == "lookback"]
+    assert look["value"].tolist() == [48, 96] and look["vs default"].tolist() == pytest.approx([0.1, 0.0])
+    assert summary[summary.knob == "bins"]["value"].tolist() == [30, 100]
+
+
+@pytest.mark.parametrize("bins, sigma, verdict", [
+    ({"ETTm1": FLAT_BINS, "ETTh2": FLAT_BINS}, {"ETTm1": SIGMA_UP, "ETTh2": SIGMA_UP}, "supported"),
+    # bins matter on ETTh2 (spread 10 %), σ = 1 hurts both: one part of three fails
+    ({"ETTm1": FLAT_BINS, "ETTh2": {30: 0.44, 45: 0.42, 75: 0.41, 100: 0.40}},
+     {"ETTm1": SIGMA_UP, "ETTh2": SIGMA_UP}, "partly supported"),
+    # σ = 1 is better on both, bins matter on both: nothing of the claim holds
+    ({"ETTm1": {30: 0.44, 45: 0.42, 75: 0.41, 100: 0.40}, "ETTh2": {30: 0.44, 45: 0.42, 75: 0.41, 100: 0.40}},
+     {"ETTm1": {0.001: 0.40, 0.1: 0.40, 1.0: 0.35}, "ETTh2": {0.001: 0.40, 0.1: 0.40, 1.0: 0.35}}, "not supported"),
+    # one dataset only: the rule says supported, but half the grid has not run
+    ({"ETTm1": FLAT_BINS}, {"ETTm1": SIGMA_UP}, "inconclusive"),
+])
+def test_o10_bins_limited_and_sigma_one_worse_beyond_the_margin(bins, sigma, verdict, small_exact_checks):
+    v = oce.oce_verdicts(small_exact_checks, _knob_frame(bins=bins, sigma=sigma))
+    assert v["O10"]["verdict"] == verdict, v["O10"]["evidence"]
+    assert "ETTm1 σ=1 vs σ=0.01 +19.7%" in v["O10"]["evidence"] or verdict in ("partly supported", "not supported")
+
+
+def test_o10_incomplete_grid_is_not_judged_and_says_so(small_exact_checks):
+    partial = {"ETTm1": {30: 0.40, 45: 0.41}}  # K = 75 and 100 missing
+    v = oce.oce_verdicts(small_exact_checks, _knob_frame(bins=partial))
+    assert v["O10"]["verdict"] == "inconclusive" and "No complete paper-size grid" in v["O10"]["evidence"]
+
+
+@pytest.mark.parametrize("dist, verdict", [
+    # Gaussian best on ETTh1 by > 2 %, Student-t better on ETTm2 by > 2 %: holds, at one horizon of four
+    ({"ETTh1": {"gaussian": 0.38, "student_t": 0.40, "laplace": 0.41},
+      "ETTm2": {"gaussian": 0.20, "student_t": 0.19, "laplace": 0.21}}, "partly supported"),
+    # both within the margin: nothing resolved
+    ({"ETTh1": {"gaussian": 0.390, "student_t": 0.392, "laplace": 0.395},
+      "ETTm2": {"gaussian": 0.200, "student_t": 0.199, "laplace": 0.201}}, "inconclusive"),
+    # Laplace clearly best on ETTh1, Gaussian clearly best on ETTm2
+    ({"ETTh1": {"gaussian": 0.40, "student_t": 0.41, "laplace": 0.38},
+      "ETTm2": {"gaussian": 0.19, "student_t": 0.21, "laplace": 0.20}}, "not supported"),
+])
+def test_o8_distribution_claims_per_dataset(dist, verdict, small_exact_checks):
+    v = oce.oce_verdicts(small_exact_checks, _knob_frame(dist=dist))
+    assert v["O8"]["verdict"] == verdict, v["O8"]["evidence"]
+    assert "H = 96 only" in v["O8"]["evidence"]
+
+
+LOOK = (48, 96, 192, 336, 504, 720)
+
+
+@pytest.mark.parametrize("ettm1, etth2, verdict", [
+    ((0.50, 0.46, 0.43, 0.41, 0.40, 0.405), (0.46, 0.44, 0.40, 0.42, 0.43, 0.45), "supported"),
+    # ETTh2 best at 336, 192 within 1 %: not resolved; ETTm1 holds
+    ((0.50, 0.46, 0.43, 0.41, 0.40, 0.405), (0.46, 0.44, 0.404, 0.40, 0.43, 0.45), "partly supported"),
+    # ETTm1 best at 96 by far, ETTh2 best at 720 by far
+    ((0.45, 0.40, 0.43, 0.45, 0.46, 0.47), (0.46, 0.44, 0.45, 0.44, 0.43, 0.40), "not supported"),
+])
+def test_o9_best_lookback_per_dataset(ettm1, etth2, verdict, small_exact_checks):
+    look = {"ETTm1": dict(zip(LOOK, ettm1)), "ETTh2": dict(zip(LOOK, etth2))}
+    v = oce.oce_verdicts(small_exact_checks, _knob_frame(look=look))
+    assert v["O9"]["verdict"] == verdict, v["O9"]["evidence"]
+
+
+def test_plot_knobs_one_labelled_panel_per_knob():
+    from flatcast.experiments import oce_figures as figs
+    summary = oce.knob_summary(_knob_frame(bins={"ETTm1": FLAT_BINS, "ETTh2": FLAT_BINS}, sigma={"ETTm1": SIGMA_UP}))
+    fig = figs.plot_knobs(summary, "test")
+    assert [ax.get_title() for ax in fig.axes] == [figs.KNOB_TITLES["bins"], figs.KNOB_TITLES["sigma"]]
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["0.001", "0.01", "0.1", "1"]
+    assert len(fig.axes[0].get_lines()) == 2 and fig.axes[0].get_ylabel()
+    with pytest.raises(ValueError, match="empty"):
+        figs.plot_knobs(oce.knob_summary(pd.DataFrame()), "x")

@@ -11,7 +11,7 @@ import torch
 
 from flatcast.experiments import oce
 
-__all__ = ["plot_theorem1", "plot_outlier_sweep", "plot_snr", "plot_bars", "plot_sensitivity", "plot_forecasts",
+__all__ = ["plot_theorem1", "plot_outlier_sweep", "plot_snr", "plot_bars", "plot_knobs", "plot_forecasts",
            "plot_pit", "render_explorer", "LOSS_COLORS"]
 
 LOSS_COLORS = {"MSE": "tab:blue", "Huber": "tab:green", "CE": "tab:orange", "OCE": "tab:red"}
@@ -86,14 +86,30 @@ def plot_bars(frame: pd.DataFrame, column: str, by: str, title: str, ylabel: str
     return fig
 
 
-def plot_sensitivity(panels: Sequence[tuple[str, pd.DataFrame, str]]) -> plt.Figure:
-    """One panel per (title, frame, x column): OCE-TS test MSE against a knob (bins, σ, distribution, look-back)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.3))
-    for ax, (title, frame, x) in zip(np.atleast_1d(axes), panels):
-        frame = frame.sort_values(x) if x != "distribution" else frame
-        ax.plot([str(v) for v in frame[x]], frame["test_mse"].to_numpy(float), "o-", color=MODEL_COLORS["oce"])
-        ax.set(title=title, xlabel=x, ylabel="test MSE (standardised)")
-        ax.tick_params(axis="x", labelsize=8)
+KNOB_TITLES = {"bins": "bins K (σ = 0.01)", "sigma": "σ (K = 100)", "distribution": "target distribution",
+               "lookback": "look-back L"}
+
+
+def plot_knobs(summary: pd.DataFrame, title: str) -> plt.Figure:
+    """OCE-TS's test MSE against each knob of :func:`flatcast.experiments.oce.knob_summary` (one panel per knob
+    present, one line per dataset and horizon, values in the paper's grid order on a categorical axis)."""
+    knobs = [k for k in oce.KNOB_GRIDS if k in set(summary["knob"])]
+    if not knobs:
+        raise ValueError("knob summary is empty: no bins, σ, distribution or look-back cells")
+    fig, axes = plt.subplots(1, len(knobs), figsize=(3.6 * len(knobs), 3.4), squeeze=False)
+    for ax, knob in zip(axes[0], knobs):
+        sub = summary[summary.knob == knob]
+        grid = list(oce.KNOB_GRIDS[knob][1])
+        values = grid + [v for v in dict.fromkeys(sub["value"]) if v not in grid]
+        present = [v for v in values if v in set(sub["value"])]
+        position = {v: i for i, v in enumerate(present)}
+        for (dataset, horizon), line in sub.groupby(["dataset", "H"]):
+            line = line.assign(_x=[position[v] for v in line["value"]]).sort_values("_x")
+            ax.plot(line["_x"], line["test MSE"], "o-", label=f"{dataset}, H={horizon}")
+        ax.set_xticks(range(len(present)), [f"{v:g}" if isinstance(v, float) else str(v) for v in present], fontsize=8)
+        ax.set(title=KNOB_TITLES[knob], xlabel=oce.KNOB_GRIDS[knob][0], ylabel="OCE-TS test MSE (standardised)")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
