@@ -335,3 +335,21 @@ def test_plot_knobs_one_labelled_panel_per_knob():
     assert len(fig.axes[0].get_lines()) == 2 and fig.axes[0].get_ylabel()
     with pytest.raises(ValueError, match="empty"):
         figs.plot_knobs(oce.knob_summary(pd.DataFrame()), "x")
+
+
+def test_cli_filters_cells_by_study_dataset_and_model(monkeypatch):
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(cells, *args, **kwargs):
+        seen.extend(cells)
+        raise Stop
+
+    monkeypatch.setattr(oce, "run_cells", capture)
+    with pytest.raises(Stop):
+        oce.main(["--profile", "paper", "--studies", "forecast", "--datasets", "weather", "--models", "ce,huber"])
+    assert [(c.study, c.dataset, c.model) for c in seen] == [("forecast", "weather", "ce"), ("forecast", "weather", "huber")]
+    with pytest.raises(SystemExit):
+        oce.main(["--profile", "paper", "--models", "mse"])

@@ -1185,6 +1185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-stride", type=int, default=None)
     parser.add_argument("--test-stride", type=int, default=None)
     parser.add_argument("--datasets", default="", help="comma-separated datasets to run (default: all)")
+    parser.add_argument("--models", default="", help=f"comma-separated model kinds to run (default: all of {MODEL_KINDS})")
     parser.add_argument("--runtime-steps", type=int, default=10, help="timed iterations per model in the runtime benchmark")
     parser.add_argument("--part", default="", help="suffix of the results file, so that two runners can work at once")
     parser.add_argument("--device", default="cpu", help="where the cells train (cpu, cuda, auto)")
@@ -1203,6 +1204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.datasets:
             wanted = set(args.datasets.split(","))
             cells = [c for c in cells if c.dataset in wanted]
+        if args.models:
+            wanted = set(args.models.split(","))
+            if wanted - set(MODEL_KINDS):
+                parser.error(f"unknown model kind(s) {sorted(wanted - set(MODEL_KINDS))}: use {MODEL_KINDS}")
+            cells = [c for c in cells if c.model in wanted]
         if args.max_cells is not None:
             cells = cells[: args.max_cells]
         resolve_device(args.device)  # an unavailable device fails here, before any cell
