@@ -191,7 +191,7 @@ def test_run_cells_appends_records_and_skips_finished_runs(tmp_path, monkeypatch
     monkeypatch.setattr(runner, "make_splits", lambda *a, **k: object())
     monkeypatch.setattr(runner, "provenance", lambda device: {"device": device})
     config = runner.eeo_config("quick", seeds=(0, 1))
-    out = tmp_path / "runs.jsonl"
+    out = tmp_path / "eeo_paper_runs.jsonl"
     cells = [("ETTh1", 96, "toy", ("AdamW", "EEO full"))]
     runner.run_cells(cells, config, out=out, max_runs=3)
     assert len(calls) == 3
@@ -199,6 +199,12 @@ def test_run_cells_appends_records_and_skips_finished_runs(tmp_path, monkeypatch
     assert len(calls) == 4 and len(set(calls)) == 4  # only the missing run was trained
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["id"] for line in lines] == calls and all("provenance" in line for line in lines)
+    # a run stored by a parallel process in a sibling file of the same family is done too
+    sibling_cell = [("ETTh2", 96, "toy", ("AdamW",))]
+    sibling_id = runner.RunKey("ETTh2", 96, "toy", "AdamW", 0, config.lookback).as_id()
+    (tmp_path / "eeo_paper_runs_loo.jsonl").write_text(json.dumps({"id": sibling_id, "test_mse": 0.4}) + "\n")
+    runner.run_cells(sibling_cell, config, out=out)
+    assert sibling_id not in calls and len(calls) == 5  # only seed 1 ran
 
 
 def test_unknown_profile_variant_and_architecture_raise():

@@ -243,6 +243,16 @@ def load_runs(path: str | Path | None = None) -> pd.DataFrame:
     return frame.drop_duplicates("id") if not frame.empty else frame
 
 
+def _finished_ids(out: Path) -> set[str]:
+    """Run ids already in ``out`` or in a sibling results file of the same family (``eeo_paper_runs*.jsonl`` next to
+    ``eeo_paper_runs_loo.jsonl``): parallel processes write their own files, and a run stored in any of them is done."""
+    out = Path(out)
+    family = out.name.split("_runs")[0] + "_runs*.jsonl" if "_runs" in out.name else out.name
+    files = {out, *out.parent.glob(family)} if out.parent.exists() else {out}
+    frame = pd.concat([load_runs(f) for f in files if f.exists()] or [pd.DataFrame()])
+    return set(frame["id"]) if "id" in frame else set()
+
+
 def paper_cells(config: EEOConfig) -> list[tuple[str, int, str, tuple[str, ...]]]:
     """The paper profile's cells, cheapest first: (dataset, horizon, arch, variants)."""
     cells = []
@@ -259,7 +269,7 @@ def run_cells(cells: Iterable[tuple[str, int, str, Sequence[str]]], config: EEOC
               max_runs: int | None = None) -> list[dict[str, Any]]:
     """Train every (cell, variant, seed); with ``out`` append each record to that JSON-lines file (with
     provenance) and skip runs already in it (resumable). Returns the records trained now."""
-    done = set(load_runs(out)["id"]) if out is not None and out.exists() else set()
+    done = _finished_ids(out) if out is not None else set()
     records, splits_cache = [], {}
     for dataset, horizon, arch, variants in cells:
         seeds = config.original_seeds if arch == "original" and config.original_seeds is not None else config.seeds
