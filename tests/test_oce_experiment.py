@@ -353,3 +353,14 @@ def test_cli_filters_cells_by_study_dataset_and_model(monkeypatch):
     assert [(c.study, c.dataset, c.model) for c in seen] == [("forecast", "weather", "ce"), ("forecast", "weather", "huber")]
     with pytest.raises(SystemExit):
         oce.main(["--profile", "paper", "--models", "mse"])
+
+
+def test_o7_states_the_load_the_timing_ran_under(small_exact_checks):
+    runtime = pd.DataFrame([{"H": 96, "DLinear ms/iter": 2.0, "OCE-TS ms/iter": 5.0, "ratio OCE/DLinear": 2.5,
+                             "load": 0.4, "cores": 2},
+                            {"H": 720, "DLinear ms/iter": 4.0, "OCE-TS ms/iter": 40.0, "ratio OCE/DLinear": 10.0,
+                             "load": 1.7, "cores": 2}])
+    v = oce.oce_verdicts(small_exact_checks, pd.DataFrame(), runtime=runtime)
+    assert v["O7"]["verdict"] == "inconclusive"  # 10× at H = 720 is not "moderate"
+    assert "load average 1.7 on 2 cores" in v["O7"]["evidence"] and "H=720: DLinear 4.0, OCE-TS 40.0 (10.0×)" in v["O7"]["evidence"]
+    assert oce.oce_verdicts(small_exact_checks, pd.DataFrame(), runtime=runtime.iloc[:1])["O7"]["verdict"] == "supported"

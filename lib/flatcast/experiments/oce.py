@@ -737,7 +737,8 @@ def outlier_refit_sweep(shifts: Sequence[float] = tuple(np.linspace(0, 6, 7)), i
 def runtime_benchmark(lookback: int = 336, horizons: Sequence[int] = (96, 720), n_channels: int = 7,
                       steps: int = 20, batch: int = 32, threads: int = 1, seed: int = 0) -> pd.DataFrame:
     """Milliseconds per training iteration (forward + backward + Adam step) of DLinear (MSE) and OCE-TS on random
-    inputs, one CPU thread by default: OCE-TS Table 3's comparison, relative to DLinear."""
+    inputs, one CPU thread by default: OCE-TS Table 3's comparison, relative to DLinear. ``load`` is the machine's
+    1-minute load average when the row was timed and ``cores`` its CPU count (a loaded machine slows both models)."""
     rows = []
     with torch_threads(threads):
         for H in horizons:
@@ -765,7 +766,8 @@ def runtime_benchmark(lookback: int = 336, horizons: Sequence[int] = (96, 720), 
                 times[kind] = (time.perf_counter() - start) / steps * 1000
             rows.append({"H": H, "L": lookback, "channels": n_channels, "batch": batch,
                          "DLinear ms/iter": times["dlinear"], "OCE-TS ms/iter": times["oce"],
-                         "ratio OCE/DLinear": times["oce"] / times["dlinear"]})
+                         "ratio OCE/DLinear": times["oce"] / times["dlinear"],
+                         "load": os.getloadavg()[0], "cores": os.cpu_count()})
     return pd.DataFrame(rows)
 
 
@@ -1079,8 +1081,9 @@ def oce_verdicts(exact: dict[str, Any], paper: pd.DataFrame, quick: pd.DataFrame
         r = runtime.set_index("H")
         worst = float(r["ratio OCE/DLinear"].max())
         v["O7"] = {"verdict": "supported" if worst <= 3 else "inconclusive",
-                   "evidence": "ms/iteration on one CPU thread of a shared, heavily loaded machine (L=336, batch 32, 7 "
-                   "channels, K=100; both models timed in the same process): " + "; ".join(
+                   "evidence": f"ms/iteration on one CPU thread (1-minute load average {r['load'].max():.1f} on "
+                   f"{int(r['cores'].iloc[0])} cores while timing; L=336, batch 32, 7 channels, K=100; both models timed in "
+                   "the same process): " + "; ".join(
                        f"H={h}: DLinear {r.loc[h, 'DLinear ms/iter']:.1f}, OCE-TS {r.loc[h, 'OCE-TS ms/iter']:.1f} "
                        f"({r.loc[h, 'ratio OCE/DLinear']:.1f}×)" for h in r.index) +
                    " (paper: 34.9 vs 19.3 ms, 1.8×, RTX 4060). On a CPU the K-bin head and loss dominate and the cost is "
