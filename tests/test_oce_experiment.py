@@ -366,3 +366,23 @@ def test_o7_states_the_load_the_timing_ran_under(small_exact_checks):
     assert "not moderate" in v["O7"]["evidence"]
     fast = oce.oce_verdicts(small_exact_checks, pd.DataFrame(), runtime=runtime.iloc[:1])["O7"]
     assert fast["verdict"] == "supported" and "At most 2.5× here, a moderate cost" in fast["evidence"]
+
+
+def test_target_mean_shift_matches_the_truncated_gaussian_mean_and_half_a_bin():
+    # many bins: the binned mean is the continuous mean of a Gaussian truncated to [0, 1] (closed form)
+    sigma, n = 1.0, 11
+    table = oce.target_mean_shift(n_bins=4000, sigmas=(sigma,), n=n).set_index("distribution")
+    phi = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+    Phi = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))
+    shifts = []
+    for y in np.linspace(0, 1, n):
+        a, b = (0 - y) / sigma, (1 - y) / sigma
+        shifts.append(abs(sigma * (phi(a) - phi(b)) / (Phi(b) - Phi(a))))
+    assert table.loc["gaussian", "mean |Σvp − y|"] == pytest.approx(np.mean(shifts), rel=1e-5)
+    assert table.loc["gaussian", "max |Σvp − y|"] == pytest.approx(max(shifts), rel=1e-5)
+    # a very narrow target is a one-hot label: the mean is the bin centre, at most half a bin (0.005) from y
+    narrow = oce.target_mean_shift(n_bins=100, sigmas=(1e-4,), n=2001)
+    assert narrow["max |Σvp − y|"].max() == pytest.approx(0.005, abs=1e-9)
+    # grid step 0.0005, 20 points per bin: distances to the centre 0.0045, 0.004, …, 0, …, 0.0045 (sum 0.045), and 0
+    # at the bin edge, where the label splits evenly between two bins: 0.045 / 20 = 0.00225
+    assert narrow["mean |Σvp − y|"].tolist() == pytest.approx([0.00225] * 3, rel=0.01)
