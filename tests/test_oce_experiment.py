@@ -285,6 +285,7 @@ def test_o10_bins_limited_and_sigma_one_worse_beyond_the_margin(bins, sigma, ver
     v = oce.oce_verdicts(small_exact_checks, _knob_frame(bins=bins, sigma=sigma))
     assert v["O10"]["verdict"] == verdict, v["O10"]["evidence"]
     assert "ETTm1 σ=1 vs σ=0.01 +19.7%" in v["O10"]["evidence"] or verdict in ("partly supported", "not supported")
+    assert ("Grids not complete yet: bins ETTh2, sigma ETTh2." in v["O10"]["evidence"]) == (len(bins) == 1)
 
 
 def test_o10_incomplete_grid_is_not_judged_and_says_so(small_exact_checks):
