@@ -1151,7 +1151,8 @@ def oce_verdicts(exact: dict[str, Any], paper: pd.DataFrame, quick: pd.DataFrame
         v["O12"] = {"verdict": verdict,
                     "evidence": "Paper sizes with a capped budget, H=720, L=336, 1 seed, noise on the inputs of all splits: "
                     + "; ".join(parts) + (". Only one of the two datasets is complete" if len(at_720) < 2 else "") +
-                    ". Paper Table 4: ETTm2 0.420–0.440 vs 0.273–0.280; weather 0.337–0.342 vs 0.223–0.227."
+                    ". Paper (Table 4 = Table 6 at H=720), DLinear vs OCE-TS: " + "; ".join(
+                        f"{r['dataset']} {r['paper DLinear']} vs {r['paper OCE-TS']}" for _, r in at_720.iterrows()) + "."
                     + _other_horizons_note(summary)}
     else:
         v["O12"] = {"verdict": "inconclusive", "evidence": "No complete paper-profile SNR sweep at H=720 yet; quick profile only."}
