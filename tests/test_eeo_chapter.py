@@ -235,3 +235,81 @@ def test_dropout_makes_the_fd_probe_noisy_and_eval_mode_repeats_exactly():
     assert evaluation.nunique() == 1
     assert evaluation.iloc[0] == pytest.approx(frame["exact_curvature_no_dropout"].iloc[0], rel=1e-2, abs=1e-6)
     assert train.nunique() == 3  # each read draws new dropout masks
+
+
+# ---------------------------------------------------------------- verdicts computed from their evidence
+def test_place_of_names_minima_saddles_and_elsewhere():
+    assert runner.place_of("flat_sharp", (0.98, 0.01)) == "flat well"
+    assert runner.place_of("flat_sharp", (-0.6, 0.0)) == "sharp well"
+    assert runner.place_of("saddle", (0.0, 0.0)) == "the saddle"
+    assert runner.place_of("saddle", (0.0, -1.41)) == "minimum (0, −√2)"
+    assert runner.place_of("flat_sharp", (-0.26, 0.0)) == "neither a minimum nor a saddle (-0.26, 0.00)"
+
+
+def test_mechanism_outcomes_and_the_e19_sentence_built_from_them():
+    outcomes = runner.mechanism_outcomes()
+    at = outcomes.set_index(["function", "variant", "rho"])["place"]
+    # on the stable manifold the y-gradient is exactly 0: no gradient method leaves the saddle, the escape does
+    assert at[("saddle", "Adam", 0.05)] == at[("saddle", "SAM", 0.05)] == "the saddle"
+    assert at[("saddle", "SAM + escape", 0.05)].startswith("minimum")
+    assert at[("flat_sharp", "Adam", 0.3)] == "sharp well"
+    text = runner._mechanism_text(outcomes)
+    landing = {rho: at[("flat_sharp", "SAM + escape", rho)] for rho in (0.3, 0.15)}
+    assert (", so escaping does not by itself select flatness" in text) == (landing[0.3] != landing[0.15])
+    # the conclusion follows the outcomes: same landing at both ρ, no such sentence
+    same = outcomes.copy()
+    same.loc[(same.function == "flat_sharp") & (same.variant == "SAM + escape"), "place"] = "flat well"
+    assert "does not by itself select flatness" not in runner._mechanism_text(same)
+
+
+def _table4_runs(means, original=None, seeds=(0, 1)):
+    """Runs of one ETTh1 H=96 cell: ``means`` = {variant: test MSE} on the channel transformer (every seed the same),
+    ``original`` = test MSE of the 'Original' transformer's EEO full (AdamW one above it)."""
+    rows = [{"dataset": "ETTh1", "horizon": 96, "arch": "toy", "variant": v, "seed": s, "overrides": {},
+             "test_mse": m} for v, m in means.items() for s in seeds]
+    if original is not None:
+        rows += [{"dataset": "ETTh1", "horizon": 96, "arch": "original", "variant": v, "seed": 0, "overrides": {},
+                  "test_mse": m} for v, m in (("EEO full", original), ("AdamW", original + 0.1))]
+    return pd.DataFrame(rows)
+
+
+MONOTONE = {"AdamW": 0.45, "SAM alone": 0.42, "SAM+SGLD": 0.41, "SAM+SGLD+EMA": 0.40, "EEO full": 0.39}
+
+
+@pytest.mark.parametrize("means, original, verdict", [
+    (MONOTONE, 0.35, "supported"),
+    ({**MONOTONE, "EEO full": 0.405}, 0.35, "partly supported"),  # EEO full above +SGLD+EMA: not decreasing
+    ({**MONOTONE, "EEO full": 0.50, "SAM+SGLD": 0.43}, 0.60, "not supported"),
+])
+def test_table4_verdict_on_a_complete_grid(means, original, verdict):
+    config = runner.eeo_config("paper", datasets=("ETTh1",), horizons=(96,), seeds=(0, 1), original_seeds=(0,))
+    got, measured = runner.table4_verdict(_table4_runs(means, original), config)
+    assert got == verdict, measured
+
+
+def test_table4_verdict_is_capped_until_every_cell_seed_and_architecture_ran():
+    config = runner.eeo_config("paper", datasets=("ETTh1",), horizons=(96,), seeds=(0, 1), original_seeds=(0,))
+    got, measured = runner.table4_verdict(_table4_runs(MONOTONE, original=None), config)
+    assert got == "inconclusive" and "rule outcome supported" in measured and "0 'Original'" in measured
+    got, measured = runner.table4_verdict(_table4_runs(MONOTONE, 0.35, seeds=(0,)), config)  # seed 1 missing
+    assert got == "inconclusive" and "2 of 7 items" in measured
+
+
+@pytest.fixture(scope="module")
+def lemma_numbers():
+    return runner.lemma_checks()
+
+
+def test_lemma_verdicts_follow_their_numbers(lemma_numbers):
+    runs = _table4_runs(MONOTONE).assign(n_probes=0, n_kicks=0, lambda_max=1.0)
+    mechanism = runner.mechanism_outcomes()
+    v = runner.eeo_verdicts(runs, lemma_numbers, mechanism)
+    assert v["E18"]["verdict"] == "not supported" and "holds with equality" in v["E18"]["evidence"]
+    assert f"over {lemma_numbers['robust_descent']['cases']} (point, ρ, η) cases" in v["E16"]["evidence"]
+    changed = json.loads(json.dumps(lemma_numbers, default=float))
+    changed["sgld"]["printed_bound"] = changed["sgld"]["exact"]  # the bound met: the lemma would hold
+    changed["attention"]["c1_late_min"] = changed["attention"]["c1_first"]  # c₁ stays: Eq. 16 would hold
+    changed["fd_fast_sine"]["slope"] = 1.0  # not second order on a smooth loss
+    v = runner.eeo_verdicts(runs, changed, mechanism)
+    assert v["E18"]["verdict"] == "supported" and v["E15"]["verdict"] == "inconclusive"
+    assert v["E17"]["verdict"] == "not supported"
