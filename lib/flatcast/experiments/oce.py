@@ -989,18 +989,24 @@ def _knob_verdicts(paper: pd.DataFrame) -> dict[str, dict[str, str]]:
                                         stored=stored)
         v["O10"] = {"verdict": verdict, "evidence": measured}
 
-    # O8: Gaussian targets best on ETTh1, Student-t better on ETTm2 (Fig. 3 shows every horizon; H = 96 here).
+    # O8: Gaussian targets best on ETTh1, Student-t better on ETTm2 (Fig. 3 shows every horizon; H = 96 here). The
+    # cells of one dataset differ only in the target's shape (same seed, data and budget): a difference below a tenth
+    # of the margin is no effect, which contradicts a claimed difference; between that and the margin it is unresolved.
     dist = _knob_curves(summary, "distribution")
     parts, text = [], []
+
+    def claimed_difference(gain):
+        return True if gain > m else (False if gain < -m or abs(gain) < m / 10 else None)
+
     if "ETTh1" in dist:
         c = dist["ETTh1"]
         gap = float((min(c.loc["student_t"], c.loc["laplace"]) - c.loc["gaussian"]) / c.loc["gaussian"])
-        parts.append(True if gap > m else (None if gap > -m else False))
+        parts.append(claimed_difference(gap))
         text.append(f"ETTh1: the better of Student-t/Laplace vs Gaussian {gap:+.1%}")
     if "ETTm2" in dist:
         c = dist["ETTm2"]
         gain = float((c.loc["gaussian"] - c.loc["student_t"]) / c.loc["gaussian"])
-        parts.append(True if gain > m else (None if gain > -m else False))
+        parts.append(claimed_difference(gain))
         text.append(f"ETTm2: Student-t lower than Gaussian by {gain:+.1%}")
     if dist:
         verdict = _parts_verdict(parts)
@@ -1008,7 +1014,8 @@ def _knob_verdicts(paper: pd.DataFrame) -> dict[str, dict[str, str]]:
             verdict = "partly supported"  # one horizon of the paper's four
         shift = target_mean_shift(sigmas=(0.01,))["mean |Σvp − y|"]
         measured = (head + "; ".join(text) + ". Test MSE: " + curve_text(dist, str)
-                    + ". H = 96 only; the paper's Fig. 3 claims every horizon. Mechanism (exact, target_mean_shift): at "
+                    + f". A difference below {m / 10:.1%} between same-seed cells counts as no effect. H = 96 only; the "
+                    "paper's Fig. 3 claims every horizon. Mechanism (exact, target_mean_shift): at "
                     f"σ=0.01 every shape keeps the soft target's mean within {shift.max():.1e} of y on average (of the "
                     "window's range), so the shape cannot move what the forecast aims at, only the optimisation.")
         needed = {"ETTh1", "ETTm2"}
