@@ -962,7 +962,7 @@ def _knob_verdicts(paper: pd.DataFrame) -> dict[str, dict[str, str]]:
     head = f"Paper sizes (L=336 unless varied), 1 seed per cell, capped budgets ({files}); margin {m:.0%}. "
 
     def curve_text(curves, fmt):
-        return "; ".join(f"{ds}: " + ", ".join(f"{fmt(k)} {x:.3f}" for k, x in c.items()) for ds, c in curves.items())
+        return "; ".join(f"{ds}: " + ", ".join(f"{fmt(k)} {x:.4f}" for k, x in c.items()) for ds, c in curves.items())
 
     # O10: bins have "relatively limited impact"; at σ = 1 "the MSE on ETTm1 increases significantly, and ETTh2 also
     # experiences a performance drop" (the paper's grids on ETTm1 and ETTh2, H = 96 here).
@@ -1002,12 +1002,12 @@ def _knob_verdicts(paper: pd.DataFrame) -> dict[str, dict[str, str]]:
         c = dist["ETTh1"]
         gap = float((min(c.loc["student_t"], c.loc["laplace"]) - c.loc["gaussian"]) / c.loc["gaussian"])
         parts.append(claimed_difference(gap))
-        text.append(f"ETTh1: the better of Student-t/Laplace vs Gaussian {gap:+.1%}")
+        text.append(f"ETTh1: the better of Student-t/Laplace vs Gaussian {gap:+.2%}")
     if "ETTm2" in dist:
         c = dist["ETTm2"]
         gain = float((c.loc["gaussian"] - c.loc["student_t"]) / c.loc["gaussian"])
         parts.append(claimed_difference(gain))
-        text.append(f"ETTm2: Student-t lower than Gaussian by {gain:+.1%}")
+        text.append(f"ETTm2: Student-t lower than Gaussian by {gain:+.2%}")
     if dist:
         verdict = _parts_verdict(parts)
         if verdict == "supported":
