@@ -313,3 +313,28 @@ def test_lemma_verdicts_follow_their_numbers(lemma_numbers):
     v = runner.eeo_verdicts(runs, changed, mechanism)
     assert v["E18"]["verdict"] == "supported" and v["E15"]["verdict"] == "inconclusive"
     assert v["E17"]["verdict"] == "not supported"
+
+
+def _e19_runs(lam, std_scale, seeds=(0, 1)):
+    """One ETTh1 H=96 cell: λmax per variant ``lam``, test MSE 0.4 ± ``std_scale[variant]`` over the seeds."""
+    return pd.DataFrame([{"dataset": "ETTh1", "horizon": 96, "arch": "toy", "variant": v, "seed": s, "overrides": {},
+                          "lambda_max": lam[v], "test_mse": 0.4 + (s - 0.5) * std_scale[v]}
+                         for v in ("EEO full", "SAM alone", "AdamW") for s in seeds])
+
+
+@pytest.mark.parametrize("lam, spread, verdict", [
+    ({"EEO full": 0.5, "SAM alone": 0.6, "AdamW": 2.0}, {"EEO full": 0.001, "SAM alone": 0.003, "AdamW": 0.006},
+     "supported"),
+    ({"EEO full": 0.7, "SAM alone": 0.6, "AdamW": 2.0}, {"EEO full": 0.001, "SAM alone": 0.003, "AdamW": 0.006},
+     "partly supported"),  # not the flattest
+])
+def test_e19_parts_saddle_flatness_and_seed_spread(lam, spread, verdict):
+    config = runner.eeo_config("paper", datasets=("ETTh1",), horizons=(96,), seeds=(0, 1))
+    mechanism = pd.DataFrame([{"function": "saddle", "variant": "SAM", "place": "the saddle"},
+                              {"function": "saddle", "variant": "SAM + escape", "place": "minimum (0, √2)"}])
+    got, measured = runner.e19_verdict(_e19_runs(lam, spread), mechanism, config)
+    assert got == verdict, measured
+    # the paper profile's seeds are 0–4: these two-seed runs complete no cell of it, so only the saddle part counts
+    assert runner.e19_verdict(_e19_runs(lam, spread), mechanism)[0] == "partly supported"
+    assert runner.e19_verdict(_e19_runs(lam, spread, seeds=(0,)), mechanism, config)[1].endswith(
+        "No paper-profile cell has every seed of EEO full, SAM alone and AdamW yet.")
