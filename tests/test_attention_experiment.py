@@ -463,3 +463,19 @@ def test_cli_recipes_restrict_the_dynamics_study(tmp_path, monkeypatch):
     assert seen["config"].seeds == (4,) and seen["config"].dynamics_recipes == ("samformer",)
     with pytest.raises(KeyError, match="bogus"):
         at.main(["--profile", "quick", "--recipes", "bogus", "--out", str(tmp_path / "r.jsonl")])
+
+
+def test_nuclear_norm_reading_rank_correlations_and_readings():
+    rows = [{"study": "dynamics", "dataset": "ETTh1", "recipe": r, "nuclear_norm": n, "test_mse": m}
+            for r, n, m in (("transformer", 3.0, 0.40), ("samformer", 4.0, 0.38), ("sigma_reparam", 1.0, 0.45),
+                            ("transformer_eeo", 0.5, 0.30))]
+    rows.append({"study": "table", "dataset": "ETTh1", "recipe": "transformer", "nuclear_norm": 9.0, "test_mse": 9.0})
+    table = at.nuclear_norm_reading(pd.DataFrame(rows))
+    row = table.loc["ETTh1"]
+    # ranks of (‖A‖_*, MSE): (3,3), (4,2), (2,4), (1,1) → ρ = 1 − 6·(0+4+4+0)/(4·15) = 0.2; without EEO ρ = −1
+    assert row["runs"] == 4
+    assert row["Spearman(‖A‖_*, test MSE)"] == pytest.approx(0.2)
+    assert row["same, without EEO's runs"] == pytest.approx(-1.0)
+    assert row["reading"] == "neither (|ρ| ≤ 0.3)"
+    assert row["reading without EEO"].startswith("collapse reading")
+    assert at.reading_of(0.31).startswith("simplification reading")

@@ -102,12 +102,30 @@ def test_cap_verdict_keeps_the_rule_outcome_and_says_why():
     # a paper study judges once every item the claim needs is stored, not before
     verdict, measured = claims.cap_verdict("not supported", "m", needed={"a", "b", "c"}, stored={"a", "x"})
     assert (verdict, measured) == ("inconclusive", "m — rule outcome not supported; paper profile incomplete: "
-                                                   "1 of 3 items this claim needs are stored")
+                                                   "1 of 3 items this claim needs are stored (missing: b, c)")
     assert claims.cap_verdict("partly supported", "m", needed={"a"}, stored={"a", "b"}) == ("partly supported", "m")
     assert claims.cap_verdict("supported", "m") == ("supported", "m")  # nothing needed, paper profile
     # a verdict that judges nothing passes through, even from a quick study
     assert claims.cap_verdict("not yet tested", "no runs", quick_label="q") == ("not yet tested", "no runs")
     assert claims.cap_verdict("inconclusive", "m", needed={"a"}) == ("inconclusive", "m")
+
+
+def test_cap_verdict_names_the_missing_items_up_to_a_limit():
+    needed = {("ETTh1", 96), ("ETTh1", 192), ("ETTm2", 720), ("weather", 336)}
+    _, measured = claims.cap_verdict("supported", "m", needed=needed, stored={("ETTh1", 96)}, missing_shown=2)
+    assert measured.endswith("1 of 4 items this claim needs are stored (missing: ETTh1 192, ETTm2 720 and 1 more)")
+
+
+@pytest.mark.parametrize("parts, verdict", [
+    ([True, True], "supported"),
+    ([True, False], "partly supported"),
+    ([True, None], "partly supported"),   # an unresolved part keeps "supported" out of reach
+    ([False, None], "not supported"),
+    ([None, None], "inconclusive"),       # nothing resolved
+    ([], "inconclusive"),                 # nothing measured
+])
+def test_parts_verdict(parts, verdict):
+    assert claims.parts_verdict(parts) == verdict
 
 
 def test_merge_verdicts_fills_only_untested_claims():

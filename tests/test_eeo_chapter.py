@@ -338,3 +338,30 @@ def test_e19_parts_saddle_flatness_and_seed_spread(lam, spread, verdict):
     assert runner.e19_verdict(_e19_runs(lam, spread), mechanism)[0] == "partly supported"
     assert runner.e19_verdict(_e19_runs(lam, spread, seeds=(0,)), mechanism, config)[1].endswith(
         "No paper-profile cell has every seed of EEO full, SAM alone and AdamW yet.")
+
+
+def test_ablation_summary_formats_mean_std_and_orders_variants_as_the_paper():
+    runs = _table4_runs({"EEO full": 0.39, "AdamW": 0.45}, seeds=(0, 1))
+    runs.loc[(runs.variant == "AdamW") & (runs.seed == 1), "test_mse"] = 0.47      # std of (0.45, 0.47) = 0.0141
+    runs = pd.concat([runs, _table4_runs({"SAM alone": 0.42}, seeds=(0,))], ignore_index=True)
+    table = runner.ablation_summary(runs)
+    assert [v for _, _, v in table.index] == ["AdamW", "SAM alone", "EEO full"]  # VARIANTS order, not alphabetical
+    column = "test MSE (mean ± std over seeds)"
+    assert table.loc[("ETTh1", 96, "AdamW"), column] == "0.4600 ± 0.0141"
+    assert table.loc[("ETTh1", 96, "SAM alone"), column] == "0.4200 ± n/a (1 seed)"
+    assert table.loc[("ETTh1", 96, "EEO full"), "seeds"] == 2
+    assert runner.ablation_summary(pd.DataFrame()).empty
+
+
+def test_cost_table_ratios_per_variant():
+    rows = [{"arch": "toy", "variant": v, "grad_evals_per_step": g, "s_per_epoch": 1.0, "state_bytes": sb,
+             "param_bytes": 100, "n_probes": p, "n_kicks": k, "probe_negative_fraction": 0.0,
+             "probe_curvature_median": 0.0, "lambda_max": 1.0}
+            for v, g, sb, p, k in (("EEO full", 4.2, 300, 10, 2), ("EEO full", 4.2, 300, 10, 4), ("AdamW", 1, 200, 0, 0))]
+    rows.append({**rows[0], "arch": "original", "n_kicks": 99})  # another architecture: left out
+    table = runner.cost_table(pd.DataFrame(rows))
+    assert list(table.index) == ["AdamW", "EEO full"]
+    assert table.loc["EEO full", "state_over_params"] == 3.0 and table.loc["AdamW", "state_over_params"] == 2.0
+    assert table.loc["EEO full", "kicks per probe"] == pytest.approx(0.3)  # mean of 2/10 and 4/10
+    assert np.isnan(table.loc["AdamW", "kicks per probe"])                 # no probe: not a rate of zero
+    assert list(table.columns) == list(runner.COST_COLUMNS)

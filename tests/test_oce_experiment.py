@@ -285,7 +285,7 @@ def test_o10_bins_limited_and_sigma_one_worse_beyond_the_margin(bins, sigma, ver
     v = oce.oce_verdicts(small_exact_checks, _knob_frame(bins=bins, sigma=sigma))
     assert v["O10"]["verdict"] == verdict, v["O10"]["evidence"]
     assert "ETTm1 σ=1 vs σ=0.01 +19.7%" in v["O10"]["evidence"] or verdict in ("partly supported", "not supported")
-    assert ("Grids not complete yet: bins ETTh2, sigma ETTh2." in v["O10"]["evidence"]) == (len(bins) == 1)
+    assert ("(missing: bins ETTh2, sigma ETTh2)" in v["O10"]["evidence"]) == (len(bins) == 1)
 
 
 def test_o10_incomplete_grid_is_not_judged_and_says_so(small_exact_checks):
@@ -390,3 +390,74 @@ def test_target_mean_shift_matches_the_truncated_gaussian_mean_and_half_a_bin():
     # grid step 0.0005, 20 points per bin: distances to the centre 0.0045, 0.004, …, 0, …, 0.0045 (sum 0.045), and 0
     # at the bin edge, where the label splits evenly between two bins: 0.045 / 20 = 0.00225
     assert narrow["mean |Σvp − y|"].tolist() == pytest.approx([0.00225] * 3, rel=0.01)
+
+
+def _record(study, dataset, horizon, model, test_mse, **extra):
+    cell = oce.Cell(study, dataset, horizon, model, **{k: extra.pop(k) for k in ("outlier_fraction", "outlier_size",
+                                                                                  "snr_db") if k in extra})
+    return {"cell": vars(cell), "test_mse": test_mse, **extra}
+
+
+def _records(*records):
+    return {str(i): r for i, r in enumerate(records)}
+
+
+def test_forecast_table_one_row_per_dataset_and_horizon_forecast_cells_only():
+    records = _records(_record("forecast", "ETTm2", 720, "dlinear", 0.41),
+                       _record("forecast", "ETTm2", 720, "oce", 0.38),
+                       _record("forecast", "ETTm2", 720, "oce_target", 0.52, oracle_mse=0.30),
+                       _record("snr", "ETTm2", 720, "oce", 9.0, snr_db=0.0),       # not a forecast cell
+                       _record("forecast", "weather", 720, "dlinear", 0.35))
+    table = oce.forecast_table(oce.results_frame(records)).set_index(["dataset", "H"])
+    assert table.loc[("ETTm2", 720), "DLinear (MSE)"] == 0.41 and table.loc[("ETTm2", 720), "OCE-TS"] == 0.38
+    assert table.loc[("ETTm2", 720), "same, denormalised with the target's own range (authors' code)"] == 0.30
+    assert table.loc[("weather", 720), "DLinear (MSE)"] == 0.35 and np.isnan(table.loc[("weather", 720), "OCE-TS"])
+    twice = oce.results_frame(_records(_record("forecast", "ETTm2", 720, "oce", 0.38),
+                                       _record("forecast", "ETTm2", 720, "oce", 0.39)))
+    with pytest.raises(ValueError, match="2 forecast cells for oce on ETTm2 H=720"):
+        oce.forecast_table(twice)
+
+
+def test_robustness_table_clean_column_and_one_column_per_outlier_setting():
+    records = _records(_record("calibration", "ETTh1", 96, "dlinear", 0.39),
+                       _record("robustness", "ETTh1", 96, "dlinear", 0.51, outlier_fraction=0.05, outlier_size=20.0),
+                       _record("robustness", "ETTh1", 96, "oce", 0.388, outlier_fraction=0.05, outlier_size=20.0),
+                       _record("robustness", "ETTh1", 96, "oce", 0.40, outlier_fraction=0.01, outlier_size=10.0),
+                       _record("robustness", "ETTm2", 96, "oce", 9.0, outlier_fraction=0.01, outlier_size=10.0))
+    table = oce.robustness_table(oce.results_frame(records))
+    assert list(table.index) == ["DLinear (MSE)", "DLinear (Huber)", "OCE-TS"]
+    assert table.loc["DLinear (MSE)", "clean"] == 0.39 and table.loc["DLinear (MSE)", "5% of targets ± 20σ"] == 0.51
+    assert table.loc["OCE-TS", "1% of targets ± 10σ"] == 0.40  # the ETTm2 cell is another dataset's
+    assert np.isnan(table.loc["DLinear (Huber)", "clean"])
+
+
+def test_calibration_table_labels_each_predictive_distribution_and_keeps_its_pit():
+    metrics = {"coverage_50": 0.5, "coverage_80": 0.79, "coverage_95": 0.96, "crps": 0.3, "pinball": 0.12,
+               "pit": [0.1] * 10}
+    records = _records(_record("calibration", "ETTh1", 96, "quantile", 0.38, calibration=metrics),
+                       _record("calibration", "ETTh1", 96, "oce", 0.39, calibration={**metrics, "coverage_50": 0.05}),
+                       _record("calibration", "ETTh1", 96, "ce", 0.40),            # no calibration metrics stored
+                       _record("forecast", "ETTm2", 720, "oce", 0.38, calibration=metrics))
+    table, pits = oce.calibration_table(records)
+    assert list(table.index) == ["quantile regression", "OCE-TS"]
+    assert table.loc["OCE-TS", "cover 50 %"] == 0.05 and table.loc["quantile regression", "test MSE"] == 0.38
+    assert pits["OCE-TS"]["pit"] == [0.1] * 10
+    assert oce.calibration_table({})[0].empty
+
+
+def test_forecast_snapshots_of_one_dataset_and_horizon():
+    records = _records(_record("forecast", "ETTm2", 720, "oce", 0.38, snapshot={"x": 1}),
+                       _record("forecast", "ETTm2", 720, "dlinear", 0.41),               # no snapshot stored
+                       _record("forecast", "ETTm2", 96, "ce", 0.3, snapshot={"x": 2}),
+                       _record("snr", "ETTm2", 720, "dlinear", 0.5, snr_db=0.0, snapshot={"x": 3}))
+    assert oce.forecast_snapshots(records, "ETTm2", 720) == {"oce": {"x": 1}}
+
+
+def test_paper_file_notes_name_cells_budget_and_provenance(tmp_path, monkeypatch):
+    monkeypatch.setattr(oce, "REPO_ROOT", tmp_path)
+    config = oce.oce_config("paper", epochs=3, max_train_batches=50)
+    data = {"profile": "paper", "config": vars(config), "cells": {"a": {}, "b": {}},
+            "provenance": [{"device": "cpu", "commit": "0123456789abcdef", "date": "2026-12-03"}]}
+    oce._write_results(tmp_path / "data" / "results" / "oce_paper_capX.json", data)
+    assert oce.paper_file_notes() == ["oce_paper_capX.json: 2 cells; budget ≤3 epochs × ≤50 batches; cpu, commit "
+                                      "01234567, 2026-12-03"]

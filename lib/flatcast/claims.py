@@ -33,6 +33,7 @@ import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
@@ -188,20 +189,40 @@ def write_verdicts(chapter: str, verdicts: dict, provenance: dict | None = None,
     return path
 
 
+def parts_verdict(parts: Sequence[bool | None]) -> str:
+    """The verdict of a claim made of parts (each ``True``: holds, ``False``: fails, ``None``: measured but not
+    resolved, e.g. within a one-seed margin): every part holds → supported; some hold → partly supported; none holds
+    but one fails → not supported; nothing resolved, or no part measured → inconclusive."""
+    if parts and all(p is True for p in parts):
+        return "supported"
+    if any(p is True for p in parts):
+        return "partly supported"
+    return "not supported" if any(p is False for p in parts) else "inconclusive"
+
+
+def _item_text(item) -> str:
+    return " ".join(map(str, item)) if isinstance(item, tuple) else str(item)
+
+
 def cap_verdict(verdict: str, measured: str, *, quick_label: str | None = None,
-                needed: set | frozenset | None = None, stored: set | frozenset = frozenset()) -> tuple[str, str]:
+                needed: set | frozenset | None = None, stored: set | frozenset = frozenset(),
+                missing_shown: int = 8) -> tuple[str, str]:
     """``(verdict, measured)`` of a claim whose rule gave ``verdict``, capped at ``"inconclusive"`` where the evidence
     cannot judge it: a quick-profile study (``quick_label`` names its reduced settings), or a paper-profile study that
     has not yet stored every item (run, landscape, cost record…) in ``needed``, the items the claim rests on. A capped
-    verdict keeps the rule's outcome and the reason in ``measured``; a verdict that judges nothing is passed through.
+    verdict keeps the rule's outcome and the reason in ``measured``, naming up to ``missing_shown`` of the missing
+    items (a tuple item as its fields joined by spaces); a verdict that judges nothing is passed through.
     """
     if verdict not in JUDGED:
         return verdict, measured
     if quick_label is not None:
         why = f"quick profile only: {quick_label}"
     elif needed is not None and not set(needed) <= set(stored):
+        missing = sorted(_item_text(item) for item in set(needed) - set(stored))
+        shown = ", ".join(missing[:missing_shown]) + (f" and {len(missing) - missing_shown} more"
+                                                      if len(missing) > missing_shown else "")
         why = (f"paper profile incomplete: {len(set(needed) & set(stored))} of {len(set(needed))} items this claim "
-               "needs are stored")
+               f"needs are stored (missing: {shown})")
     else:
         return verdict, measured
     return "inconclusive", f"{measured} — rule outcome {verdict}; {why}"

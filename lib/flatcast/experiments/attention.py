@@ -71,7 +71,7 @@ __all__ = [
     "append_record", "results_path", "records_frame", "table_frame", "overall_improvement", "final_attention",
     "diagonal_statistics", "attention_verdicts", "published_verdicts", "claims_box", "main", "benchmark_table_records",
     "with_benchmark_tables", "seed_significance", "dynamics_claim_runs", "grid_table_verdicts", "TABLE_CLAIMS",
-    "table_runs", "table_verdict_settled",
+    "table_runs", "table_verdict_settled", "nuclear_norm_reading", "reading_of", "READING_THRESHOLD",
 ]
 
 DYNAMICS_RECIPES = ("transformer", "samformer", "sigma_reparam", "samformer_sigma_reparam", "transformer_eeo")
@@ -576,6 +576,36 @@ def seed_significance(records: Iterable[dict[str, Any]], better: str, worse: str
 
 
 # ------------------------------------------------------------------------------------------------ verdicts
+#: |Spearman ρ| above which :func:`nuclear_norm_reading` names a reading of ‖A‖_*.
+READING_THRESHOLD = 0.3
+
+
+def reading_of(rho: float) -> str:
+    """Which reading of a lower ‖A‖_* a rank correlation ρ(‖A‖_*, test MSE) over runs favours: SAMformer's collapse
+    (ρ < −:data:`READING_THRESHOLD`: lower norm, higher error), EEO-TFV's simplification (ρ > +threshold: lower norm,
+    lower error), or neither."""
+    if rho < -READING_THRESHOLD:
+        return "collapse reading (lower ‖A‖_*, higher error)"
+    if rho > READING_THRESHOLD:
+        return "simplification reading (lower ‖A‖_*, lower error)"
+    return f"neither (|ρ| ≤ {READING_THRESHOLD:g})"
+
+
+def nuclear_norm_reading(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset of the dynamics study (rows): the number of runs, the Spearman rank correlation over runs between
+    the final ‖A‖_* and test MSE, the same without Transformer + EEO's runs, and the reading each favours
+    (:func:`reading_of`)."""
+    rows = {}
+    dynamics = frame[frame["study"] == "dynamics"] if not frame.empty else frame
+    for dataset, block in (dynamics.groupby("dataset") if not dynamics.empty else []):
+        rho = block[["nuclear_norm", "test_mse"]].corr(method="spearman").iloc[0, 1]
+        rest = block[block["recipe"] != "transformer_eeo"]
+        rho_rest = rest[["nuclear_norm", "test_mse"]].corr(method="spearman").iloc[0, 1]
+        rows[dataset] = {"runs": len(block), "Spearman(‖A‖_*, test MSE)": rho, "same, without EEO's runs": rho_rest,
+                         "reading": reading_of(rho), "reading without EEO": reading_of(rho_rest)}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def _mean_by(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     return frame.groupby(["dataset", "recipe"])[column].agg(["mean", "std"]).unstack("recipe")
 

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from flatcast.claims import cap_verdict, parts_verdict, write_verdicts
 from flatcast.data import make_splits
 from flatcast.provenance import REPO_ROOT, provenance
 from flatcast.recipes import PAPER_TRAINING, build_model, optimizer_factory, paper_lr, paper_rho
@@ -53,8 +54,9 @@ from flatcast.utils import seed_everything, torch_threads
 
 __all__ = ["VARIANTS", "CUMULATIVE", "LEAVE_ONE_OUT", "ARCHITECTURES", "EEOConfig", "EEO_CONFIGS", "eeo_config",
            "RunKey", "train_run", "run_cells", "paper_cells", "load_runs", "results_path", "ablation_table",
-           "paired_tests", "sensitivity_grid", "quick_cells", "lemma_checks", "eeo_verdicts", "write_eeo_verdicts", "run_sensitivity", "optimizer_state_bytes", "real_fd_curvature", "dropout_probe_check",
-           "main"]
+           "ablation_summary", "cost_table", "COST_COLUMNS", "paired_tests", "sensitivity_grid", "quick_cells",
+           "lemma_checks", "eeo_verdicts", "write_eeo_verdicts", "run_sensitivity", "optimizer_state_bytes",
+           "real_fd_curvature", "dropout_probe_check", "main"]
 
 #: variant → (optimizer name of flatcast.recipes.optimizer_factory, EEO switches)
 VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
@@ -308,6 +310,36 @@ def ablation_table(runs: pd.DataFrame, variants: Sequence[str] = CUMULATIVE, arc
     return table
 
 
+def ablation_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """The chapter's Table 4 view: for each (dataset, horizon, variant) of :data:`VARIANTS` on the channel
+    transformer, "test MSE (mean ± std over seeds)" as text (std "n/a (1 seed)" for a single seed) and the seed count,
+    the variants in :data:`VARIANTS` order."""
+    if runs.empty:
+        return pd.DataFrame()
+    table = ablation_table(runs, list(VARIANTS))
+    table["test MSE (mean ± std over seeds)"] = (table["mean"].map("{:.4f}".format) + " ± " + table["std"].map(
+        lambda v: "n/a (1 seed)" if np.isnan(v) else f"{v:.4f}"))
+    table["variant"] = pd.Categorical(table["variant"], categories=list(VARIANTS), ordered=True)
+    return (table.sort_values(["dataset", "horizon", "variant"]).rename(columns={"count": "seeds"})
+            .set_index(["dataset", "horizon", "variant"])[["test MSE (mean ± std over seeds)", "seeds"]])
+
+
+#: The cost columns of :func:`cost_table`, in display order.
+COST_COLUMNS = ("grad_evals_per_step", "s_per_epoch", "state_over_params", "n_probes", "n_kicks", "kicks per probe",
+                "probe_negative_fraction", "probe_curvature_median", "lambda_max")
+
+
+def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per variant of the channel-transformer runs (mean over runs): gradient evaluations per step, seconds per epoch,
+    optimizer state over parameter memory, escape probes and kicks (and kicks per probe), the fraction of probes that
+    read negative curvature, their median curvature and the final λmax; rows in :data:`VARIANTS` order."""
+    frame = runs[runs["arch"] == "toy"].copy()
+    frame["state_over_params"] = frame["state_bytes"] / frame["param_bytes"]
+    frame["kicks per probe"] = frame["n_kicks"] / frame["n_probes"].replace(0, np.nan)
+    return frame.groupby("variant")[list(COST_COLUMNS)].mean().reindex(
+        [v for v in VARIANTS if v in set(frame["variant"])])
+
+
 def paired_tests(runs: pd.DataFrame, reference: str = "EEO full", others: Sequence[str] = LEAVE_ONE_OUT[1:],
                  arch: str = "toy") -> pd.DataFrame:
     """Per (dataset, horizon): test MSE of each variant minus the reference's, paired by seed (same
@@ -482,8 +514,6 @@ def table4_verdict(runs: pd.DataFrame, config: EEOConfig | None = None) -> tuple
     transformer; ``(verdict, measured)``. Judged only when every (dataset, horizon) cell of the paper profile holds
     every cumulative variant with all its seeds and the "Original" transformer's AdamW/EEO runs exist; otherwise
     capped at "inconclusive" with the counts (:func:`flatcast.claims.cap_verdict`)."""
-    from flatcast.claims import cap_verdict
-
     config = config or EEO_CONFIGS["paper"]
     needed = {(d, h, arch, v) for d in config.datasets for h in config.horizons
               for arch, variants in (("toy", CUMULATIVE), ("original", ("AdamW", "EEO full"))) for v in variants}
@@ -514,12 +544,7 @@ def table4_verdict(runs: pd.DataFrame, config: EEOConfig | None = None) -> tuple
         parts.append(lowest)
         text.append(f"{dataset}: 'Original' + EEO {'lowest' if lowest else 'not lowest'} ({sub['test_mse'].mean():.3f} "
                     f"vs the best channel-transformer variant {best_toy:.3f})")
-    if parts and all(parts):
-        verdict = "supported"
-    elif any(parts):
-        verdict = "partly supported"
-    else:
-        verdict = "not supported" if parts else "inconclusive"
+    verdict = parts_verdict(parts)
     n_original = int((plain["arch"] == "original").sum()) if not plain.empty else 0
     measured = ("; ".join(text) or "no dataset has every cumulative variant") + (
         f" (means over the runs present; {n_original} 'Original' transformer run(s))")
@@ -548,7 +573,7 @@ def e19_verdict(paper: pd.DataFrame, mechanism: pd.DataFrame, config: EEOConfig 
         text.append(f"{dataset} H={horizon}: λmax " + ", ".join(f"{v} {lam[v]:.3g}" for v in trio)
                     + "; seed std of test MSE " + ", ".join(f"{v} {std[v]:.4f}" for v in trio))
     parts = [escapes] + ([all(flatter), all(steadier)] if text else [])
-    verdict = "supported" if all(parts) and text else ("partly supported" if any(parts) else "not supported")
+    verdict = parts_verdict(parts)
     n_total = len(config.datasets) * len(config.horizons)
     if verdict == "supported" and len(text) < n_total:
         verdict = "partly supported"
@@ -709,8 +734,6 @@ def eeo_verdicts(runs: pd.DataFrame, lemmas: dict[str, Any], mechanism: pd.DataF
 
 def write_eeo_verdicts(results_dir: str | Path | None = None) -> Path:
     """Compute the lemma checks, read the committed paper-profile runs and write data/results/eeo_claims.json."""
-    from flatcast.claims import write_verdicts
-
     lemmas = lemma_checks()
     directory = Path(results_dir) if results_dir is not None else REPO_ROOT / "data" / "results"
     runs = load_runs() if results_dir is None else load_runs(directory / "eeo_paper_runs.jsonl")

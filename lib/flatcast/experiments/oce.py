@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 
 from flatcast import calibration as cal
-from flatcast.claims import cap_verdict, write_verdicts
+from flatcast.claims import cap_verdict, parts_verdict, write_verdicts
 from flatcast.data import add_input_noise, add_target_outliers, make_splits
 from flatcast.data.splits import Splits, WindowSet
 from flatcast.diagnostics import influence as inf
@@ -61,6 +61,8 @@ __all__ = [
     "table1", "lemma1_check", "bin_mass_check", "theorem1_study", "outlier_refit_sweep", "explorer_problem",
     "fit_all_losses", "runtime_benchmark", "load_results", "results_frame", "oce_verdicts", "main",
     "KNOB_GRIDS", "knob_summary", "knob_table", "target_mean_shift", "ce_vs_oce", "snr_table", "snr_summary",
+    "paper_files", "paper_frame", "paper_file_notes", "forecast_table", "forecast_snapshots", "robustness_table",
+    "calibration_table", "CALIBRATION_LABELS",
 ]
 
 MODEL_KINDS = ("dlinear", "huber", "oce", "ce", "oce_target", "oce_std", "quantile")
@@ -453,6 +455,19 @@ def paper_frame(profile: str = "paper") -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def paper_file_notes(profile: str = "paper") -> list[str]:
+    """One line per file of :func:`paper_files`: its cells, training budget and latest provenance (device, commit,
+    date), for the chapter's "what ran" line."""
+    notes = []
+    for path in paper_files(profile):
+        data = load_results(path)
+        prov = data["provenance"][-1] if data.get("provenance") else {}
+        notes.append(f"{path.name}: {len(data['cells'])} cells; budget ≤{data['config']['epochs']} epochs × "
+                     f"≤{data['config']['max_train_batches'] or 'all'} batches; {prov.get('device', '?')}, "
+                     f"commit {str(prov.get('commit', '?'))[:8]}, {prov.get('date', '?')}")
+    return notes
+
+
 def _write_results(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -828,6 +843,81 @@ def ce_vs_oce(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).sort_values(["dataset", "horizon", "study"], ignore_index=True)
 
 
+FORECAST_TABLE_MODELS = ("dlinear", "oce", "oce_target", "oce_std")
+
+
+def forecast_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The ``forecast`` study's test MSE, one row per (dataset, horizon), one column per model of
+    :data:`FORECAST_TABLE_MODELS` (labels of :data:`MODEL_LABELS`); beside the target-range cell, its MSE when
+    denormalised with the target window's own range (``oracle_mse``: information a forecaster does not have, as the
+    authors' code does). Each cell comes from one training (one seed, one budget file)."""
+    rows = []
+    cells = frame[frame.study == "forecast"] if len(frame) else frame
+    for (dataset, horizon), group in (cells.groupby(["dataset", "horizon"]) if len(cells) else []):
+        row = {"dataset": dataset, "H": int(horizon)}
+        for model in FORECAST_TABLE_MODELS:
+            sub = group[group.model == model]
+            if len(sub) > 1:
+                raise ValueError(f"{len(sub)} forecast cells for {model} on {dataset} H={horizon}: pass one budget's "
+                                 "cells (filter on 'file')")
+            if len(sub):
+                row[MODEL_LABELS[model]] = float(sub.test_mse.iloc[0])
+                if model == "oce_target":
+                    row["same, denormalised with the target's own range (authors' code)"] = float(sub.oracle_mse.iloc[0])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def forecast_snapshots(records: dict[str, dict[str, Any]] | None, dataset: str, horizon: int
+                       ) -> dict[str, dict[str, Any]]:
+    """``{model: snapshot}`` of the ``forecast`` cells of ``dataset`` at ``horizon`` that stored one
+    (:func:`forecast_snapshot`), for :func:`flatcast.experiments.oce_figures.plot_forecasts`."""
+    return {r["cell"]["model"]: r["snapshot"] for r in (records or {}).values()
+            if r["cell"]["study"] == "forecast" and r["cell"]["dataset"] == dataset
+            and r["cell"]["horizon"] == horizon and "snapshot" in r}
+
+
+def robustness_table(frame: pd.DataFrame, dataset: str = "ETTh1") -> pd.DataFrame:
+    """Test MSE of DLinear (MSE), DLinear (Huber) and OCE-TS with clean training targets (the ``calibration`` cell)
+    and with each injected outlier setting of the ``robustness`` study (columns "f of targets ± sσ"), on
+    ``dataset``; rows: the model's label."""
+    rows = []
+    for model in ("dlinear", "huber", "oce"):
+        row = {"model": MODEL_LABELS[model]}
+        clean = _cells(frame, study="calibration", dataset=dataset, model=model)
+        if len(clean):
+            row["clean"] = float(clean.test_mse.iloc[0])
+        noisy = _cells(frame, study="robustness", dataset=dataset, model=model)
+        for (fraction, size), group in (noisy.groupby(["outlier_fraction", "outlier_size"]) if len(noisy) else []):
+            row[f"{fraction:.0%} of targets ± {size:g}σ"] = float(group.test_mse.iloc[0])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+#: How the calibration table names each model's predictive distribution.
+CALIBRATION_LABELS = {"dlinear": "Gaussian from MSE residuals", "huber": "Gaussian from Huber residuals",
+                      "oce": "OCE-TS", "ce": "CE head", "quantile": "quantile regression",
+                      "oce_target": "OCE-TS (target-range training)", "oce_std": "OCE head, standardised"}
+
+
+def calibration_table(records: dict[str, dict[str, Any]] | None) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """The ``calibration`` study's cells (:func:`calibration_metrics`): a table of test MSE, the coverage of the
+    central 50/80/95 % intervals, CRPS and pinball loss per predictive distribution (rows:
+    :data:`CALIBRATION_LABELS`), and ``{label: metrics}`` with the PIT histograms for
+    :func:`flatcast.experiments.oce_figures.plot_pit`."""
+    rows, metrics = [], {}
+    for record in (records or {}).values():
+        cell = record["cell"]
+        if cell["study"] != "calibration" or "calibration" not in record:
+            continue
+        m, label = record["calibration"], CALIBRATION_LABELS[cell["model"]]
+        rows.append({"forecast": label, "test MSE": record["test_mse"], "cover 50 %": m["coverage_50"],
+                     "cover 80 %": m["coverage_80"], "cover 95 %": m["coverage_95"], "CRPS": m["crps"],
+                     "pinball": m["pinball"]})
+        metrics[label] = m
+    return (pd.DataFrame(rows).set_index("forecast") if rows else pd.DataFrame()), metrics
+
+
 def snr_table(frame: pd.DataFrame, dataset: str, horizon: int) -> pd.DataFrame:
     """Test MSE per SNR for DLinear and OCE-TS (rows: SNR; ∞ = the clean ``forecast`` cell), with Table 6."""
     if frame.empty:
@@ -935,22 +1025,6 @@ def _knob_curves(summary: pd.DataFrame, knob: str) -> dict[str, pd.Series]:
     return curves
 
 
-def _parts_verdict(parts: Sequence[bool | None]) -> str:
-    """A claim made of parts: all hold → supported; some hold → partly; none holds but one fails → not supported;
-    nothing resolved (``None``: within the one-seed margin) → inconclusive."""
-    if parts and all(p is True for p in parts):
-        return "supported"
-    if any(p is True for p in parts):
-        return "partly supported"
-    return "not supported" if any(p is False for p in parts) else "inconclusive"
-
-
-def _missing_note(needed: set, stored: set) -> str:
-    """`` Grids not complete yet: …`` for the items of ``needed`` not in ``stored`` (empty when none is missing)."""
-    missing = sorted(" ".join(map(str, item)) if isinstance(item, tuple) else str(item) for item in set(needed) - set(stored))
-    return f" Grids not complete yet: {', '.join(missing)}." if missing else ""
-
-
 def _knob_verdicts(paper: pd.DataFrame) -> dict[str, dict[str, str]]:
     """O8 (target distributions, Fig. 3), O9 (look-back, Fig. 4 row 1) and O10 (bins and σ, Fig. 4 row 2) from the
     paper-profile knob grids, one seed per cell, differences counted only beyond :data:`ONE_SEED_MARGIN`; a claim
@@ -985,8 +1059,7 @@ def _knob_verdicts(paper: pd.DataFrame) -> dict[str, dict[str, str]]:
                     + "; σ: " + curve_text(sig, lambda k: f"σ={k:g}") + f". Mechanism (exact, target_mean_shift): the "
                     f"soft target's mean, what Eq. 18 aims at, lies on average {shift.loc[1.0]:.2f} of the window's range "
                     f"from y at σ=1 (truncation pulls it to the middle), {shift.loc[0.01]:.1e} at σ=0.01.")
-        verdict, measured = cap_verdict(_parts_verdict(parts), measured + _missing_note(needed, stored), needed=needed,
-                                        stored=stored)
+        verdict, measured = cap_verdict(parts_verdict(parts), measured, needed=needed, stored=stored)
         v["O10"] = {"verdict": verdict, "evidence": measured}
 
     # O8: Gaussian targets best on ETTh1, Student-t better on ETTm2 (Fig. 3 shows every horizon; H = 96 here). The
@@ -1009,7 +1082,7 @@ def _knob_verdicts(paper: pd.DataFrame) -> dict[str, dict[str, str]]:
         parts.append(claimed_difference(gain))
         text.append(f"ETTm2: Student-t lower than Gaussian by {gain:+.2%}")
     if dist:
-        verdict = _parts_verdict(parts)
+        verdict = parts_verdict(parts)
         if verdict == "supported":
             verdict = "partly supported"  # one horizon of the paper's four
         shift = target_mean_shift(sigmas=(0.01,))["mean |Σvp − y|"]
@@ -1019,8 +1092,7 @@ def _knob_verdicts(paper: pd.DataFrame) -> dict[str, dict[str, str]]:
                     f"σ=0.01 every shape keeps the soft target's mean within {shift.max():.1e} of y on average (of the "
                     "window's range), so the shape cannot move what the forecast aims at, only the optimisation.")
         needed = {"ETTh1", "ETTm2"}
-        verdict, measured = cap_verdict(verdict, measured + _missing_note(needed, set(dist)), needed=needed,
-                                        stored=set(dist))
+        verdict, measured = cap_verdict(verdict, measured, needed=needed, stored=set(dist))
         v["O8"] = {"verdict": verdict, "evidence": measured}
 
     # O9: "ETTm1 achieves optimal performance with ≥336 steps, while ETTh2 performs best at 192" (H = 720).
@@ -1038,8 +1110,7 @@ def _knob_verdicts(paper: pd.DataFrame) -> dict[str, dict[str, str]]:
     if look:
         measured = head + "; ".join(text) + ". Test MSE at H=720: " + curve_text(look, lambda k: f"L={k}") + "."
         needed = {"ETTm1", "ETTh2"}
-        verdict, measured = cap_verdict(_parts_verdict(parts), measured + _missing_note(needed, set(look)),
-                                        needed=needed, stored=set(look))
+        verdict, measured = cap_verdict(parts_verdict(parts), measured, needed=needed, stored=set(look))
         v["O9"] = {"verdict": verdict, "evidence": measured}
     return v
 
