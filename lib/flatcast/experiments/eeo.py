@@ -409,6 +409,14 @@ def run_sensitivity(config: EEOConfig, dataset: str = "ETTh1", horizon: int = 96
     return frame
 
 
+def _random_unit_direction(params: Sequence[torch.Tensor], seed: int) -> list[torch.Tensor]:
+    """A direction of unit Euclidean norm over all of ``params`` (one tensor per parameter), Gaussian, seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    v = [torch.randn(p.shape, generator=generator) for p in params]
+    norm = math.sqrt(sum(float((t * t).sum()) for t in v))
+    return [t / norm for t in v]
+
+
 def real_fd_curvature(splits, alphas: Sequence[float], seed: int = 0, n_windows: int = 256) -> pd.DataFrame:
     """FD curvature vᵀĤv (float32, as EEO computes it) against the exact vᵀHv (autograd double-backward,
     float64 copy of the model) for a random unit direction v on the channel transformer at initialisation.
@@ -420,10 +428,7 @@ def real_fd_curvature(splits, alphas: Sequence[float], seed: int = 0, n_windows:
     model = build_model("transformer_eeo", splits.lookback, splits.horizon, splits.n_channels, seed)
     x, y = splits.train.x[:n_windows], splits.train.y[:n_windows]
     params = [p for p in model.parameters() if p.requires_grad]
-    generator = torch.Generator().manual_seed(seed)
-    v = [torch.randn(p.shape, generator=generator) for p in params]
-    norm = math.sqrt(sum(float((t * t).sum()) for t in v))
-    v = [t / norm for t in v]
+    v = _random_unit_direction(params, seed)
 
     model64 = build_model("transformer_eeo", splits.lookback, splits.horizon, splits.n_channels, seed).double()
     params64 = [p for p in model64.parameters() if p.requires_grad]
@@ -755,10 +760,7 @@ def dropout_probe_check(splits, config: EEOConfig, repeats: int = 5, alpha: floa
     model = _model("original", splits, seed, config)
     x, y = splits.train.x[:n_windows], splits.train.y[:n_windows]
     params = [p for p in model.parameters() if p.requires_grad]
-    generator = torch.Generator().manual_seed(seed)
-    v = [torch.randn(p.shape, generator=generator) for p in params]
-    norm = math.sqrt(sum(float((t * t).sum()) for t in v))
-    v = [t / norm for t in v]
+    v = _random_unit_direction(params, seed)
     # reference: dropout off, float64 copy, α = 1e-4 (double backward is not available through the fused
     # attention kernel, and in float64 the FD error at α = 1e-4 is ~1e-8 relative)
     import copy
