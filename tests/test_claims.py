@@ -111,9 +111,13 @@ def test_cap_verdict_keeps_the_rule_outcome_and_says_why():
 
 
 def test_cap_verdict_names_the_missing_items_up_to_a_limit():
-    needed = {("ETTh1", 96), ("ETTh1", 192), ("ETTm2", 720), ("weather", 336)}
-    _, measured = claims.cap_verdict("supported", "m", needed=needed, stored={("ETTh1", 96)}, missing_shown=2)
-    assert measured.endswith("1 of 4 items this claim needs are stored (missing: ETTh1 192, ETTm2 720 and 1 more)")
+    needed = {("ETTh1", 96), ("ETTh1", 192), ("ETTh1", 720), ("ETTm2", 96), ("weather", 336)}
+    _, measured = claims.cap_verdict("supported", "m", needed=needed, stored={("ETTh1", 192)}, missing_shown=3)
+    # in the order of the values, not of their text (96 before 720)
+    assert measured.endswith("1 of 5 items this claim needs are stored (missing: ETTh1 96, ETTh1 720, ETTm2 96 and 1 "
+                             "more)")
+    _, measured = claims.cap_verdict("supported", "m", needed={"a", ("b", 1)}, stored=set())  # mixed: as text
+    assert measured.endswith("(missing: a, b 1)")
 
 
 @pytest.mark.parametrize("parts, verdict", [

@@ -200,6 +200,15 @@ def parts_verdict(parts: Sequence[bool | None]) -> str:
     return "not supported" if any(p is False for p in parts) else "inconclusive"
 
 
+def _natural_order(items: set) -> list:
+    """``items`` sorted as values (so that ("ETTm1", 96) comes before ("ETTm1", 192)), or as text where their types
+    do not compare."""
+    try:
+        return sorted(items)
+    except TypeError:
+        return sorted(items, key=_item_text)
+
+
 def _item_text(item) -> str:
     return " ".join(map(str, item)) if isinstance(item, tuple) else str(item)
 
@@ -218,7 +227,7 @@ def cap_verdict(verdict: str, measured: str, *, quick_label: str | None = None,
     if quick_label is not None:
         why = f"quick profile only: {quick_label}"
     elif needed is not None and not set(needed) <= set(stored):
-        missing = sorted(_item_text(item) for item in set(needed) - set(stored))
+        missing = [_item_text(item) for item in _natural_order(set(needed) - set(stored))]
         shown = ", ".join(missing[:missing_shown]) + (f" and {len(missing) - missing_shown} more"
                                                       if len(missing) > missing_shown else "")
         why = (f"paper profile incomplete: {len(set(needed) & set(stored))} of {len(set(needed))} items this claim "
