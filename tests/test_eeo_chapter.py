@@ -365,3 +365,99 @@ def test_cost_table_ratios_per_variant():
     assert table.loc["EEO full", "kicks per probe"] == pytest.approx(0.3)  # mean of 2/10 and 4/10
     assert np.isnan(table.loc["AdamW", "kicks per probe"])                 # no probe: not a rate of zero
     assert list(table.columns) == list(runner.COST_COLUMNS)
+
+
+def test_sensitivity_defaults_are_eeos_own_and_the_grid_moves_each_around_them():
+    defaults = runner.sensitivity_defaults(0.5)
+    assert defaults == {"rho": 0.5, "temperature": 1e-5, "ema_decay": 0.99, "fd_alpha": 5e-3, "probe_every": 10}
+    for setting, values in runner.sensitivity_grid(0.5).items():
+        assert values[1] == defaults[setting] and values[0] < values[1] < values[2]
+
+
+def test_run_sensitivity_trains_each_seeds_default_once_even_when_resumed(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train(key, splits, config, device="cpu", sharpness=True):
+        calls.append(dict(key.overrides))
+        return {"id": key.as_id(), "seed": key.seed, "test_mse": 0.5, "n_kicks": 0, "dataset": key.dataset,
+                "horizon": key.horizon}
+
+    monkeypatch.setattr(runner, "train_run", fake_train)
+    monkeypatch.setattr(runner, "make_splits", lambda *a, **k: object())
+    monkeypatch.setattr(runner, "provenance", lambda device: {"device": device})
+    config = runner.eeo_config("quick", sensitivity_seeds=(0, 1))
+    out = tmp_path / "eeo_paper_sensitivity.jsonl"
+    runner.run_sensitivity(config, out=out)
+    grid = runner.sensitivity_grid(runner.paper_rho("ETTh1", 96, fallback=True))
+    n_values = sum(len(v) for v in grid.values())
+    assert len(calls) == 2 * (n_values - (len(grid) - 1))  # the defaults' run: once per seed, not once per setting
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2 * n_values
+    # resumed after losing the last half: the stored defaults' runs are reused, only moved settings retrain
+    out.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    calls.clear()
+    frame = runner.run_sensitivity(config, out=out)
+    moved_left = sum(1 for line in lines[len(lines) // 2:] if json.loads(line)["value"] != runner.sensitivity_defaults(
+        runner.paper_rho("ETTh1", 96, fallback=True))[json.loads(line)["setting"]])
+    assert len(calls) == moved_left and len(frame) == 2 * n_values
+
+
+def _sensitivity_rows():
+    defaults = {"rho": 0.5, "ema_decay": 0.99}
+    rows = []
+    for setting, value, seed, mse, kicks in [
+            ("rho", 0.125, 0, 0.40, 2), ("rho", 0.125, 1, 0.42, 4), ("rho", 0.5, 0, 0.38, 1), ("rho", 0.5, 1, 0.39, 1),
+            ("rho", 2.0, 0, 0.37, 0), ("rho", 2.0, 1, 0.40, 0),
+            ("ema_decay", 0.9, 0, 0.381, 1), ("ema_decay", 0.9, 1, 0.389, 1), ("ema_decay", 0.99, 0, 0.38, 1),
+            ("ema_decay", 0.99, 1, 0.39, 1)]:
+        rows.append({"dataset": "ETTh1", "horizon": 96, "setting": setting, "value": value, "seed": seed,
+                     "test_mse": mse, "n_kicks": kicks, "n_probes": 10, "epochs_run": 5 + seed})
+    return pd.DataFrame(rows), defaults
+
+
+def test_sensitivity_table_pairs_by_seed_against_the_default():
+    frame, defaults = _sensitivity_rows()
+    table = runner.sensitivity_table(frame, defaults)
+    low = table.loc[("rho", 0.125)]
+    assert low["test_mse_mean"] == pytest.approx(0.41) and low["test_mse_std"] == pytest.approx(0.02 / math.sqrt(2))
+    assert low["delta_vs_default"] == pytest.approx(((0.40 - 0.38) + (0.42 - 0.39)) / 2)  # 0.025
+    assert low["kicks_per_run"] == 3.0 and low["kicks_per_probe"] == pytest.approx(6 / 20) and low["epochs_run"] == 5.5
+    assert not low["default"] and table.loc[("rho", 0.5), "default"]
+    assert table.loc[("rho", 0.5), "delta_vs_default"] == 0.0
+    assert list(table.index.get_level_values(0).unique()) == ["rho", "ema_decay"]  # the grid's order
+
+
+def test_sensitivity_reading_compares_the_range_of_means_with_the_seed_spread():
+    frame, defaults = _sensitivity_rows()
+    reading = runner.sensitivity_reading(runner.sensitivity_table(frame, defaults))
+    # ρ: means 0.41 / 0.385 / 0.385, range 0.025 > 2 × largest std 0.0212 (2.0's: 0.03/√2)? 0.0424: no
+    assert reading.loc["rho", "range of means"] == pytest.approx(0.025)
+    assert reading.loc["rho", "seed std (largest)"] == pytest.approx(0.03 / math.sqrt(2))
+    assert not reading.loc["rho", "matters"] and reading.loc["rho", "worst value"] == "0.125"
+    assert not reading.loc["ema_decay", "matters"]
+    assert runner.sensitivity_reading(runner.sensitivity_table(frame, defaults), factor=1.0).loc["rho", "matters"]
+
+
+def test_sensitivity_references_and_default_check_use_the_grids_cell_and_seeds_only():
+    frame, _ = _sensitivity_rows()
+    frame["lookback"] = 512
+    base = {"dataset": "ETTh1", "horizon": 96, "arch": "toy", "lookback": 512, "overrides": {}}
+    runs = pd.DataFrame([{**base, "variant": v, "seed": s, "test_mse": m} for v, s, m in [
+        ("AdamW", 0, 0.40), ("AdamW", 1, 0.42), ("AdamW", 2, 9.0),        # seed 2 is not in the grid: left out
+        ("SAM alone", 0, 0.37),                                            # seed 1 missing: variant left out
+        ("SAM+SGLD+EMA", 0, 0.36), ("SAM+SGLD+EMA", 1, 0.38),
+        ("EEO full", 0, 0.38), ("EEO full", 1, 0.391)]]
+        + [{**base, "horizon": 192, "variant": "AdamW", "seed": 0, "test_mse": 5.0},     # another cell
+           {**base, "variant": "EEO full", "seed": 0, "test_mse": 7.0, "overrides": {"rho": 1.0}}])  # not plain
+    refs = runner.sensitivity_references(runs, frame)
+    assert refs == {"AdamW (same seeds)": pytest.approx(0.41), "EEO − escape (same seeds)": pytest.approx(0.37)}
+    for table, extra in ((frame, 0.0), (runs, 1e-9)):  # first-epoch validation MSE differing at rounding level
+        table["best_epoch"] = 3
+        table["val_curve"] = [[0.7 + extra, 0.6]] * len(table)
+        table["provenance"] = [{"commit": "a" * 40 if table is frame else "b" * 40}] * len(table)
+    check = runner.sensitivity_default_check(runs, frame, {"rho": 0.5, "ema_decay": 0.99})
+    assert check["seed"].tolist() == [0, 1]
+    assert check["test MSE (sensitivity)"].tolist() == [0.38, 0.39]
+    assert check["test MSE (ablation)"].tolist() == [0.38, 0.391]
+    assert check["|Δ| val MSE, epoch 1"].tolist() == pytest.approx([1e-9, 1e-9], rel=1e-3)
+    assert check["commits"].iloc[0] == "aaaaaaaa / bbbbbbbb" and check["best epoch"].iloc[0] == "3 / 3"

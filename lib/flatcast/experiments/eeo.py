@@ -54,7 +54,9 @@ from flatcast.utils import seed_everything, torch_threads
 
 __all__ = ["VARIANTS", "CUMULATIVE", "LEAVE_ONE_OUT", "ARCHITECTURES", "EEOConfig", "EEO_CONFIGS", "eeo_config",
            "RunKey", "train_run", "run_cells", "paper_cells", "load_runs", "results_path", "ablation_table",
-           "ablation_summary", "cost_table", "COST_COLUMNS", "paired_tests", "sensitivity_grid", "quick_cells",
+           "ablation_summary", "cost_table", "COST_COLUMNS", "paired_tests", "sensitivity_grid", "sensitivity_defaults", "sensitivity_defaults_for",
+           "sensitivity_path", "sensitivity_table", "sensitivity_reading", "sensitivity_references",
+           "sensitivity_default_check", "quick_cells",
            "lemma_checks", "eeo_verdicts", "write_eeo_verdicts", "run_sensitivity", "optimizer_state_bytes",
            "real_fd_curvature", "dropout_probe_check", "main"]
 
@@ -373,29 +375,53 @@ def sensitivity_grid(rho_star: float) -> dict[str, tuple[float, ...]]:
             "ema_decay": (0.9, 0.99, 0.999), "fd_alpha": (5e-5, 5e-3, 5e-1), "probe_every": (1, 10, 100)}
 
 
+def sensitivity_defaults(rho_star: float) -> dict[str, float]:
+    """The value of each setting of :func:`sensitivity_grid` that the other settings' runs keep: ρ* of the cell
+    and :class:`flatcast.optim.EEO`'s own defaults (read from its signature, so the two cannot drift apart)."""
+    import inspect
+
+    from flatcast.optim import EEO
+
+    parameters = inspect.signature(EEO.__init__).parameters
+    return {"rho": float(rho_star), **{name: float(parameters[name].default)
+                                       for name in ("temperature", "ema_decay", "fd_alpha", "probe_every")}}
+
+
+def sensitivity_defaults_for(frame: pd.DataFrame) -> dict[str, float]:
+    """:func:`sensitivity_defaults` of the cell a sensitivity frame ran on (its ρ* is that cell's)."""
+    first = frame.iloc[0]
+    return sensitivity_defaults(paper_rho(first["dataset"], int(first["horizon"]), fallback=True))
+
+
+def sensitivity_path(profile: str = "paper") -> Path:
+    return REPO_ROOT / "data" / "results" / f"eeo_{profile}_sensitivity.jsonl"
+
+
 def run_sensitivity(config: EEOConfig, dataset: str = "ETTh1", horizon: int = 96, device: str = "cpu",
                     out: Path | None = None, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Full EEO on ``dataset`` at ``horizon`` with one setting moved at a time (:func:`sensitivity_grid`).
 
-    ``rho`` overrides the SAM radius (and so the kick length, ``negcur_kick·ρ``). Resumable with ``out``."""
+    ``rho`` overrides the SAM radius (and so the kick length, ``negcur_kick·ρ``). The defaults' run of a seed is
+    trained once and stored under every setting. Resumable with ``out``."""
     splits = make_splits(dataset, config.lookback, horizon)
     rho_star = paper_rho(dataset, horizon, fallback=True)
     done = load_runs(out) if out is not None else pd.DataFrame()
     done_ids = set(done["id"]) if not done.empty else set()
     records = [] if done.empty else done.to_dict("records")
-    defaults = {"rho": rho_star, "temperature": 1e-5, "ema_decay": 0.99, "fd_alpha": 5e-3, "probe_every": 10}
-    default_records: dict[int, dict[str, Any]] = {}
+    defaults = sensitivity_defaults(rho_star)
+    default_records: dict[int, dict[str, Any]] = {
+        int(r["seed"]): r for r in records if float(r["value"]) == defaults[r["setting"]]}
     for name, values in sensitivity_grid(rho_star).items():
         for value in values:
             for seed in config.sensitivity_seeds:
                 key = RunKey(dataset, horizon, "toy", "EEO full", seed, config.lookback, ((name, float(value)),))
                 if key.as_id() in done_ids:
                     continue
-                if float(value) == float(defaults[name]) and seed in default_records:
+                if float(value) == defaults[name] and seed in default_records:
                     record = dict(default_records[seed], id=key.as_id(), overrides={name: float(value)})
                 else:
                     record = train_run(key, splits, config, device=device, sharpness=False)
-                    if float(value) == float(defaults[name]):
+                    if float(value) == defaults[name]:
                         default_records[seed] = record
                 record = dict(record, setting=name, value=float(value))
                 if out is not None:
@@ -407,6 +433,103 @@ def run_sensitivity(config: EEOConfig, dataset: str = "ETTh1", horizon: int = 96
                     progress(f"{key.as_id()}: {record['test_mse']:.4f}")
     frame = pd.DataFrame(records)
     return frame
+
+
+def sensitivity_table(frame: pd.DataFrame, defaults: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per (setting, value) of a sensitivity run (the index): seeds, mean and std of the test MSE, the change
+    against the defaults' run paired by seed (same initialisation and batch order: "Δ vs default"), the escape's
+    kicks per run and per probe, and the epochs trained before early stopping. ``defaults`` (setting → value; default :func:`sensitivity_defaults` of ETTh1 H = 96's ρ*)
+    marks the row each setting is measured from."""
+    if frame.empty:
+        return pd.DataFrame()
+    defaults = defaults if defaults is not None else sensitivity_defaults_for(frame)
+    rows = []
+    for setting in dict.fromkeys(frame["setting"]):
+        part = frame[frame["setting"] == setting]
+        reference = part[part["value"] == defaults[setting]].set_index("seed")["test_mse"]
+        for value, cell in part.groupby("value", sort=True):
+            mse = cell.set_index("seed")["test_mse"]
+            seeds = sorted(set(mse.index) & set(reference.index))
+            delta = (mse.loc[seeds] - reference.loc[seeds]) if seeds else pd.Series(dtype=float)
+            rows.append({"setting": setting, "value": float(value), "default": bool(value == defaults[setting]),
+                         "n_seeds": len(mse), "test_mse_mean": float(mse.mean()),
+                         "test_mse_std": float(mse.std(ddof=1)) if len(mse) > 1 else math.nan,
+                         "delta_vs_default": float(delta.mean()) if len(delta) else math.nan,
+                         "kicks_per_run": float(cell["n_kicks"].mean()),
+                         "kicks_per_probe": float(cell["n_kicks"].sum() / cell["n_probes"].sum())
+                         if "n_probes" in cell and cell["n_probes"].sum() > 0 else math.nan,
+                         "epochs_run": float(cell["epochs_run"].mean()) if "epochs_run" in cell else math.nan})
+    return pd.DataFrame(rows).set_index(["setting", "value"])
+
+
+def sensitivity_reading(table: pd.DataFrame, factor: float = 2.0) -> pd.DataFrame:
+    """Per setting: the range of its values' mean test MSE against the seed spread (the largest std of its
+    values), and whether the range exceeds ``factor`` × that spread ("matters") — a stated convention, not a test."""
+    rows = []
+    for setting, part in table.groupby(level="setting", sort=False):
+        means = part.droplevel("setting")["test_mse_mean"]
+        spread = float(part["test_mse_std"].max())
+        rows.append({"setting": setting, "best value": f"{means.idxmin():g}", "worst value": f"{means.idxmax():g}",
+                     "range of means": float(means.max() - means.min()), "seed std (largest)": spread,
+                     "matters": bool(means.max() - means.min() > factor * spread)})
+    return pd.DataFrame(rows).set_index("setting")
+
+
+def _same_cell_runs(runs: pd.DataFrame, sensitivity: pd.DataFrame) -> pd.DataFrame:
+    """The ablation's plain channel-transformer runs on the sensitivity grid's cell and seeds."""
+    if runs.empty or sensitivity.empty:
+        return pd.DataFrame()
+    first = sensitivity.iloc[0]
+    mask = ((runs["dataset"] == first["dataset"]) & (runs["horizon"] == first["horizon"]) & (runs["arch"] == "toy")
+            & (runs["lookback"] == first["lookback"]) & runs["seed"].isin(set(sensitivity["seed"]))
+            & (runs["overrides"].map(len) == 0))
+    return runs[mask]
+
+
+def sensitivity_references(runs: pd.DataFrame, sensitivity: pd.DataFrame,
+                           variants: Sequence[str] = ("AdamW", "SAM alone", "SAM+SGLD+EMA")) -> dict[str, float]:
+    """Mean test MSE of other ablation variants on the sensitivity grid's cell, over the grid's seeds only
+    (a variant is left out unless every one of those seeds ran). Label → mean, for the sensitivity figure."""
+    cell = _same_cell_runs(runs, sensitivity)
+    seeds = set(sensitivity["seed"]) if not sensitivity.empty else set()
+    out = {}
+    for variant in variants:
+        values = cell[cell["variant"] == variant] if not cell.empty else cell
+        if not values.empty and seeds <= set(values["seed"]):
+            out[f"{LOO_LABELS.get(variant, variant)} (same seeds)"] = float(values["test_mse"].mean())
+    return out
+
+
+def _short_commit(record) -> str:
+    prov = record.get("provenance")
+    return str(prov.get("commit", ""))[:8] if isinstance(prov, dict) else ""
+
+
+def sensitivity_default_check(runs: pd.DataFrame, sensitivity: pd.DataFrame,
+                              defaults: dict[str, float] | None = None) -> pd.DataFrame:
+    """Per seed: the sensitivity grid's defaults' run against the ablation's "EEO full" run of the same cell and
+    seed, trained by separate processes and possibly by different commits (in the provenance): same code and seed
+    must give the same numbers; code that changes only float rounding shows as a tiny first-epoch difference, which
+    early stopping can turn into a different best epoch."""
+    if sensitivity.empty:
+        return pd.DataFrame()
+    defaults = defaults if defaults is not None else sensitivity_defaults_for(sensitivity)
+    setting = next(iter(defaults))
+    grid = sensitivity[(sensitivity["setting"] == setting) & (sensitivity["value"] == defaults[setting])]
+    cell = _same_cell_runs(runs, sensitivity)
+    full = cell[cell["variant"] == "EEO full"] if not cell.empty else cell
+    if full.empty:
+        return pd.DataFrame()
+    mine, theirs = grid.set_index("seed"), full.set_index("seed")
+    rows = []
+    for seed in sorted(set(mine.index) & set(theirs.index)):
+        a, b = mine.loc[seed], theirs.loc[seed]
+        rows.append({"seed": seed, "test MSE (sensitivity)": float(a["test_mse"]),
+                     "test MSE (ablation)": float(b["test_mse"]),
+                     "best epoch": f"{int(a['best_epoch'])} / {int(b['best_epoch'])}",
+                     "|Δ| val MSE, epoch 1": abs(float(a["val_curve"][0]) - float(b["val_curve"][0])),
+                     "commits": f"{_short_commit(a)} / {_short_commit(b)}"})
+    return pd.DataFrame(rows)
 
 
 def _random_unit_direction(params: Sequence[torch.Tensor], seed: int) -> list[torch.Tensor]:
@@ -807,7 +930,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"wrote {write_eeo_verdicts()}")
         return 0
     if args.part == "sensitivity":
-        out = Path(args.out) if args.out else REPO_ROOT / "data" / "results" / f"eeo_{args.profile}_sensitivity.jsonl"
+        out = Path(args.out) if args.out else sensitivity_path(args.profile)
         run_sensitivity(config, device=args.device, out=out, progress=say)
         return 0
     cells = paper_cells(config)

@@ -222,23 +222,42 @@ def cost_figure(costs: pd.DataFrame):
     return fig
 
 
-def sensitivity_figure(frame: pd.DataFrame, title: str = ""):
-    """Test MSE of full EEO with one setting moved at a time (one panel per setting, log x axis)."""
+#: axis labels of the sensitivity grid's settings (flatcast.experiments.eeo.sensitivity_grid)
+SETTING_LABELS = {"rho": "ρ (SAM radius; kick 2ρ)", "temperature": "T (SGLD temperature)",
+                  "ema_decay": "β (EMA decay)", "fd_alpha": "α (finite-difference step)",
+                  "probe_every": "probe period (steps)"}
+
+
+def sensitivity_figure(frame: pd.DataFrame, title: str = "", defaults: dict[str, float] | None = None,
+                       references: dict[str, float] | None = None):
+    """Test MSE of full EEO with one setting moved at a time (one panel per setting; mean ± seed std).
+
+    ``defaults`` (setting → value) draws each setting's default value as a filled square; ``references``
+    (label → test MSE) draws horizontal lines for other optimizers on the same cell and seeds."""
     settings = list(dict.fromkeys(frame["setting"]))
-    fig, axes = plt.subplots(1, len(settings), figsize=(3.2 * len(settings), 3.3), sharey=True)
+    fig, axes = plt.subplots(1, len(settings), figsize=(3.2 * len(settings), 3.5), sharey=True)
     axes = np.atleast_1d(axes)
+    styles = ["--", ":", "-."]
     for ax, setting in zip(axes, settings):
         part = frame[frame["setting"] == setting].groupby("value")["test_mse"].agg(["mean", "std", "count"])
         x = part.index.to_numpy(dtype=float)
         positions = np.arange(len(x))
-        ax.errorbar(positions, part["mean"], yerr=part["std"].fillna(0), fmt="o-", capsize=3)
+        ax.errorbar(positions, part["mean"], yerr=part["std"].fillna(0), fmt="o-", capsize=3,
+                    label=f"EEO full (mean ± std, {int(part['count'].max())} seed(s))")
+        if defaults is not None and setting in defaults:
+            at = [i for i, v in enumerate(x) if v == defaults[setting]]
+            ax.plot(at, part["mean"].to_numpy()[at], "s", color="C0", markersize=9, label="default")
+        for (label, value), style in zip((references or {}).items(), styles):
+            ax.axhline(value, color="grey", linestyle=style, linewidth=1, label=label)
         ax.set_xticks(positions)
         ax.set_xticklabels([f"{v:g}" for v in x], fontsize=8)
-        ax.set_xlabel(setting)
+        ax.set_xlabel(SETTING_LABELS.get(setting, setting))
     axes[0].set_ylabel("test MSE (standardised)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
