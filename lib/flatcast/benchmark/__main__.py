@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     store = ResultStore(args.store)
     if args.command == "run":
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        # SIGINT too: a runner started in the background by a non-interactive shell inherits SIGINT as ignored, and
+        # Python then installs no KeyboardInterrupt handler of its own; `kill -INT` must stop it all the same.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _raise_interrupt)
         try:
             s = run_cells(cells, store, backend=args.backend, workers=args.workers, threads=args.threads,
                           device=args.device, gpu_fraction=args.gpu_fraction, retry_failed=args.retry_failed,
