@@ -54,9 +54,9 @@ from flatcast.utils import seed_everything, torch_threads
 
 __all__ = ["VARIANTS", "CUMULATIVE", "LEAVE_ONE_OUT", "ARCHITECTURES", "EEOConfig", "EEO_CONFIGS", "eeo_config",
            "RunKey", "train_run", "run_cells", "paper_cells", "load_runs", "results_path", "ablation_table",
-           "ablation_summary", "cost_table", "COST_COLUMNS", "paired_tests", "sensitivity_grid", "sensitivity_defaults", "sensitivity_defaults_for",
-           "sensitivity_path", "sensitivity_table", "sensitivity_reading", "sensitivity_references",
-           "sensitivity_default_check", "quick_cells",
+           "ablation_summary", "cost_table", "COST_COLUMNS", "paired_tests", "sensitivity_grid", "sensitivity_defaults",
+           "sensitivity_defaults_for", "sensitivity_path", "sensitivity_table", "sensitivity_reading",
+           "sensitivity_references", "sensitivity_default_check", "quick_cells",
            "lemma_checks", "eeo_verdicts", "write_eeo_verdicts", "run_sensitivity", "optimizer_state_bytes",
            "real_fd_curvature", "dropout_probe_check", "main"]
 
@@ -438,8 +438,8 @@ def run_sensitivity(config: EEOConfig, dataset: str = "ETTh1", horizon: int = 96
 def sensitivity_table(frame: pd.DataFrame, defaults: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per (setting, value) of a sensitivity run (the index): seeds, mean and std of the test MSE, the change
     against the defaults' run paired by seed (same initialisation and batch order: "Δ vs default"), the escape's
-    kicks per run and per probe, and the epochs trained before early stopping. ``defaults`` (setting → value; default :func:`sensitivity_defaults` of ETTh1 H = 96's ρ*)
-    marks the row each setting is measured from."""
+    kicks per run and per probe, and the epochs trained before early stopping. ``defaults`` (setting → value;
+    default: :func:`sensitivity_defaults_for` the frame's cell) marks the row each setting is measured from."""
     if frame.empty:
         return pd.DataFrame()
     defaults = defaults if defaults is not None else sensitivity_defaults_for(frame)
