@@ -180,13 +180,16 @@ def test_cells_of_older_code_are_found_labelled_and_only_reused_on_request(tmp_p
 
 
 # ------------------------------------------------------------------------------------------------ kill & resume
-def _runner(store: Path, log: Path, sleep: float, backend: str = "ray") -> subprocess.Popen:
+def _runner(store: Path, log: Path, sleep: float, backend: str = "ray", sigint_ignored: bool = False
+            ) -> subprocess.Popen:
     env = {**os.environ, "FLATCAST_BENCHMARK_CELL_FN":
            f"flatcast.benchmark.testing:sleepy_cell?log={log}&sleep={sleep}", "RAY_AUTH_MODE": "disabled"}
+    # sigint_ignored: start the runner as a non-interactive shell starts a background job (SIGINT inherited as ignored)
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     return subprocess.Popen([sys.executable, "-m", "flatcast.benchmark", "run", "--grid", "samformer-table1",
                              "--datasets", "ETTh1", "ETTh2", "--horizons", "96", "--store", str(store),
                              "--backend", backend, "--no-progress"], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore)
 
 
 def _done_files(store: Path) -> set[str]:
@@ -244,12 +247,14 @@ def test_killed_runner_resumes_with_only_the_unfinished_cells(tmp_path, sig):
     assert not list((store / "cells").glob(".*.tmp"))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_stops_a_runner_promptly_while_long_cells_run(tmp_path, sig):
+@pytest.mark.parametrize("sig, sigint_ignored", [(signal.SIGINT, False), (signal.SIGTERM, False),
+                                                  (signal.SIGINT, True)])
+def test_a_signal_stops_a_runner_promptly_while_long_cells_run(tmp_path, sig, sigint_ignored):
     """The driver must not sit in a blocking wait until a long cell ends: SIGINT/SIGTERM stop it within seconds
-    (exit 130, the running cells abandoned, nothing written for them)."""
+    (exit 130, the running cells abandoned, nothing written for them) — SIGINT also when the runner was started
+    with SIGINT ignored, as a background job of a non-interactive shell is."""
     store, log = tmp_path / "store", tmp_path / "calls.log"
-    runner = _runner(store, log, sleep=300.0)
+    runner = _runner(store, log, sleep=300.0, sigint_ignored=sigint_ignored)
     try:
         _wait_for(lambda: len(_log_lines(log, "start")) >= 1, timeout=240)
         sent = time.monotonic()

@@ -430,7 +430,7 @@ def test_sensitivity_table_pairs_by_seed_against_the_default():
 def test_sensitivity_reading_compares_the_range_of_means_with_the_seed_spread():
     frame, defaults = _sensitivity_rows()
     reading = runner.sensitivity_reading(runner.sensitivity_table(frame, defaults))
-    # ρ: means 0.41 / 0.385 / 0.385, range 0.025 > 2 × largest std 0.0212 (2.0's: 0.03/√2)? 0.0424: no
+    # ρ: means 0.41 / 0.385 / 0.385, range 0.025; largest std 0.03/√2 ≈ 0.0212 (ρ = 2), 2 × 0.0212 > 0.025
     assert reading.loc["rho", "range of means"] == pytest.approx(0.025)
     assert reading.loc["rho", "seed std (largest)"] == pytest.approx(0.03 / math.sqrt(2))
     assert not reading.loc["rho", "matters"] and reading.loc["rho", "worst value"] == "0.125"
