@@ -29,7 +29,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from flatcast.models.channel_gradient import closed_form_unsupported
+from flatcast.compiled import CompiledOrEager
+from flatcast.models.channel_gradient import closed_form_unsupported, loss_and_gradient
 from flatcast.models.revin import instance_statistics, standardize
 
 __all__ = ["BatchedChannelTransformer", "batching_unsupported", "stack_windows"]
@@ -38,6 +39,27 @@ _LAYERS = ("query", "key", "value", "output", "head")
 #: a member's row of ``flat`` holds a multiple of this many values (zeros after the weights)
 _ALIGN = 64
 _PADDING = "_padding"
+#: ``flat``'s parameter names → the fields of :class:`~flatcast.models.channel_gradient.ChannelWeights`
+_GRADIENT_FIELDS = {"qkv.weight": "qkv_weight", "qkv.bias": "qkv_bias", "output.weight": "output_weight",
+                    "output.bias": "output_bias", "head.weight": "head_weight", "head.bias": "head_bias",
+                    "revin.affine_weight": "revin_weight", "revin.affine_bias": "revin_bias"}
+
+
+@torch.no_grad()
+def losses_and_flat_gradient(x, y, weights, *, revin: bool, revin_eps: float, statistics, chunks):
+    """:func:`~flatcast.models.channel_gradient.loss_and_gradient` with the gradient laid out as ``flat``'s rows:
+    ``(losses (k,), gradient (k, P), statistics)``; ``chunks`` are ``flat``'s ``(name, shape)`` pieces in order
+    (the padding gets zeros). One pure function, so that ``torch.compile`` fuses the layout into the kernel."""
+    losses, gradient, statistics = loss_and_gradient(x, y, weights, revin=revin, revin_eps=revin_eps,
+                                                     statistics=statistics)
+    k = x.shape[0]
+    pieces = [gradient.qkv_weight.new_zeros(k, math.prod(shape)) if name == _PADDING
+              else getattr(gradient, _GRADIENT_FIELDS[name]).reshape(k, -1) for name, shape in chunks]
+    return losses, torch.cat(pieces, dim=1), statistics
+
+
+#: :func:`losses_and_flat_gradient`, compiled when ``FLATCAST_COMPILE=1`` (:mod:`flatcast.compiled`)
+losses_and_flat_gradient_maybe_compiled = CompiledOrEager(losses_and_flat_gradient)
 
 
 def _layer_kind(layer: nn.Module | None) -> str:
@@ -184,6 +206,7 @@ class BatchedChannelTransformer(nn.Module):
         if self.n_padding:
             self._chunks.append((_PADDING, (self.n_padding,)))
         self._chunk_sizes = [math.prod(shape) for _, shape in self._chunks]
+        self._chunk_layout = tuple((name, tuple(shape)) for name, shape in self._chunks)  # hashable, for compile
 
         # buffers: frozen W_Q/W_K (and biases), σReparam's u/v; stored under dotted names with "__" for "."
         self.buffer_names = [name for name, _ in first.named_buffers()]
@@ -324,10 +347,6 @@ class BatchedChannelTransformer(nn.Module):
         """The k members' MSEs ``(k,)`` of their forecasts of ``x`` ``(k, B, D, L)`` against ``y`` ``(k, B, D, H)``."""
         return (self(x) - y).square().mean(dim=(1, 2, 3))
 
-    _GRADIENT_FIELDS = {"qkv.weight": "qkv_weight", "qkv.bias": "qkv_bias", "output.weight": "output_weight",
-                        "output.bias": "output_bias", "head.weight": "head_weight", "head.bias": "head_bias",
-                        "revin.affine_weight": "revin_weight", "revin.affine_bias": "revin_bias"}
-
     def _closed_form_weights(self):
         """The members' weights as a :class:`~flatcast.models.channel_gradient.ChannelWeights` of views of ``flat``
         (kept while ``flat``'s storage and k stay the same; W_Q, W_K, W_V and W are one ``(k, 3 d_m + H, L)`` view)."""
@@ -353,10 +372,9 @@ class BatchedChannelTransformer(nn.Module):
     def member_losses_and_gradient(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The k members' MSEs ``(k,)`` (as :meth:`member_losses`), with the gradient of their sum written into
         ``flat.grad`` (replacing it) by the hand-derived gradient
-        (:func:`flatcast.models.channel_gradient.loss_and_gradient`), when :attr:`closed_form` is true. A second
+        (:func:`flatcast.models.channel_gradient.loss_and_gradient`; compiled when ``FLATCAST_COMPILE=1``, see
+        :mod:`flatcast.compiled`), when :attr:`closed_form` is true. A second
         call on the same ``x`` (SAM's perturbed evaluation) reuses RevIN's statistics of the first."""
-        from flatcast.models.channel_gradient import loss_and_gradient
-
         if not self.closed_form:
             raise RuntimeError("this batched model has no closed-form gradient (see BatchedChannelTransformer."
                                "closed_form); use member_losses(x, y).sum().backward()")
@@ -365,16 +383,10 @@ class BatchedChannelTransformer(nn.Module):
         weights = self._closed_form_weights()
         cached = self._closed_form_cache
         statistics = cached[2] if cached is not None and cached[0] is x and cached[1] == x._version else None
-        losses, gradient, statistics = loss_and_gradient(
-            x, y, weights, revin=self.has_revin, revin_eps=self.revin_eps, statistics=statistics)
+        losses, self.flat.grad, statistics = losses_and_flat_gradient_maybe_compiled(
+            x, y, weights, revin=self.has_revin, revin_eps=self.revin_eps, statistics=statistics,
+            chunks=self._chunk_layout)
         self._closed_form_cache = (x, x._version, statistics) if statistics is not None else None
-        grad = torch.empty_like(self.flat)
-        for (name, shape), piece in zip(self._chunks, grad.split(self._chunk_sizes, dim=1)):
-            if name == _PADDING:
-                piece.zero_()
-            else:
-                piece.view(self.k, *shape).copy_(getattr(gradient, self._GRADIENT_FIELDS[name]))
-        self.flat.grad = grad
         return losses
 
     @torch.no_grad()

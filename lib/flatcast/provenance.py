@@ -26,7 +26,10 @@ def _git(*args: str) -> str | None:
 
 def provenance(device: str | torch.device, command: list[str] | None = None) -> dict[str, object]:
     """A dict with the git commit (and whether the tree was dirty), device, torch/python versions, UTC date
-    and the command line that produced a results file."""
+    and the command line that produced a results file; ``compiled`` says whether the training step's kernel was
+    compiled (``FLATCAST_COMPILE=1``, :mod:`flatcast.compiled`)."""
+    from flatcast.compiled import compile_enabled
+
     device = torch.device(device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or
                                                                                   platform.machine())
@@ -38,6 +41,7 @@ def provenance(device: str | torch.device, command: list[str] | None = None) -> 
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
+        "compiled": compile_enabled(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(command if command is not None else [Path(sys.executable).name, *sys.argv]),
     }

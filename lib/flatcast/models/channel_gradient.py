@@ -52,7 +52,10 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ChannelWeights", "loss_and_gradient", "closed_form_unsupported", "model_loss_and_gradient"]
+from flatcast.compiled import CompiledOrEager
+
+__all__ = ["ChannelWeights", "loss_and_gradient", "loss_and_gradient_maybe_compiled", "closed_form_unsupported",
+           "model_loss_and_gradient"]
 
 
 @dataclass
@@ -238,6 +241,11 @@ def loss_and_gradient(
     return losses, gradient, statistics if revin else None
 
 
+#: :func:`loss_and_gradient`, compiled by ``torch.compile`` when ``FLATCAST_COMPILE=1`` (:mod:`flatcast.compiled`;
+#: off by default, eager fallback): what the trainers call. ``loss_and_gradient`` itself stays the eager reference.
+loss_and_gradient_maybe_compiled = CompiledOrEager(loss_and_gradient)
+
+
 def _model_weights(model) -> ChannelWeights:
     """A single :class:`~flatcast.models.ChannelTransformer`'s weights as a one-member :class:`ChannelWeights`."""
     linear = (model.query, model.key, model.value)
@@ -264,7 +272,7 @@ def model_loss_and_gradient(model, x: torch.Tensor, y: torch.Tensor,
     loss (a 0-dim tensor) and RevIN's statistics of ``x`` (pass them back for another evaluation on the same batch).
     """
     revin = model.revin is not None
-    losses, gradient, statistics = loss_and_gradient(
+    losses, gradient, statistics = loss_and_gradient_maybe_compiled(
         x.unsqueeze(0), y.unsqueeze(0), _model_weights(model), revin=revin,
         revin_eps=model.revin.eps if revin else 0.0, statistics=statistics)
     d_model = model.d_model
