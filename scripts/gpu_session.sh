@@ -32,7 +32,8 @@ step() {  # step <seconds at most> <command...>: run while at least 60 s of the 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   "$PY" -c "import torch, flatcast; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-  step 90 "$PY" scripts/benchmark_training.py --device "$DEVICE" --no-official --steps 200 --members 1,5,10,20
+  step 90 "$PY" scripts/benchmark_training.py --device "$DEVICE" --no-official --steps 200 --members 1,5,10,20 \
+      --compile off  # compiling each k would take most of the 90 s (untested on CUDA; eager figures first)
   step 300 "$PY" -m flatcast.experiments.sharpness --profile paper --device "$DEVICE" --no-verdicts
   step 300 "$PY" -m flatcast.benchmark run --grid samformer-table1 --backend inline --device "$DEVICE" \
       --accept-older-code --no-progress
