@@ -317,12 +317,16 @@ def test_fit_trains_a_closed_form_model_as_one_flat_member_and_equals_its_own_lo
     own = fit(models([4])[0], splits, flat_weights=False, **kwargs)
     assert taken == [1]
     _compare(own, flat)
+    # identity attention (A = I) has the hand-derived gradient too: the same path, the same numbers
+    flat = fit(models([4], attention="identity")[0], splits, **kwargs)
+    assert taken == [1, 1]
+    _compare(fit(models([4], attention="identity")[0], splits, flat_weights=False, **kwargs), flat)
     # where the batched trainer does not apply, fit keeps its own loop
-    for model, opt in ((models([0], attention="identity")[0], factory),
+    for model, opt in ((models([0], attention="temporal")[0], factory),
                        (models([0], sigma_reparam=True)[0], factory),
                        (models([0])[0], lambda p: EEO(p, rho=0.1, lr=1e-2, escape=False, seed=0))):
         fit(model, splits, optimizer=opt, epochs=1, batch_size=32, device="cpu")
-    assert taken == [1]
+    assert taken == [1, 1]
     with pytest.raises(ValueError, match="flat_weights"):
         fit(models([0])[0], splits, epochs=1, device="cpu", flat_weights=True)
 
@@ -339,6 +343,14 @@ def test_closed_form_weights_are_views_of_flat_with_w_qkv_and_w_side_by_side():
     net.select([2, 0])  # a new flat: new views
     assert net._closed_form_weights() is not weights
     assert net._closed_form_weights().stacked_weight.shape[0] == 2
+    # identity attention: W_V and W side by side, W_V (and b_V) in the place of W_QKV
+    net = BatchedChannelTransformer(models([0, 1], attention="identity"))
+    weights = net._closed_form_weights()
+    assert net.closed_form and weights.qkv_weight.shape == (2, net.d_model, LOOKBACK)
+    torch.testing.assert_close(weights.qkv_weight, net.param("value.weight"), rtol=0, atol=0)
+    torch.testing.assert_close(weights.qkv_bias, net.param("value.bias"), rtol=0, atol=0)
+    torch.testing.assert_close(weights.stacked_weight, torch.cat([weights.qkv_weight, weights.head_weight], 1),
+                               rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("factory", [lambda p: SAM(p, rho=0.3, lr=1e-2, fused=True),

@@ -21,11 +21,13 @@ CONFIGS = [
     dict(bias=False, revin=True),
     dict(bias=True, revin=False),
     dict(bias=True, revin=True, affine=False),
+    dict(attention="identity"),  # SAMformer App. C.4's A = I
+    dict(attention="identity", bias=False, revin=False),
 ]
 
 
-def _model(seed: int, bias=True, revin=True, affine=True) -> ChannelTransformer:
-    model = ChannelTransformer(L, H, D, seed=seed, bias=bias, revin=revin).double()
+def _model(seed: int, bias=True, revin=True, affine=True, attention="learned") -> ChannelTransformer:
+    model = ChannelTransformer(L, H, D, seed=seed, bias=bias, revin=revin, attention=attention).double()
     if revin and not affine:
         model.revin.affine = False
         del model.revin.affine_weight, model.revin.affine_bias
@@ -72,9 +74,10 @@ def test_closed_form_gradient_equals_autograd(config):
     assert torch.equal(again, loss)
 
 
-def test_closed_form_with_finite_differences():
+@pytest.mark.parametrize("attention", ["learned", "identity"])
+def test_closed_form_with_finite_differences(attention):
     """An independent check of one coordinate per tensor: central differences of the module's own loss."""
-    model = _model(3)
+    model = _model(3, attention=attention)
     x, y = _batch(4)
     model_loss_and_gradient(model, x, y)
     step, generator = 1e-6, torch.Generator().manual_seed(0)
@@ -90,7 +93,7 @@ def test_closed_form_with_finite_differences():
         assert p.grad[index].item() == pytest.approx((up - down) / (2 * step), rel=1e-5, abs=1e-7), name  # float64 differences: ~1e-9 of noise
 
 
-@pytest.mark.parametrize("config", CONFIGS[:3], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("config", CONFIGS[:3] + CONFIGS[4:], ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 def test_batched_closed_form_gives_each_member_its_own_gradient(config):
     members = [_model(seed, **config) for seed in (0, 1, 2)]
     net = BatchedChannelTransformer(members).double()
@@ -110,7 +113,6 @@ def test_batched_closed_form_gives_each_member_its_own_gradient(config):
 
 @pytest.mark.parametrize("kwargs, fragment", [
     (dict(attention="random"), "random"),
-    (dict(attention="identity"), "identity"),
     (dict(attention="temporal"), "temporal"),
     (dict(sigma_reparam=True), "SigmaReparamLinear"),
 ])
@@ -130,10 +132,11 @@ def _weights(model):
     return torch.cat([p.detach().reshape(-1) for name, p in model.named_parameters() if name != "key.bias"])
 
 
-def test_training_step_closed_form_follows_the_autograd_trajectory():
+@pytest.mark.parametrize("attention", ["learned", "identity"])
+def test_training_step_closed_form_follows_the_autograd_trajectory(attention):
     """Ten SAM steps with either gradient end at the same weights (float64; W_K's bias excluded: its exact gradient
     is 0 and Adam turns float noise in it into moves of ~lr that change no output)."""
-    closed = _model(5)
+    closed = _model(5, attention=attention)
     reference = copy.deepcopy(closed)
     steps = [TrainingStep(m, SAM(m.parameters(), rho=0.3, lr=1e-2), closed_form=flag)
              for m, flag in ((closed, True), (reference, False))]
@@ -147,8 +150,9 @@ def test_training_step_closed_form_follows_the_autograd_trajectory():
     assert torch.allclose(closed(x), reference(x), rtol=1e-8, atol=1e-10)
 
 
-def test_batched_training_step_closed_form_follows_autograd():
-    members = [_model(seed) for seed in (0, 1)]
+@pytest.mark.parametrize("attention", ["learned", "identity"])
+def test_batched_training_step_closed_form_follows_autograd(attention):
+    members = [_model(seed, attention=attention) for seed in (0, 1)]
     nets = [BatchedChannelTransformer(copy.deepcopy(members)).double() for _ in range(2)]
     nets[1].closed_form = False  # force autograd
     steps = [BatchedTrainingStep(net, SAM([net.flat], rho=0.3, lr=1e-2).per_member(2)) for net in nets]

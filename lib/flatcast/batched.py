@@ -40,18 +40,21 @@ _LAYERS = ("query", "key", "value", "output", "head")
 _ALIGN = 64
 _PADDING = "_padding"
 #: ``flat``'s parameter names → the fields of :class:`~flatcast.models.channel_gradient.ChannelWeights`
-_GRADIENT_FIELDS = {"qkv.weight": "qkv_weight", "qkv.bias": "qkv_bias", "output.weight": "output_weight",
+_GRADIENT_FIELDS = {"qkv.weight": "qkv_weight", "qkv.bias": "qkv_bias", "value.weight": "qkv_weight",
+                    "value.bias": "qkv_bias", "output.weight": "output_weight",
                     "output.bias": "output_bias", "head.weight": "head_weight", "head.bias": "head_bias",
                     "revin.affine_weight": "revin_weight", "revin.affine_bias": "revin_bias"}
 
 
 @torch.no_grad()
-def losses_and_flat_gradient(x, y, weights, *, revin: bool, revin_eps: float, statistics, chunks):
+def losses_and_flat_gradient(x, y, weights, *, revin: bool, revin_eps: float, statistics, chunks,
+                             identity_attention: bool = False):
     """:func:`~flatcast.models.channel_gradient.loss_and_gradient` with the gradient laid out as ``flat``'s rows:
     ``(losses (k,), gradient (k, P), statistics)``; ``chunks`` are ``flat``'s ``(name, shape)`` pieces in order
-    (the padding gets zeros). One pure function, so that ``torch.compile`` fuses the layout into the kernel."""
+    (the padding gets zeros; W_V's chunk is ``value.*`` for identity attention, ``qkv.*`` otherwise). One pure
+    function, so that ``torch.compile`` fuses the layout into the kernel."""
     losses, gradient, statistics = loss_and_gradient(x, y, weights, revin=revin, revin_eps=revin_eps,
-                                                     statistics=statistics)
+                                                     statistics=statistics, identity_attention=identity_attention)
     k = x.shape[0]
     pieces = [gradient.qkv_weight.new_zeros(k, math.prod(shape)) if name == _PADDING
               else getattr(gradient, _GRADIENT_FIELDS[name]).reshape(k, -1) for name, shape in chunks]
@@ -173,7 +176,9 @@ class BatchedChannelTransformer(nn.Module):
         # W_Q, W_K, W_V (and their biases) side by side, so one view feeds one product for all three
         fused = [f"{layer}.{part}" for part in ("weight", "bias") for layer in ("query", "key", "value")]
         order = [n for n in fused if n in trainable] + [n for n in trainable if n not in fused]
-        if all(f"{layer}.weight" in trainable for layer in _LAYERS):  # W right after W_Q, W_K, W_V: one [W_QKV; W]
+        identity = self.kinds["query"] == "absent"  # A = I: no W_Q, W_K; W right after W_V: one [W_V; W]
+        if all(f"{layer}.weight" in trainable for layer in _LAYERS) or (  # W right after W_Q, W_K, W_V: [W_QKV; W]
+                identity and all(f"{layer}.weight" in trainable for layer in ("value", "output", "head"))):
             order.remove("head.weight")
             order.insert(order.index("value.weight") + 1, "head.weight")
         self.layout: dict[str, tuple[int, tuple[int, ...]]] = {}
@@ -217,7 +222,9 @@ class BatchedChannelTransformer(nn.Module):
         # RevIN statistics of the last training batch: SAM evaluates the same batch twice (Eq. 2)
         self._statistics_cache: tuple | None = None
         #: the members' loss and gradient can come from the hand-derived gradient (no autograd graph)
-        self.closed_form = closed_form_unsupported(first) is None and self.fused_qkv and not self.buffer_names
+        self.identity_attention = identity
+        self.closed_form = (closed_form_unsupported(first) is None and (self.fused_qkv or self.identity_attention)
+                            and not self.buffer_names)
         self._closed_form_cache: tuple | None = None
         self._weights_cache: tuple | None = None
 
@@ -349,21 +356,23 @@ class BatchedChannelTransformer(nn.Module):
 
     def _closed_form_weights(self):
         """The members' weights as a :class:`~flatcast.models.channel_gradient.ChannelWeights` of views of ``flat``
-        (kept while ``flat``'s storage and k stay the same; W_Q, W_K, W_V and W are one ``(k, 3 d_m + H, L)`` view)."""
+        (kept while ``flat``'s storage and k stay the same; W_Q, W_K, W_V and W are one ``(k, 3 d_m + H, L)`` view;
+        W_V and W one ``(k, d_m + H, L)`` view for identity attention)."""
         from flatcast.models.channel_gradient import ChannelWeights
 
         key = (self.flat.data_ptr(), self.k, self.flat.dtype, self.flat.device)
         if self._weights_cache is not None and self._weights_cache[0] == key:
             return self._weights_cache[1]
         views = {name: view.detach() for name, view in self._views().items()}
-        qkv, head = views["qkv.weight"], views["head.weight"]
-        offset = self.layout["query.weight"][0]
+        maps = "value" if self.identity_attention else "qkv"  # W_V alone, or W_Q, W_K, W_V stacked
+        qkv, head = views[f"{maps}.weight"], views["head.weight"]
+        offset = self.layout["value.weight" if self.identity_attention else "query.weight"][0]
         rows = qkv.shape[1] + head.shape[1]
         stacked = None
         if self.layout["head.weight"][0] == offset + qkv[0].numel() and qkv.shape[2] == head.shape[2]:
             stacked = self.flat.detach()[:, offset:offset + rows * qkv.shape[2]].view(self.k, rows, qkv.shape[2])
         weights = ChannelWeights(
-            qkv, views.get("qkv.bias"), views["output.weight"], views.get("output.bias"), head, views.get("head.bias"),
+            qkv, views.get(f"{maps}.bias"), views["output.weight"], views.get("output.bias"), head, views.get("head.bias"),
             views.get("revin.affine_weight"), views.get("revin.affine_bias"), stacked_weight=stacked)
         self._weights_cache = (key, weights)
         return weights
@@ -385,7 +394,7 @@ class BatchedChannelTransformer(nn.Module):
         statistics = cached[2] if cached is not None and cached[0] is x and cached[1] == x._version else None
         losses, self.flat.grad, statistics = losses_and_flat_gradient_maybe_compiled(
             x, y, weights, revin=self.has_revin, revin_eps=self.revin_eps, statistics=statistics,
-            chunks=self._chunk_layout)
+            chunks=self._chunk_layout, identity_attention=self.identity_attention)
         self._closed_form_cache = (x, x._version, statistics) if statistics is not None else None
         return losses
 

@@ -46,7 +46,7 @@ _RECIPE_CODE = {
     "transformer": ("models/channel_transformer.py", "models/channel_gradient.py", "batched.py"),
     "transformer_eeo": ("models/channel_transformer.py", "models/channel_gradient.py", "optim/sam.py",
                         "optim/eeo.py"),
-    "identity_sam": ("models/channel_transformer.py", "batched.py", "optim/sam.py"),
+    "identity_sam": ("models/channel_transformer.py", "models/channel_gradient.py", "batched.py", "optim/sam.py"),
     "temporal": ("models/channel_transformer.py", "batched.py"),
     "tsmixer": ("models/tsmixer.py",),
     "tsmixer_sam": ("models/tsmixer.py", "optim/sam.py"),

@@ -40,9 +40,11 @@ are the two sums on the last line). It also drops five products with L on one si
 Every operation is per member: a member's numbers do not depend on how many members share the call (matrix-vector
 products are written as products and sums for that reason: a batched matrix-vector product is not k-invariant).
 
-Covered: learned channel-wise attention (``attention="learned"``), plain ``nn.Linear`` maps with or without
-biases, RevIN with or without its affine parameters, or no RevIN. Anything else (σReparam, frozen, identity or
-temporal attention, a custom loss) is left to autograd: :func:`closed_form_unsupported` says why.
+Covered: learned channel-wise attention (``attention="learned"``) and the identity attention A = I of SAMformer
+App. C.4 (``attention="identity"``: no W_Q, W_K; A V = V, so ∂ℓ/∂V = ∂ℓ/∂(AV) and Ŵ = [W_V; W]), plain
+``nn.Linear`` maps with or without biases, RevIN with or without its affine parameters, or no RevIN. Anything else
+(σReparam, frozen or temporal attention, a custom loss) is left to autograd: :func:`closed_form_unsupported` says
+why.
 """
 
 from __future__ import annotations
@@ -88,9 +90,11 @@ def closed_form_unsupported(model) -> str | None:
 
     if type(model) is not ChannelTransformer:
         return f"{type(model).__name__} is not a ChannelTransformer"
-    if model.attention_kind != "learned":
-        return f"attention {model.attention_kind!r} (only 'learned' has a closed-form gradient here)"
-    for name in ("query", "key", "value", "output", "head"):
+    if model.attention_kind not in ("learned", "identity"):
+        return f"attention {model.attention_kind!r} (only 'learned' and 'identity' have a closed-form gradient here)"
+    names = ("value", "output", "head") if model.attention_kind == "identity" else ("query", "key", "value",
+                                                                                     "output", "head")
+    for name in names:
         layer = getattr(model, name)
         if type(layer) is not nn.Linear:
             return f"layer {name!r} is a {type(layer).__name__}, not an nn.Linear"
@@ -121,8 +125,12 @@ def loss_and_gradient(
     revin_eps: float = 1e-5,
     statistics: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     with_gradient: bool = True,
+    identity_attention: bool = False,
 ) -> tuple[torch.Tensor, ChannelWeights | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
     """The k members' MSE losses ``(k,)`` and their gradients (module docstring), in one pass without autograd.
+
+    ``identity_attention=True``: SAMformer App. C.4's A(X) = I (no W_Q, W_K): ``weights.qkv_weight``/``qkv_bias``
+    then hold W_V and b_V alone (``(k, d_m, L)``), A V = V, and the softmax and its gradient drop out.
 
     ``x`` ``(k, B, D, L)`` and ``y`` ``(k, B, D, H)``: one batch per member. Returns ``(losses, gradient,
     statistics)`` where ``gradient`` is a :class:`ChannelWeights` of the same shapes as ``weights`` (``None``
@@ -134,8 +142,9 @@ def loss_and_gradient(
     """
     k, batch, n_channels, lookback = x.shape
     horizon = y.shape[-1]
-    d_model = weights.qkv_weight.shape[1] // 3
-    n_qkv = 3 * d_model
+    n_maps = 1 if identity_attention else 3  # W_V, or W_Q, W_K, W_V
+    d_model = weights.qkv_weight.shape[1] // n_maps
+    n_qkv = n_maps * d_model
     rows = batch * n_channels
     affine = revin and weights.revin_weight is not None
 
@@ -168,10 +177,14 @@ def loss_and_gradient(
     if weights.qkv_bias is not None:
         qkv = qkv + weights.qkv_bias.unsqueeze(1)
     qkv = qkv.reshape(k * batch, n_channels, n_qkv)
-    queries, keys, values = qkv.split(d_model, dim=2)
     scale = 1.0 / math.sqrt(d_model)
-    attention = torch.softmax(torch.bmm(queries, keys.transpose(1, 2)).mul_(scale), dim=-1)
-    mixed_values = torch.bmm(attention, values).view(k, rows, d_model)  # A V
+    if identity_attention:
+        values = qkv
+        mixed_values = values.reshape(k, rows, d_model)  # A V = V
+    else:
+        queries, keys, values = qkv.split(d_model, dim=2)
+        attention = torch.softmax(torch.bmm(queries, keys.transpose(1, 2)).mul_(scale), dim=-1)
+        mixed_values = torch.bmm(attention, values).view(k, rows, d_model)  # A V
     head_output = torch.bmm(weights.head_weight, weights.output_weight)  # W W_O: (k, H, d_m)
     out = torch.baddbmm(pre[..., n_qkv:], mixed_values, head_output.transpose(1, 2))  # O = M Wᵀ + b
     if weights.output_bias is not None:  # W b_O, as a product and a sum: a matrix-vector bmm is not k-invariant
@@ -214,14 +227,17 @@ def loss_and_gradient(
     grad_output_bias = None if weights.output_bias is None else \
         (grad_out_sum.unsqueeze(2) * weights.head_weight).sum(dim=1)  # (1ᵀ ∂ℓ/∂O) W
     grad_mixed_values = torch.bmm(grad_out, head_output).view(k * batch, n_channels, d_model)  # ∂ℓ/∂O W W_O
-    grad_attention = torch.bmm(grad_mixed_values, values.transpose(1, 2))
-    grad_values = torch.bmm(attention.transpose(1, 2), grad_mixed_values)
-    grad_scores = grad_attention.sub_((grad_attention * attention).sum(dim=-1, keepdim=True)).mul_(attention)
-    grad_scores.mul_(scale)
-    grad_queries = torch.bmm(grad_scores, keys)
-    grad_keys = torch.bmm(grad_scores.transpose(1, 2), queries)
-    grad_pre = torch.cat([grad_queries.reshape(k, rows, d_model), grad_keys.reshape(k, rows, d_model),
-                          grad_values.reshape(k, rows, d_model), grad_out], dim=2)  # ∂ℓ/∂(Z Ŵᵀ)
+    if identity_attention:  # ∂ℓ/∂V = ∂ℓ/∂(AV)
+        grad_pre = torch.cat([grad_mixed_values.reshape(k, rows, d_model), grad_out], dim=2)  # ∂ℓ/∂(Z Ŵᵀ)
+    else:
+        grad_attention = torch.bmm(grad_mixed_values, values.transpose(1, 2))
+        grad_values = torch.bmm(attention.transpose(1, 2), grad_mixed_values)
+        grad_scores = grad_attention.sub_((grad_attention * attention).sum(dim=-1, keepdim=True)).mul_(attention)
+        grad_scores.mul_(scale)
+        grad_queries = torch.bmm(grad_scores, keys)
+        grad_keys = torch.bmm(grad_scores.transpose(1, 2), queries)
+        grad_pre = torch.cat([grad_queries.reshape(k, rows, d_model), grad_keys.reshape(k, rows, d_model),
+                              grad_values.reshape(k, rows, d_model), grad_out], dim=2)  # ∂ℓ/∂(Z Ŵᵀ)
     grad_qkv_bias = None if weights.qkv_bias is None else _sum_rows(grad_pre[..., :n_qkv])
     if affine:
         grad_pre_4d = grad_pre.view(k, batch, n_channels, -1)
@@ -246,10 +262,17 @@ def loss_and_gradient(
 loss_and_gradient_maybe_compiled = CompiledOrEager(loss_and_gradient)
 
 
+def _attention_maps(model) -> tuple:
+    """W_Q, W_K, W_V's layers, or W_V's alone for identity attention (the order of ``qkv_weight``'s rows)."""
+    if model.attention_kind == "identity":
+        return (model.value,)
+    return (model.query, model.key, model.value)
+
+
 def _model_weights(model) -> ChannelWeights:
     """A single :class:`~flatcast.models.ChannelTransformer`'s weights as a one-member :class:`ChannelWeights`."""
-    linear = (model.query, model.key, model.value)
-    has_bias = model.query.bias is not None
+    linear = _attention_maps(model)
+    has_bias = model.value.bias is not None
     affine = model.revin is not None and model.revin.affine
 
     def one(t):
@@ -272,14 +295,15 @@ def model_loss_and_gradient(model, x: torch.Tensor, y: torch.Tensor,
     loss (a 0-dim tensor) and RevIN's statistics of ``x`` (pass them back for another evaluation on the same batch).
     """
     revin = model.revin is not None
+    maps = _attention_maps(model)
     losses, gradient, statistics = loss_and_gradient_maybe_compiled(
         x.unsqueeze(0), y.unsqueeze(0), _model_weights(model), revin=revin,
-        revin_eps=model.revin.eps if revin else 0.0, statistics=statistics)
+        revin_eps=model.revin.eps if revin else 0.0, statistics=statistics,
+        identity_attention=model.attention_kind == "identity")
     d_model = model.d_model
-    for layer, weight, bias in zip((model.query, model.key, model.value),
-                                   gradient.qkv_weight[0].split(d_model),
+    for layer, weight, bias in zip(maps, gradient.qkv_weight[0].split(d_model),
                                    gradient.qkv_bias[0].split(d_model) if gradient.qkv_bias is not None
-                                   else (None,) * 3):
+                                   else (None,) * len(maps)):
         layer.weight.grad = weight
         if bias is not None:
             layer.bias.grad = bias
