@@ -7,12 +7,13 @@ SAM step (two evaluations, then SAM's ascent and Adam's fused update, which stay
 
 Compiling costs ~20–45 s per input shape and process on a 2-core CPU (less when inductor's on-disk cache already
 holds the kernels), so it pays for paper-size runs only and is **off by default**: set the environment variable
-``FLATCAST_COMPILE=1`` (inherited by Ray workers and subprocesses) or pass ``--compile`` to a runner that offers
-it. Shapes are static (``dynamic=False``): a run compiles its full training batch and its last, shorter batch once
-each (and :data:`RECOMPILE_LIMIT` raises torch's limit of 8 compiled variants per function, which a grid worker
-training many cells in one process would otherwise reach after two cells). A compiled evaluation computes the same mathematics with a different order of floating-point operations, so
-its numbers agree with the eager ones to float rounding, not bit for bit; at a fixed setting, machine and thread
-count, the same seed gives the same numbers. :func:`flatcast.provenance.provenance` records the setting.
+``FLATCAST_COMPILE=1`` (inherited by Ray workers and subprocesses; ``scripts/benchmark_training.py --compile``
+times both). Shapes are static (``dynamic=False``): a run compiles its full training batch and its last, shorter
+batch once each (and :data:`RECOMPILE_LIMIT` raises torch's limit of 8 compiled variants per function, which a grid
+worker training many cells in one process would otherwise reach after two cells). A compiled evaluation computes the
+same mathematics with a different order of floating-point operations, so its numbers agree with the eager ones to
+float rounding, not bit for bit; at a fixed setting, machine and thread count, the same seed gives the same numbers.
+Compiled CPU kernels keep the thread count they were compiled with. :func:`flatcast.provenance.provenance` records the setting.
 
 If compiling fails (no C++ compiler, an unsupported backend), the first call warns once and every later call runs
 eagerly: the result is the same function's, only slower.
