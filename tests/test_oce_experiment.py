@@ -155,6 +155,61 @@ def test_o11_verdict_counts_only_differences_beyond_the_margin(pairs, verdict, s
     assert f"in {sum((c - o) / c > oce.ONE_SEED_MARGIN for *_, o, c in pairs)} of {len(pairs)}" in v["O11"]["evidence"]
 
 
+def _seeded_pairs(dataset, horizon, oce_ce_by_seed, study="ce_compare"):
+    """CE/OCE twins of one (dataset, horizon) over seeds: ``oce_ce_by_seed`` = [(oce_mse, ce_mse), ...]."""
+    rows = []
+    for seed, (oce_mse, ce_mse) in enumerate(oce_ce_by_seed):
+        for model, mse in (("oce", oce_mse), ("ce", ce_mse)):
+            rows.append({**vars(oce.Cell(study, dataset, horizon, model, seed=seed)), "test_mse": mse,
+                         "file": "oce_paper_capX_ce.json"})
+    return rows
+
+
+def test_ce_compare_summary_pairs_seeds_and_matches_a_hand_computed_t_test():
+    # CE − OCE differences 0.01, 0.02, 0.03: mean 0.02, sd 0.01, t = 2√3; with 2 degrees of freedom the t CDF is
+    # 1/2 + t/(2√(2 + t²)), so the two-sided p = 1 − t/√(2 + t²) = 1 − 2√3/√14 ≈ 0.0742 (not below 0.05).
+    # Differences 0.010, 0.011, 0.012: t = 0.011/(0.001/√3) = 11√3, p = 1 − 11√3/√365 ≈ 0.00272 (below).
+    rows = (_seeded_pairs("ETTh1", 96, [(0.40, 0.41), (0.40, 0.42), (0.40, 0.43)])
+            + _seeded_pairs("ETTm1", 96, [(0.30, 0.310), (0.30, 0.311), (0.30, 0.312)])
+            + _seeded_pairs("exchange_rate", 96, [(0.10, 0.09)])          # one seed, CE 10 % lower
+            + _seeded_pairs("weather", 96, [(0.200, 0.203)]))             # one seed, 1.5 %: within the margin
+    summary = oce.ce_compare_summary(oce.ce_vs_oce(pd.DataFrame(rows))).set_index("dataset")
+    t = 2 * math.sqrt(3)
+    assert summary.loc["ETTh1", "paired_p"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-9)
+    assert summary.loc["ETTh1", "verdict"] == "no clear difference" and summary.loc["ETTh1", "n_seeds"] == 3
+    assert summary.loc["ETTh1", "CE"] == pytest.approx(0.42)
+    assert summary.loc["ETTh1", "gain"] == pytest.approx(((0.41 - 0.4) / 0.41 + (0.42 - 0.4) / 0.42 + 0.03 / 0.43) / 3)
+    t = 11 * math.sqrt(3)
+    assert summary.loc["ETTm1", "paired_p"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-6)
+    assert summary.loc["ETTm1", "verdict"] == "OCE lower"
+    assert summary.loc["exchange_rate", "verdict"] == "CE lower" and math.isnan(summary.loc["exchange_rate", "paired_p"])
+    assert summary.loc["weather", "verdict"] == "no clear difference"
+    assert oce.ce_compare_summary(oce.ce_vs_oce(pd.DataFrame())).empty
+
+
+def test_o11_judges_seeded_groups_by_the_paired_test(small_exact_checks):
+    clear = [(0.30, 0.310), (0.30, 0.311), (0.30, 0.312)]
+    rows = sum((_seeded_pairs(d, 96, clear) for d in ("ETTh1", "ETTh2", "ETTm1")), [])
+    assert oce.oce_verdicts(small_exact_checks, pd.DataFrame(rows))["O11"]["verdict"] == "supported"
+    # the same mean gain (3.5 %), but seeds that disagree: no longer a clear win on ETTm1
+    noisy = _seeded_pairs("ETTm1", 96, [(0.30, 0.29), (0.30, 0.31), (0.30, 0.333)])
+    rows = sum((_seeded_pairs(d, 96, clear) for d in ("ETTh1", "ETTh2")), []) + noisy
+    v = oce.oce_verdicts(small_exact_checks, pd.DataFrame(rows))["O11"]
+    assert v["verdict"] == "partly supported" and "in 2 of 3 group(s)" in v["evidence"]
+
+
+def test_paper_plan_has_the_ce_comparison_on_fig9_datasets_and_weather():
+    cells = [c for c in oce.plan(oce.oce_config("paper")) if c.study == "ce_compare"]
+    assert len(cells) == len(oce.CE_COMPARE_DATASETS) * 2 * len(oce.CE_COMPARE_SEEDS)
+    assert {c.dataset for c in cells} == {"ETTh1", "ETTh2", "ETTm1", "ETTm2", "national_illness", "exchange_rate",
+                                          "weather"}
+    ili = {(c.horizon, c.lookback) for c in cells if c.dataset == "national_illness"}
+    assert ili == {(24, 104)} and {(c.horizon, c.lookback) for c in cells if c.dataset != "national_illness"} == {(96, 336)}
+    assert [c.seed for c in cells] == sorted(c.seed for c in cells)  # every dataset's seed 0 first
+    assert all({"ce", "oce"} == {c.model for c in cells if (c.dataset, c.seed) == (d, s)}
+               for d in oce.CE_COMPARE_DATASETS for s in oce.CE_COMPARE_SEEDS)
+
+
 def _snr_frame(curves):
     """``curves`` = {dataset: (dlinear MSEs, oce MSEs)} over oce.SNR_LEVELS, at H = 720."""
     rows = []
