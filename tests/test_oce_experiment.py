@@ -196,6 +196,10 @@ def test_o11_judges_seeded_groups_by_the_paired_test(small_exact_checks):
     rows = sum((_seeded_pairs(d, 96, clear) for d in ("ETTh1", "ETTh2")), []) + noisy
     v = oce.oce_verdicts(small_exact_checks, pd.DataFrame(rows))["O11"]
     assert v["verdict"] == "partly supported" and "in 2 of 3 group(s)" in v["evidence"]
+    # a one-seed twin of the same (dataset, horizon) from another study is not counted a second time
+    repeat = _seeded_pairs("ETTm1", 96, [(0.30, 0.40)], study="calibration")
+    v = oce.oce_verdicts(small_exact_checks, pd.DataFrame(rows + repeat))["O11"]
+    assert v["verdict"] == "partly supported" and "in 2 of 3 group(s)" in v["evidence"]
 
 
 def test_paper_plan_has_the_ce_comparison_on_fig9_datasets_and_weather():
@@ -549,3 +553,18 @@ def test_paper_file_notes_name_cells_budget_and_provenance(tmp_path, monkeypatch
     oce._write_results(tmp_path / "data" / "results" / "oce_paper_capX.json", data)
     assert oce.paper_file_notes() == ["oce_paper_capX.json: 2 cells; budget ≤3 epochs × ≤50 batches; cpu, commit "
                                       "01234567, 2026-12-03"]
+
+
+def test_plot_ce_vs_oce_one_dot_per_seed_and_a_mean_bar():
+    from flatcast.experiments import oce_figures as figs
+
+    rows = _seeded_pairs("ETTh1", 96, [(0.40, 0.41), (0.40, 0.42)]) + _seeded_pairs("weather", 96, [(0.21, 0.20)])
+    fig = figs.plot_ce_vs_oce(oce.ce_vs_oce(pd.DataFrame(rows)), "test")
+    ax = fig.axes[0]
+    heights = [b.get_height() for b in ax.patches]
+    assert heights == pytest.approx([100 * ((0.01 / 0.41) + (0.02 / 0.42)) / 2, 100 * (0.20 - 0.21) / 0.20])
+    dots = [line for line in ax.lines if line.get_marker() == "o"]
+    assert [len(d.get_xdata()) for d in dots] == [2, 1]
+    assert ax.get_ylabel() and ax.get_title() == "test" and ax.get_legend() is not None
+    with pytest.raises(ValueError):
+        figs.plot_ce_vs_oce(oce.ce_vs_oce(pd.DataFrame()), "x")

@@ -11,8 +11,8 @@ import torch
 
 from flatcast.experiments import oce
 
-__all__ = ["plot_theorem1", "plot_outlier_sweep", "plot_snr", "plot_bars", "plot_knobs", "plot_forecasts",
-           "plot_pit", "render_explorer", "LOSS_COLORS"]
+__all__ = ["plot_theorem1", "plot_outlier_sweep", "plot_snr", "plot_bars", "plot_knobs", "plot_ce_vs_oce",
+           "plot_forecasts", "plot_pit", "render_explorer", "LOSS_COLORS"]
 
 LOSS_COLORS = {"MSE": "tab:blue", "Huber": "tab:green", "CE": "tab:orange", "OCE": "tab:red"}
 MODEL_COLORS = {"dlinear": "tab:blue", "huber": "tab:green", "oce": "tab:red", "ce": "tab:orange",
@@ -110,6 +110,32 @@ def plot_knobs(summary: pd.DataFrame, title: str) -> plt.Figure:
         ax.set(title=KNOB_TITLES[knob], xlabel=oce.KNOB_GRIDS[knob][0], ylabel="OCE-TS test MSE (standardised)")
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ce_vs_oce(pairs: pd.DataFrame, title: str) -> plt.Figure:
+    """OCE's relative gain over the CE head, (CE − OCE) / CE of the test MSE, per (dataset, horizon) of
+    :func:`flatcast.experiments.oce.ce_vs_oce`'s pairs: one dot per seed, a bar at the mean over seeds. Above zero
+    OCE is lower; the dotted lines mark the one-seed margin."""
+    if pairs.empty:
+        raise ValueError("no CE/OCE pairs to plot")
+    pairs = pairs.assign(gain=100 * (pairs["CE"] - pairs["OCE"]) / pairs["CE"],
+                         label=[f"{d}\nH={h}" for d, h in zip(pairs["dataset"], pairs["horizon"])])
+    labels = list(dict.fromkeys(pairs.sort_values(["dataset", "horizon"])["label"]))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 * len(labels) + 1.5), 3.6))
+    for i, label in enumerate(labels):
+        gains = pairs.loc[pairs["label"] == label, "gain"].to_numpy(float)
+        ax.bar(i, gains.mean(), color=MODEL_COLORS["oce"], alpha=0.35, width=0.6,
+               label="mean over seeds" if i == 0 else None)
+        ax.plot(np.full(len(gains), i), gains, "o", color=MODEL_COLORS["oce"], ms=4, label="one seed" if i == 0 else None)
+    ax.axhline(0.0, color="black", lw=0.8)
+    for sign in (1, -1):
+        ax.axhline(sign * 100 * oce.ONE_SEED_MARGIN, color="grey", lw=0.8, ls=":",
+                   label=f"±{oce.ONE_SEED_MARGIN:.0%} (one-seed margin)" if sign == 1 else None)
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set(ylabel="(CE − OCE) / CE of test MSE (%)", title=title)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
