@@ -558,7 +558,8 @@ def test_paper_file_notes_name_cells_budget_and_provenance(tmp_path, monkeypatch
 def test_plot_ce_vs_oce_one_dot_per_seed_and_a_mean_bar():
     from flatcast.experiments import oce_figures as figs
 
-    rows = _seeded_pairs("ETTh1", 96, [(0.40, 0.41), (0.40, 0.42)]) + _seeded_pairs("weather", 96, [(0.21, 0.20)])
+    rows = (_seeded_pairs("ETTh1", 96, [(0.40, 0.41), (0.40, 0.42)]) + _seeded_pairs("weather", 96, [(0.21, 0.20)])
+            + _seeded_pairs("ETTh1", 96, [(0.40, 0.41)], study="calibration"))  # seed 0 again: drawn once
     fig = figs.plot_ce_vs_oce(oce.ce_vs_oce(pd.DataFrame(rows)), "test")
     ax = fig.axes[0]
     heights = [b.get_height() for b in ax.patches]
