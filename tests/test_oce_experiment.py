@@ -155,13 +155,14 @@ def test_o11_verdict_counts_only_differences_beyond_the_margin(pairs, verdict, s
     assert f"in {sum((c - o) / c > oce.ONE_SEED_MARGIN for *_, o, c in pairs)} of {len(pairs)}" in v["O11"]["evidence"]
 
 
-def _seeded_pairs(dataset, horizon, oce_ce_by_seed, study="ce_compare"):
-    """CE/OCE twins of one (dataset, horizon) over seeds: ``oce_ce_by_seed`` = [(oce_mse, ce_mse), ...]."""
+def _seeded_pairs(dataset, horizon, oce_ce_by_seed, study="ce_compare", mae=None):
+    """CE/OCE twins of one (dataset, horizon) over seeds: ``oce_ce_by_seed`` = [(oce_mse, ce_mse), ...]; ``mae`` the
+    same for test MAE (absent from the records if None)."""
     rows = []
     for seed, (oce_mse, ce_mse) in enumerate(oce_ce_by_seed):
-        for model, mse in (("oce", oce_mse), ("ce", ce_mse)):
+        for i, (model, mse) in enumerate((("oce", oce_mse), ("ce", ce_mse))):
             rows.append({**vars(oce.Cell(study, dataset, horizon, model, seed=seed)), "test_mse": mse,
-                         "file": "oce_paper_capX_ce.json"})
+                         **({"test_mae": mae[seed][i]} if mae is not None else {}), "file": "oce_paper_capX_ce.json"})
     return rows
 
 
@@ -200,6 +201,24 @@ def test_o11_judges_seeded_groups_by_the_paired_test(small_exact_checks):
     repeat = _seeded_pairs("ETTm1", 96, [(0.30, 0.40)], study="calibration")
     v = oce.oce_verdicts(small_exact_checks, pd.DataFrame(rows + repeat))["O11"]
     assert v["verdict"] == "partly supported" and "in 2 of 3 group(s)" in v["evidence"]
+
+
+def test_o11_judges_mse_and_mae_apart(small_exact_checks):
+    same = [(0.30, 0.30), (0.31, 0.31), (0.32, 0.32)]             # MSE: no difference at all
+    lower = [(0.40, 0.410), (0.40, 0.411), (0.40, 0.412)]          # MAE: OCE lower on every seed, p ≈ 0.003
+    rows = sum((_seeded_pairs(d, 96, same, mae=lower) for d in ("ETTh1", "ETTh2", "ETTm1")), [])
+    summary = oce.ce_compare_summary(oce.ce_vs_oce(pd.DataFrame(rows)), "MAE")
+    assert (summary["verdict"] == "OCE lower").all() and (summary["metric"] == "MAE").all()
+    assert summary["CE"].tolist() == pytest.approx([0.411] * 3)
+    v = oce.oce_verdicts(small_exact_checks, pd.DataFrame(rows))["O11"]
+    assert v["verdict"] == "partly supported"
+    assert "MSE: OCE clearly lower in 0 of 3 group(s)" in v["evidence"]
+    assert "MAE: OCE clearly lower in 3 of 3 group(s)" in v["evidence"]
+    # better on both metrics everywhere: supported
+    rows = sum((_seeded_pairs(d, 96, lower, mae=lower) for d in ("ETTh1", "ETTh2", "ETTm1")), [])
+    assert oce.oce_verdicts(small_exact_checks, pd.DataFrame(rows))["O11"]["verdict"] == "supported"
+    with pytest.raises(ValueError, match="metric"):
+        oce.ce_compare_summary(oce.ce_vs_oce(pd.DataFrame(rows)), "RMSE")
 
 
 def test_paper_plan_has_the_ce_comparison_on_fig9_datasets_and_weather():
@@ -561,11 +580,16 @@ def test_plot_ce_vs_oce_one_dot_per_seed_and_a_mean_bar():
     rows = (_seeded_pairs("ETTh1", 96, [(0.40, 0.41), (0.40, 0.42)]) + _seeded_pairs("weather", 96, [(0.21, 0.20)])
             + _seeded_pairs("ETTh1", 96, [(0.40, 0.41)], study="calibration"))  # seed 0 again: drawn once
     fig = figs.plot_ce_vs_oce(oce.ce_vs_oce(pd.DataFrame(rows)), "test")
+    assert len(fig.axes) == 1  # no MAE in these records: the MSE panel only
     ax = fig.axes[0]
     heights = [b.get_height() for b in ax.patches]
     assert heights == pytest.approx([100 * ((0.01 / 0.41) + (0.02 / 0.42)) / 2, 100 * (0.20 - 0.21) / 0.20])
     dots = [line for line in ax.lines if line.get_marker() == "o"]
     assert [len(d.get_xdata()) for d in dots] == [2, 1]
-    assert ax.get_ylabel() and ax.get_title() == "test" and ax.get_legend() is not None
+    assert ax.get_ylabel() and fig._suptitle.get_text() == "test" and ax.get_legend() is not None
+    with_mae = _seeded_pairs("ETTh1", 96, [(0.40, 0.41)], mae=[(0.30, 0.33)])
+    fig = figs.plot_ce_vs_oce(oce.ce_vs_oce(pd.DataFrame(with_mae)), "test")
+    assert [a.get_title() for a in fig.axes] == ["test MSE", "test MAE"]
+    assert fig.axes[1].patches[0].get_height() == pytest.approx(100 * 0.03 / 0.33)
     with pytest.raises(ValueError):
         figs.plot_ce_vs_oce(oce.ce_vs_oce(pd.DataFrame()), "x")

@@ -61,7 +61,7 @@ __all__ = [
     "table1", "lemma1_check", "bin_mass_check", "theorem1_study", "outlier_refit_sweep", "explorer_problem",
     "fit_all_losses", "runtime_benchmark", "load_results", "results_frame", "oce_verdicts", "main",
     "KNOB_GRIDS", "knob_summary", "knob_table", "target_mean_shift", "ce_vs_oce", "snr_table", "snr_summary",
-    "ce_compare_summary", "CE_COMPARE_DATASETS", "paper_files", "paper_frame", "paper_file_notes", "forecast_table",
+    "ce_compare_summary", "CE_COMPARE_DATASETS", "CE_COMPARE_METRICS", "paper_files", "paper_frame", "paper_file_notes", "forecast_table",
     "forecast_snapshots", "robustness_table",
     "calibration_table", "CALIBRATION_LABELS",
 ]
@@ -840,12 +840,15 @@ def _cells(frame: pd.DataFrame, **match) -> pd.DataFrame:
 
 def ce_vs_oce(frame: pd.DataFrame) -> pd.DataFrame:
     """Every clean cell trained with the CE head next to its OCE twin (same study, dataset, horizon, look-back, seed,
-    bins, σ and target shape; no noise, no outliers): ``study, dataset, horizon, seed, OCE, CE`` (test MSE) and
-    ``OCE better``. Both the forecast cells (H = 720) and the calibration cells (ETTh1, H = 96) hold such pairs."""
-    columns = ["study", "dataset", "horizon", "seed", "OCE", "CE", "OCE better"]
+    bins, σ and target shape; no noise, no outliers): ``study, dataset, horizon, seed, OCE, CE`` (test MSE),
+    ``OCE MAE, CE MAE`` (test MAE, NaN where a record lacks it) and ``OCE better`` (on MSE). The forecast cells
+    (H = 720), the calibration cells (ETTh1, H = 96) and the ``ce_compare`` study hold such pairs."""
+    columns = ["study", "dataset", "horizon", "seed", "OCE", "CE", "OCE MAE", "CE MAE", "OCE better"]
     if frame.empty or "model" not in frame:
         return pd.DataFrame(columns=columns)
     clean = frame[frame.snr_db.isna() & (frame.outlier_fraction == 0)]
+    if "test_mae" not in clean:
+        clean = clean.assign(test_mae=np.nan)
     twin_keys = ["study", "dataset", "horizon", "lookback", "seed", "n_bins", "sigma", "distribution"]
     if "file" in clean:
         twin_keys.append("file")  # the same training budget
@@ -855,37 +858,46 @@ def ce_vs_oce(frame: pd.DataFrame) -> pd.DataFrame:
     pairs = ce.merge(oce_cells, on=twin_keys, suffixes=("_ce", "_oce"))
     rows = [{"study": r.study, "dataset": r.dataset, "horizon": int(r.horizon), "seed": int(r.seed),
              "OCE": float(r.test_mse_oce), "CE": float(r.test_mse_ce),
+             "OCE MAE": float(r.test_mae_oce), "CE MAE": float(r.test_mae_ce),
              "OCE better": bool(r.test_mse_oce < r.test_mse_ce), **({"file": r.file} if "file" in columns else {})}
             for r in pairs.itertuples()]
     return pd.DataFrame(rows, columns=columns).sort_values(["dataset", "horizon", "study"], ignore_index=True)
 
 
-def ce_compare_summary(pairs: pd.DataFrame) -> pd.DataFrame:
-    """:func:`ce_vs_oce`'s pairs grouped by (study, dataset, horizon, budget file): the seeds, mean test MSE of each
-    loss, the mean relative gain (CE − OCE) / CE, and with ≥ 2 seeds a paired t-test over the seeds (same data,
-    initialisation and batch order for both losses). ``verdict`` per group: with ≥ 3 seeds "OCE lower" / "CE lower"
-    when the paired p < :data:`PAIRED_P`, else "no clear difference"; with fewer seeds the one-seed rule (a relative
-    difference beyond :data:`ONE_SEED_MARGIN`)."""
+#: :func:`ce_compare_summary`'s metrics: name -> (OCE column, CE column) of :func:`ce_vs_oce`.
+CE_COMPARE_METRICS = {"MSE": ("OCE", "CE"), "MAE": ("OCE MAE", "CE MAE")}
+
+
+def ce_compare_summary(pairs: pd.DataFrame, metric: str = "MSE") -> pd.DataFrame:
+    """:func:`ce_vs_oce`'s pairs grouped by (study, dataset, horizon, budget file), on test ``metric`` ("MSE" or
+    "MAE"): the seeds, the mean of each loss's metric, the mean relative gain (CE − OCE) / CE, and with ≥ 2 seeds a
+    paired t-test over the seeds (same data, initialisation and batch order for both losses). ``verdict`` per group:
+    with ≥ 3 seeds "OCE lower" / "CE lower" when the paired p < :data:`PAIRED_P`, else "no clear difference"; with
+    fewer seeds the one-seed rule (a relative difference beyond :data:`ONE_SEED_MARGIN`)."""
     from scipy import stats
 
-    columns = ["study", "dataset", "horizon", "n_seeds", "OCE", "CE", "gain", "paired_p", "verdict"]
+    if metric not in CE_COMPARE_METRICS:
+        raise ValueError(f"unknown metric {metric!r}: use one of {tuple(CE_COMPARE_METRICS)}")
+    oce_column, ce_column = CE_COMPARE_METRICS[metric]
+    columns = ["study", "dataset", "horizon", "metric", "n_seeds", "OCE", "CE", "gain", "paired_p", "verdict"]
     if pairs.empty:
         return pd.DataFrame(columns=columns)
+    pairs = pairs.dropna(subset=[oce_column, ce_column])
     keys = ["study", "dataset", "horizon"] + (["file"] if "file" in pairs else [])
     rows = []
     for key, group in pairs.groupby(keys, sort=True):
-        oce_mse, ce_mse = group["OCE"].to_numpy(), group["CE"].to_numpy()
-        gain = float(((ce_mse - oce_mse) / ce_mse).mean())
-        diff = ce_mse - oce_mse
-        p = (float(stats.ttest_rel(ce_mse, oce_mse).pvalue) if np.any(diff != diff[0]) else (0.0 if diff[0] else 1.0)
-             ) if len(group) >= 2 else float("nan")
+        oce_value, ce_value = group[oce_column].to_numpy(), group[ce_column].to_numpy()
+        gain = float(((ce_value - oce_value) / ce_value).mean())
+        diff = ce_value - oce_value
+        p = (float(stats.ttest_rel(ce_value, oce_value).pvalue) if np.any(diff != diff[0])
+             else (0.0 if diff[0] else 1.0)) if len(group) >= 2 else float("nan")
         if len(group) >= 3:
             verdict = ("OCE lower" if gain > 0 else "CE lower") if p < PAIRED_P else "no clear difference"
         else:
             verdict = ("OCE lower" if gain > ONE_SEED_MARGIN else "CE lower" if gain < -ONE_SEED_MARGIN
                        else "no clear difference")
-        rows.append({**dict(zip(keys, key)), "n_seeds": len(group), "OCE": float(oce_mse.mean()),
-                     "CE": float(ce_mse.mean()), "gain": gain, "paired_p": p, "verdict": verdict})
+        rows.append({**dict(zip(keys, key)), "metric": metric, "n_seeds": len(group), "OCE": float(oce_value.mean()),
+                     "CE": float(ce_value.mean()), "gain": gain, "paired_p": p, "verdict": verdict})
     return pd.DataFrame(rows, columns=columns + (["file"] if "file" in pairs else []))
 
 
@@ -1287,33 +1299,48 @@ def oce_verdicts(exact: dict[str, Any], paper: pd.DataFrame, quick: pd.DataFrame
                     + _other_horizons_note(summary)}
     else:
         v["O12"] = {"verdict": "inconclusive", "evidence": "No complete paper-profile SNR sweep at H=720 yet; quick profile only."}
-    # O11 CE vs OCE: every paper-profile pair of one CE-head cell and its OCE twin, grouped by (study, dataset,
-    # horizon, budget): a group of ≥ 3 seeds counts by a paired t-test, a one-seed group only beyond ONE_SEED_MARGIN
-    # (ce_compare_summary). "supported" needs OCE clearly lower in every group on at least three datasets (the
-    # paper: "consistent improvement across all benchmark datasets").
-    groups = ce_compare_summary(ce_vs_oce(paper))
-    if len(groups):  # one group per (dataset, horizon): the one with most seeds (a calibration twin repeats seed 0)
-        groups = (groups.sort_values("n_seeds", ascending=False, kind="stable")
-                  .drop_duplicates(["dataset", "horizon"]).sort_values(["dataset", "horizon"], ignore_index=True))
-        wins, losses = int((groups["verdict"] == "OCE lower").sum()), int((groups["verdict"] == "CE lower").sum())
-        n_datasets = groups["dataset"].nunique()
+    # O11 CE vs OCE on MSE and MAE (the paper: "superior metric performance (MAE / MSE)"): every paper-profile pair
+    # of one CE-head cell and its OCE twin, grouped by (study, dataset, horizon, budget); a group of ≥ 3 seeds counts
+    # by a paired t-test, a one-seed group only beyond ONE_SEED_MARGIN (ce_compare_summary). "supported" needs OCE
+    # clearly lower in every group on both metrics on at least three datasets ("consistent improvement across all
+    # benchmark datasets").
+    pairs = ce_vs_oce(paper)
+    if len(pairs):
+        summaries, parts = [], []
+        for metric in CE_COMPARE_METRICS:
+            groups = ce_compare_summary(pairs, metric)
+            if groups.empty:  # e.g. records without MAE
+                continue
+            # one group per (dataset, horizon): the one with most seeds (a calibration twin repeats seed 0)
+            groups = (groups.sort_values("n_seeds", ascending=False, kind="stable")
+                      .drop_duplicates(["dataset", "horizon"]).sort_values(["dataset", "horizon"], ignore_index=True))
+            summaries.append(groups)
+            lower = groups[groups["verdict"] == "OCE lower"]
+            higher = groups[groups["verdict"] == "CE lower"]
+            parts.append(f"{metric}: OCE clearly lower in {len(lower)} of {len(groups)} group(s)"
+                         + (f" ({', '.join(f'{r.dataset} H={r.horizon}' for r in lower.itertuples())})" if len(lower) else "")
+                         + f", CE clearly lower in {len(higher)}"
+                         + (f" ({', '.join(f'{r.dataset} H={r.horizon}' for r in higher.itertuples())})" if len(higher) else "")
+                         + "; " + "; ".join(
+                             f"{r.dataset} H={r.horizon} ({r.n_seeds} seed{'s' if r.n_seeds > 1 else ''}): "
+                             f"{r.OCE:.3f} vs {r.CE:.3f} ({r.gain:+.1%}"
+                             + (f", p = {r.paired_p:.2g}" if r.n_seeds >= 3 else "") + ")"
+                             for r in groups.itertuples()))
+        both = pd.concat(summaries, ignore_index=True)
+        wins, losses = int((both["verdict"] == "OCE lower").sum()), int((both["verdict"] == "CE lower").sum())
+        n_datasets = both["dataset"].nunique()
         if losses:
             verdict = "partly supported" if wins else "not supported"
-        elif wins == len(groups) and n_datasets >= 3:
+        elif wins == len(both) and n_datasets >= 3:
             verdict = "supported"
         else:
             verdict = "partly supported" if wins else "inconclusive"
-        parts = [f"{r.dataset} H={r.horizon} ({r.study}, {r.n_seeds} seed{'s' if r.n_seeds > 1 else ''}): OCE "
-                 f"{r.OCE:.3f} vs CE {r.CE:.3f} ({r.gain:+.1%}"
-                 + (f", paired p = {r.paired_p:.3f}" if r.n_seeds >= 3 else "") + f"; {r.verdict})"
-                 for r in groups.itertuples()]
-        budgets = ", ".join(sorted(set(groups["file"]))) if "file" in groups else "see the results files"
+        budgets = ", ".join(sorted(set(both["file"]))) if "file" in both else "see the results files"
         v["O11"] = {"verdict": verdict,
-                    "evidence": f"Paper sizes, capped budgets ({budgets}); mean test MSE, relative gain (CE − OCE)/CE: "
-                    + "; ".join(parts) + f". OCE clearly lower in {wins} of {len(groups)} group(s), CE clearly lower "
-                    f"in {losses}, on {n_datasets} dataset(s) (the paper: all six of Fig. 9 and Weather in Fig. 5). "
-                    f"A group of ≥ 3 seeds counts by a paired t-test (p < {PAIRED_P}), a one-seed pair only beyond "
-                    f"{ONE_SEED_MARGIN:.0%}."}
+                    "evidence": f"Paper sizes, capped budgets ({budgets}); OCE vs CE head, mean over seeds, relative "
+                    "gain (CE − OCE)/CE. " + ". ".join(parts) + f". On {n_datasets} dataset(s) (the paper: all six of "
+                    f"Fig. 9 and Weather in Fig. 5). A group of ≥ 3 seeds counts by a paired t-test (p < {PAIRED_P}), "
+                    f"a one-seed pair only beyond {ONE_SEED_MARGIN:.0%}."}
     v.setdefault("O11", {"verdict": "inconclusive", "evidence": "quick profile only (ETTh1, H=96)"})
     v.update(_knob_verdicts(paper))
     for cid, text in (("O8", "target distributions (Gaussian / Student-t ν=5 / Laplace)"), ("O9", "look-back windows"),

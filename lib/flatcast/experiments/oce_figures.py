@@ -115,30 +115,37 @@ def plot_knobs(summary: pd.DataFrame, title: str) -> plt.Figure:
 
 
 def plot_ce_vs_oce(pairs: pd.DataFrame, title: str) -> plt.Figure:
-    """OCE's relative gain over the CE head, (CE − OCE) / CE of the test MSE, per (dataset, horizon) of
-    :func:`flatcast.experiments.oce.ce_vs_oce`'s pairs: one dot per seed, a bar at the mean over seeds. Above zero
-    OCE is lower; the dotted lines mark the one-seed margin. A seed that two studies share with the same data and
-    horizon (the calibration study's ETTh1 H = 96 pair is the ``ce_compare`` study's seed 0) is drawn once."""
+    """OCE's relative gain over the CE head, (CE − OCE) / CE, per (dataset, horizon) of
+    :func:`flatcast.experiments.oce.ce_vs_oce`'s pairs, one panel per metric (test MSE, and test MAE where the
+    records have it): one dot per seed, a bar at the mean over seeds. Above zero OCE is lower; the dotted lines mark
+    the one-seed margin. A seed that two studies share with the same data and horizon (the calibration study's
+    ETTh1 H = 96 pair is the ``ce_compare`` study's seed 0) is drawn once."""
     if pairs.empty:
         raise ValueError("no CE/OCE pairs to plot")
     pairs = (pairs.assign(_first=pairs["study"] != "ce_compare").sort_values("_first", kind="stable")
              .drop_duplicates(["dataset", "horizon", "seed"]))
-    pairs = pairs.assign(gain=100 * (pairs["CE"] - pairs["OCE"]) / pairs["CE"],
-                         label=[f"{d}\nH={h}" for d, h in zip(pairs["dataset"], pairs["horizon"])])
+    pairs = pairs.assign(label=[f"{d}\nH={h}" for d, h in zip(pairs["dataset"], pairs["horizon"])])
     labels = list(dict.fromkeys(pairs.sort_values(["dataset", "horizon"])["label"]))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 * len(labels) + 1.5), 3.6))
-    for i, label in enumerate(labels):
-        gains = pairs.loc[pairs["label"] == label, "gain"].to_numpy(float)
-        ax.bar(i, gains.mean(), color=MODEL_COLORS["oce"], alpha=0.35, width=0.6,
-               label="mean over seeds" if i == 0 else None)
-        ax.plot(np.full(len(gains), i), gains, "o", color=MODEL_COLORS["oce"], ms=4, label="one seed" if i == 0 else None)
-    ax.axhline(0.0, color="black", lw=0.8)
-    for sign in (1, -1):
-        ax.axhline(sign * 100 * oce.ONE_SEED_MARGIN, color="grey", lw=0.8, ls=":",
-                   label=f"±{oce.ONE_SEED_MARGIN:.0%} (one-seed margin)" if sign == 1 else None)
-    ax.set_xticks(range(len(labels)), labels, fontsize=8)
-    ax.set(ylabel="(CE − OCE) / CE of test MSE (%)", title=title)
-    ax.legend(fontsize=7)
+    metrics = [(m, cols) for m, cols in oce.CE_COMPARE_METRICS.items()
+               if m == "MSE" or (cols[0] in pairs and pairs[list(cols)].notna().all(axis=None))]
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(5.0, 1.0 * len(labels) + 1.5), 3.2 * len(metrics)),
+                             squeeze=False, sharex=True)
+    for ax, (metric, (oce_column, ce_column)) in zip(axes[:, 0], metrics):
+        gain = 100 * (pairs[ce_column] - pairs[oce_column]) / pairs[ce_column]
+        for i, label in enumerate(labels):
+            gains = gain[pairs["label"] == label].to_numpy(float)
+            ax.bar(i, gains.mean(), color=MODEL_COLORS["oce"], alpha=0.35, width=0.6,
+                   label="mean over seeds" if i == 0 else None)
+            ax.plot(np.full(len(gains), i), gains, "o", color=MODEL_COLORS["oce"], ms=4,
+                    label="one seed" if i == 0 else None)
+        ax.axhline(0.0, color="black", lw=0.8)
+        for sign in (1, -1):
+            ax.axhline(sign * 100 * oce.ONE_SEED_MARGIN, color="grey", lw=0.8, ls=":",
+                       label=f"±{oce.ONE_SEED_MARGIN:.0%} (one-seed margin)" if sign == 1 else None)
+        ax.set(ylabel=f"(CE − OCE) / CE of test {metric} (%)", title=f"test {metric}")
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xticks(range(len(labels)), labels, fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
