@@ -483,6 +483,19 @@ def test_o7_states_the_load_the_timing_ran_under(small_exact_checks):
     assert fast["verdict"] == "supported" and "At most 2.5× here, a moderate cost" in fast["evidence"]
 
 
+def test_runtime_benchmark_records_its_device_and_o7_names_a_gpu(small_exact_checks):
+    table = oce.runtime_benchmark(lookback=48, horizons=(24,), steps=2, device="cpu")
+    assert table["device"].tolist() == ["cpu"] and (table["OCE-TS ms/iter"] > 0).all()
+    assert table["ratio OCE/DLinear"].iloc[0] == pytest.approx(table["OCE-TS ms/iter"].iloc[0]
+                                                               / table["DLinear ms/iter"].iloc[0])
+    gpu = pd.DataFrame([{"H": 96, "DLinear ms/iter": 1.0, "OCE-TS ms/iter": 1.5, "ratio OCE/DLinear": 1.5,
+                         "load": 0.1, "cores": 16, "device": "cuda: NVIDIA H200"}])
+    evidence = oce.oce_verdicts(small_exact_checks, pd.DataFrame(), runtime=gpu)["O7"]["evidence"]
+    assert "on cuda: NVIDIA H200" in evidence and "no GPU" not in evidence and "CPU thread" not in evidence
+    cpu = gpu.assign(device="cpu")
+    assert "no GPU" in oce.oce_verdicts(small_exact_checks, pd.DataFrame(), runtime=cpu)["O7"]["evidence"]
+
+
 def test_target_mean_shift_matches_the_truncated_gaussian_mean_and_half_a_bin():
     # many bins: the binned mean is the continuous mean of a Gaussian truncated to [0, 1] (closed form)
     sigma, n = 1.0, 11
