@@ -61,8 +61,8 @@ __all__ = [
     "table1", "lemma1_check", "bin_mass_check", "theorem1_study", "outlier_refit_sweep", "explorer_problem",
     "fit_all_losses", "runtime_benchmark", "load_results", "results_frame", "oce_verdicts", "main",
     "KNOB_GRIDS", "knob_summary", "knob_table", "target_mean_shift", "ce_vs_oce", "snr_table", "snr_summary",
-    "ce_compare_summary", "CE_COMPARE_DATASETS", "CE_COMPARE_METRICS", "paper_files", "paper_frame", "paper_file_notes", "forecast_table",
-    "forecast_snapshots", "robustness_table",
+    "ce_compare_summary", "CE_COMPARE_DATASETS", "CE_COMPARE_METRICS", "paper_files", "paper_frame",
+    "paper_file_notes", "forecast_table", "forecast_snapshots", "robustness_table",
     "calibration_table", "CALIBRATION_LABELS",
 ]
 
@@ -1332,13 +1332,13 @@ def oce_verdicts(exact: dict[str, Any], paper: pd.DataFrame, quick: pd.DataFrame
             groups = (groups.sort_values("n_seeds", ascending=False, kind="stable")
                       .drop_duplicates(["dataset", "horizon"]).sort_values(["dataset", "horizon"], ignore_index=True))
             summaries.append(groups)
-            lower = groups[groups["verdict"] == "OCE lower"]
-            higher = groups[groups["verdict"] == "CE lower"]
-            parts.append(f"{metric}: OCE clearly lower in {len(lower)} of {len(groups)} group(s)"
-                         + (f" ({', '.join(f'{r.dataset} H={r.horizon}' for r in lower.itertuples())})" if len(lower) else "")
-                         + f", CE clearly lower in {len(higher)}"
-                         + (f" ({', '.join(f'{r.dataset} H={r.horizon}' for r in higher.itertuples())})" if len(higher) else "")
-                         + "; " + "; ".join(
+            lower, higher = (groups[groups["verdict"] == v] for v in ("OCE lower", "CE lower"))
+
+            def names(hits: pd.DataFrame) -> str:  # " (ETTh1 H=96, …)"
+                return f" ({', '.join(f'{r.dataset} H={r.horizon}' for r in hits.itertuples())})" if len(hits) else ""
+
+            parts.append(f"{metric}: OCE clearly lower in {len(lower)} of {len(groups)} group(s){names(lower)}, CE "
+                         f"clearly lower in {len(higher)}{names(higher)}; " + "; ".join(
                              f"{r.dataset} H={r.horizon} ({r.n_seeds} seed{'s' if r.n_seeds > 1 else ''}): "
                              f"{r.OCE:.3f} vs {r.CE:.3f} ({r.gain:+.1%}"
                              + (f", p = {r.paired_p:.2g}" if r.n_seeds >= 3 else "") + ")"
