@@ -606,3 +606,13 @@ def test_plot_ce_vs_oce_one_dot_per_seed_and_a_mean_bar():
     assert fig.axes[1].patches[0].get_height() == pytest.approx(100 * 0.03 / 0.33)
     with pytest.raises(ValueError):
         figs.plot_ce_vs_oce(oce.ce_vs_oce(pd.DataFrame()), "x")
+
+
+def test_distinct_pairs_keeps_a_shared_seed_once_as_the_comparison_study():
+    rows = (_seeded_pairs("ETTh1", 96, [(0.40, 0.41), (0.40, 0.42)])
+            + _seeded_pairs("ETTh1", 96, [(0.39, 0.41)], study="calibration")   # seed 0 again
+            + _seeded_pairs("weather", 720, [(0.30, 0.31)], study="forecast"))
+    kept = oce.distinct_pairs(oce.ce_vs_oce(pd.DataFrame(rows)))
+    assert sorted(zip(kept["dataset"], kept["seed"], kept["study"])) == [
+        ("ETTh1", 0, "ce_compare"), ("ETTh1", 1, "ce_compare"), ("weather", 0, "forecast")]
+    assert kept.loc[(kept["dataset"] == "ETTh1") & (kept["seed"] == 0), "OCE"].item() == 0.40

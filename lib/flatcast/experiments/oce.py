@@ -61,7 +61,7 @@ __all__ = [
     "table1", "lemma1_check", "bin_mass_check", "theorem1_study", "outlier_refit_sweep", "explorer_problem",
     "fit_all_losses", "runtime_benchmark", "load_results", "results_frame", "oce_verdicts", "main",
     "KNOB_GRIDS", "knob_summary", "knob_table", "target_mean_shift", "ce_vs_oce", "snr_table", "snr_summary",
-    "ce_compare_summary", "CE_COMPARE_DATASETS", "CE_COMPARE_METRICS", "paper_files", "paper_frame",
+    "ce_compare_summary", "distinct_pairs", "CE_COMPARE_DATASETS", "CE_COMPARE_METRICS", "paper_files", "paper_frame",
     "paper_file_notes", "forecast_table", "forecast_snapshots", "robustness_table",
     "calibration_table", "CALIBRATION_LABELS",
 ]
@@ -876,6 +876,17 @@ def ce_vs_oce(frame: pd.DataFrame) -> pd.DataFrame:
              "OCE better": bool(r.test_mse_oce < r.test_mse_ce), **({"file": r.file} if "file" in columns else {})}
             for r in pairs.itertuples()]
     return pd.DataFrame(rows, columns=columns).sort_values(["dataset", "horizon", "study"], ignore_index=True)
+
+
+def distinct_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+    """:func:`ce_vs_oce`'s pairs with each (dataset, horizon, seed) once: a seed that two studies share (the
+    calibration study's ETTh1 H = 96 pair is the ``ce_compare`` study's seed 0, same budget and numbers) is kept as
+    the ``ce_compare`` study's."""
+    if pairs.empty:
+        return pairs
+    return (pairs.assign(_other=pairs["study"] != "ce_compare").sort_values("_other", kind="stable")
+            .drop_duplicates(["dataset", "horizon", "seed"]).drop(columns="_other")
+            .sort_values(["dataset", "horizon", "study"], ignore_index=True))
 
 
 #: :func:`ce_compare_summary`'s metrics: name -> (OCE column, CE column) of :func:`ce_vs_oce`.

@@ -122,8 +122,7 @@ def plot_ce_vs_oce(pairs: pd.DataFrame, title: str) -> plt.Figure:
     ETTh1 H = 96 pair is the ``ce_compare`` study's seed 0) is drawn once."""
     if pairs.empty:
         raise ValueError("no CE/OCE pairs to plot")
-    pairs = (pairs.assign(_first=pairs["study"] != "ce_compare").sort_values("_first", kind="stable")
-             .drop_duplicates(["dataset", "horizon", "seed"]))
+    pairs = oce.distinct_pairs(pairs)
     pairs = pairs.assign(label=[f"{d}\nH={h}" for d, h in zip(pairs["dataset"], pairs["horizon"])])
     labels = list(dict.fromkeys(pairs.sort_values(["dataset", "horizon"])["label"]))
     metrics = [(m, cols) for m, cols in oce.CE_COMPARE_METRICS.items()
