@@ -1,47 +1,69 @@
 #!/usr/bin/env bash
 # One prepared, time-boxed call on a lent GPU machine for the open paper-profile work (README, "On a lent GPU").
 #
-# Here, before the call:   make gpu-prepare     (copies the dataset CSVs, checked, into .gpu/data: git-ignored)
-# Device tool:             run(command="bash scripts/gpu_session.sh 530", carry=[".gpu"], timeout_s=600)
-# After it:                tar xzf <files_at>/results.tgz    (in the checkout, with no local runner writing to
-#                          data/results meanwhile: it holds data/results/... as the runners
-#                          wrote them), then look at <files_at>/log.txt, regenerate the verdicts and commit.
+# Here, before the call:   commit, then `make gpu-prepare` (copies the dataset CSVs, checked, into .gpu/data and
+#                          HEAD's hash into .gpu/commit; .gpu is git-ignored)
+# Device tool:             run(command="bash scripts/gpu_session.sh 540", carry=[".gpu"], timeout_s=600)
+# After it:                tar xzf <files_at>/results.tgz  (in the checkout: it holds only files the call wrote
+#                          or appended to under data/results), read <files_at>/log.txt, regenerate the verdicts, commit.
 #
 # The machine has its own python3 with a CUDA PyTorch and pandas/scipy/matplotlib, but no Ray and no network: the
-# library runs from lib/ (PYTHONPATH) and the benchmark grid uses the runner's inline backend. Every runner below
-# is resumable and writes each finished item at once, so a `timeout` loses only the item in progress. The steps
-# run in the order of their value per GPU minute; each gets what is left of the budget (first argument, seconds).
+# library runs from lib/ (PYTHONPATH) and the benchmark grid uses the runner's inline backend. The models are small,
+# so one process leaves the GPU mostly idle (launch-bound): the jobs below run side by side, each a resumable runner
+# of the project on its own slice (one benchmark store each: a store admits one runner), each writing every finished
+# item at once, so the budget's `timeout` loses only the items in progress. The runtime benchmark (OCE-TS Table 3)
+# runs first and alone, so that nothing else shares the GPU while it is timed.
 set -u
-BUDGET=${1:-530}
+BUDGET=${1:-540}
 START=$(date +%s)
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}  # DEVICE=cpu for a smoke test of this script on a CPU machine
 OUT=${OUT:-/tmp/flatcast-gpu-out}
-mkdir -p "$OUT"
+STORES=${STORES:-/tmp/flatcast-gpu-stores}
+mkdir -p "$OUT" "$STORES"
 export PYTHONPATH="$PWD/lib${PYTHONPATH:+:$PYTHONPATH}" FLATCAST_DATA="$PWD/.gpu/data" PYTHONUNBUFFERED=1
+export FLATCAST_COMMIT=$(cat .gpu/commit 2>/dev/null || true)
+touch "$STORES/.start"
 
-left() { echo $(( BUDGET - ($(date +%s) - START) )); }
-step() {  # step <seconds at most> <command...>: run while at least 60 s of the budget remain
-  local cap=$1; shift
-  local t; t=$(left); t=$(( t - 20 )); [ "$t" -gt "$cap" ] && t=$cap
-  if [ "$t" -lt 60 ]; then echo "== skipped (budget): $*"; return; fi
-  echo "== $(date -u +%H:%M:%S) ($t s at most): $*"
-  timeout --signal=INT "$t" "$@"; echo "== exit $?"
+left() { echo $(( BUDGET - ($(date +%s) - START) - 25 )); }  # 25 s kept for packing the results
+job() {  # job <name> <command...>: run under what is left of the budget, its output in $OUT/<name>.log
+  local name=$1; shift
+  local t; t=$(left)
+  if [ "$t" -lt 30 ]; then echo "== skipped (budget): $name"; return; fi
+  echo "== $(date -u +%H:%M:%S) $name ($t s at most): $*"
+  timeout --signal=TERM --kill-after=5 "$t" "$@" > "$STORES/$name.log" 2>&1
+  local rc=$?
+  echo "== $(date -u +%H:%M:%S) $name exit $rc"
+}
+grid() {  # grid <name> <benchmark run arguments...>: the benchmark runner on a store of its own
+  local name=$1; shift
+  job "$name" "$PY" -m flatcast.benchmark run --backend inline --device "$DEVICE" --threads 1 --accept-older-code \
+      --no-progress --store "$STORES/$name" "$@"
 }
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   "$PY" -c "import torch, flatcast; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-  step 90 "$PY" scripts/benchmark_training.py --device "$DEVICE" --no-official --steps 200 --members 1,5,10,20 \
-      --compile off  # compiling each k would take most of the 90 s (untested on CUDA; eager figures first)
-  step 300 "$PY" -m flatcast.experiments.sharpness --profile paper --device "$DEVICE" --no-verdicts
-  step 300 "$PY" -m flatcast.benchmark run --grid samformer-table1 --backend inline --device "$DEVICE" \
-      --accept-older-code --no-progress
-  step 300 "$PY" -m flatcast.benchmark run --grid samformer-table9 --backend inline --device "$DEVICE" \
-      --accept-older-code --no-progress
-  step 300 "$PY" -m flatcast.experiments.attention --profile paper --device "$DEVICE" --threads 0 --no-verdicts
-  step 300 "$PY" -m flatcast.experiments.eeo --profile paper --device "$DEVICE"
-  step 300 "$PY" -m flatcast.experiments.oce --profile paper --device "$DEVICE"
+  job oce_runtime "$PY" -m flatcast.experiments.oce --profile paper --runtime-only --runtime-steps 50 --device "$DEVICE"
+  # SAMformer Tables 9-10: the 12 temporal-attention cells S26/S32 wait on, one job per cell, and Table 10's last
+  # two cells; EEO-TFV Table 4's "Original" transformer (never run on the CPU)
+  for H in 96 192 336 720; do
+    for D in ETTm1 ETTm2 weather; do
+      grid "temporal_${D}_H$H" --grid samformer-table9 --recipes temporal --datasets "$D" --horizons "$H" &
+    done
+  done
+  for R in samformer identity_sam; do
+    grid "weather_H720_$R" --grid samformer-table9 --recipes "$R" --datasets weather --horizons 720 &
+  done
+  job eeo_original "$PY" -m flatcast.experiments.eeo --profile paper --device "$DEVICE" \
+      --cells ETTh1:96:original,ETTh2:96:original,ETTm1:96:original,ETTm2:96:original \
+      --out data/results/eeo_paper_runs_gpu.jsonl &
+  sleep 60; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader || true
+  wait
+  for f in "$STORES"/*.log; do echo "---- $f"; tail -n 6 "$f"; done
 } 2>&1 | tee "$OUT/log.txt"
-tar czf "$OUT/results.tgz" data/results
-echo "results: $OUT/results.tgz ($(du -h "$OUT/results.tgz" | cut -f1)), log: $OUT/log.txt"
+mkdir -p data/results/benchmark/cells
+for d in "$STORES"/*/cells; do [ -d "$d" ] && cp -n "$d"/*.json data/results/benchmark/cells/ 2>/dev/null; done
+find data/results -type f -newer "$STORES/.start" -print0 | tar czf "$OUT/results.tgz" --null -T -
+tar czf "$OUT/logs.tgz" -C "$STORES" $(cd "$STORES" && ls *.log 2>/dev/null)
+echo "results: $OUT/results.tgz ($(tar tzf "$OUT/results.tgz" | wc -l) files), log: $OUT/log.txt"
