@@ -398,6 +398,30 @@ def test_s32_times_steps_only_on_cells_both_recipes_ran():
     assert s32["verdict"] == "inconclusive" and "rule outcome supported" in s32["measured"]
 
 
+def test_s32_does_not_time_a_gpu_cell_against_a_cpu_cell():
+    """A cell a lent GPU trained enters the accuracy comparison but not the per-step timing, and the evidence says
+    how many cells were timed."""
+    def cell(recipe, dataset, wall, values, device=None):
+        out = {"identity": {"config": {"recipe": recipe, "dataset": dataset, "horizon": 96, "profile": "paper"}},
+               "key": f"{recipe}-{dataset}", "current": True,
+               "per_seed": [{"seed": i, "test_mse": v, "test_mae": v, "n_steps": 100, "wall_time_s": wall}
+                            for i, v in enumerate(values)]}
+        return out if device is None else {**out, "device": device}
+
+    same = [0.40, 0.41, 0.39, 0.40, 0.42]
+    results = [cell("transformer", "ETTh1", 1.0, same), cell("temporal", "ETTh1", 5.0, [v * 1.1 for v in same]),
+               cell("transformer", "ETTh2", 2.0, same, "cpu"),
+               cell("temporal", "ETTh2", 0.1, [v * 1.1 for v in same], "cuda")]  # fast only because of the GPU
+    s32 = at.grid_table_verdicts(results).set_index("id").loc["S32"]
+    # the ETTh1 pair alone is timed: 10 ms vs 50 ms (with the GPU cell the temporal mean would be 25.5 ms)
+    assert "channel 10.0 ms vs temporal 50.0 ms" in s32["measured"]
+    assert "mean over the 1 cells both ran on the CPU" in s32["measured"] and "over 2 of 24 cells" in s32["measured"]
+    records = at.benchmark_table_records(results)
+    assert at.cells_by_device(records) == {"cpu": 3, "cuda": 1}
+    assert at.device_type({"provenance": {"device": "cuda: NVIDIA H200"}}) == "cuda"
+    assert at.device_type({"device": "cpu"}) == at.device_type({}) == "cpu"
+
+
 @pytest.mark.parametrize("verdict, wins, losses, compared, pending, expected", [
     ("not supported", 0, 0, 1, 0, True),         # nothing missing: every verdict stands
     ("partly supported", 3, 1, 24, 0, True),

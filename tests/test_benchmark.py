@@ -308,3 +308,19 @@ def test_an_unavailable_device_fails_before_any_cell(tmp_path):
     with pytest.raises(ValueError, match="CUDA is not available"):
         run_cells(expand("quick", "quick"), ResultStore(tmp_path), device="cuda", progress=False)
     assert not (tmp_path / "cells").exists()
+
+
+def test_grid_progress_counts_the_cells_a_gpu_trained(tmp_path):
+    from flatcast.experiments.benchmark import grid_progress
+
+    store = ResultStore(tmp_path)
+    cells = expand("samformer-table9", "paper")[:3]
+    for cell, device in zip(cells, ("cpu", "cuda", None)):
+        result = _fake_result()
+        if device is None:
+            del result["device"]  # a cell from before the field: the CPU
+        else:
+            result["device"] = device
+        store.put(cell, cell_key(cell), result)
+    row = grid_progress(store).set_index("grid").loc["samformer-table9"]
+    assert (row["done"], row["on_gpu"], row["pending"]) == (3, 1, len(expand("samformer-table9", "paper")) - 3)

@@ -496,6 +496,41 @@ def test_runtime_benchmark_records_its_device_and_o7_names_a_gpu(small_exact_che
     assert "no GPU" in oce.oce_verdicts(small_exact_checks, pd.DataFrame(), runtime=cpu)["O7"]["evidence"]
 
 
+def _runtime_rows(device, ratios, cores=2):
+    return pd.DataFrame([{"H": h, "DLinear ms/iter": 1.0, "OCE-TS ms/iter": r, "ratio OCE/DLinear": r, "load": 0.5,
+                          "cores": cores, "device": device} for h, r in zip((96, 720), ratios)])
+
+
+def test_o7_a_gpus_rows_decide_and_the_cpus_are_reported_beside_them(small_exact_checks):
+    cpu = _runtime_rows("cpu", (30.0, 80.0))
+    moderate_gpu = pd.concat([cpu, _runtime_rows("cuda: NVIDIA H200", (1.5, 2.5), cores=16)], ignore_index=True)
+    o7 = oce.oce_verdicts(small_exact_checks, pd.DataFrame(), runtime=moderate_gpu)["O7"]
+    assert o7["verdict"] == "supported" and "At most 2.5× here" in o7["evidence"]  # the CPU's 80× does not decide
+    assert o7["evidence"].startswith("ms/iteration on cuda: NVIDIA H200")
+    assert "For comparison, ms/iteration on one CPU thread" in o7["evidence"] and "(80.0×)" in o7["evidence"]
+    assert "no GPU" not in o7["evidence"]
+    slow_gpu = pd.concat([cpu, _runtime_rows("cuda: NVIDIA H200", (12.0, 56.0), cores=16)], ignore_index=True)
+    o7 = oce.oce_verdicts(small_exact_checks, pd.DataFrame(), runtime=slow_gpu)["O7"]
+    assert o7["verdict"] == "inconclusive" and "At 56.0× the K-bin head" in o7["evidence"]
+    assert "not moderate on this device" in o7["evidence"]
+
+
+def test_a_gpu_runtime_is_kept_and_joins_a_later_cpu_timing(tmp_path, monkeypatch):
+    monkeypatch.setattr(oce, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(oce, "provenance", lambda device, command=None: {"device": str(device), "command": command})
+    cpu = _runtime_rows("cpu", (30.0, 80.0))
+    assert oce.with_committed_runtime(cpu).equals(cpu)  # nothing committed: the live rows alone
+    gpu = _runtime_rows("cuda: NVIDIA H200", (12.0, 56.0), cores=16)
+    path = oce.save_runtime(gpu, "cuda", ["python", "-m", "flatcast.experiments.oce", "--runtime-only"])
+    assert path == tmp_path / "data" / "results" / "oce_runtime_cuda.json"
+    saved = json.loads(path.read_text())
+    assert saved["provenance"]["device"] == "cuda" and len(saved["rows"]) == 2
+    both = oce.with_committed_runtime(cpu)
+    assert both["device"].tolist() == ["cpu", "cpu", "cuda: NVIDIA H200", "cuda: NVIDIA H200"]
+    assert both["ratio OCE/DLinear"].tolist() == [30.0, 80.0, 12.0, 56.0]
+    assert len(oce.with_committed_runtime(gpu)) == 2  # a table that times the GPU itself is not doubled
+
+
 def test_target_mean_shift_matches_the_truncated_gaussian_mean_and_half_a_bin():
     # many bins: the binned mean is the continuous mean of a Gaussian truncated to [0, 1] (closed form)
     sigma, n = 1.0, 11

@@ -43,6 +43,7 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -68,7 +69,7 @@ from flatcast.reference import load_reference
 __all__ = [
     "AttentionConfig", "ATTENTION_CONFIGS", "attention_config", "DYNAMICS_RECIPES", "TABLE_RECIPES", "LABELS",
     "run_key", "planned_runs", "reduce_splits", "load_splits", "train_cell", "run_study", "load_records",
-    "append_record", "results_path", "records_frame", "table_frame", "overall_improvement", "final_attention",
+    "append_record", "results_path", "records_frame", "device_type", "cells_by_device", "table_frame", "overall_improvement", "final_attention",
     "diagonal_statistics", "attention_verdicts", "published_verdicts", "claims_box", "main", "benchmark_table_records",
     "with_benchmark_tables", "seed_significance", "dynamics_claim_runs", "grid_table_verdicts", "TABLE_CLAIMS",
     "table_runs", "table_verdict_settled", "nuclear_norm_reading", "reading_of", "READING_THRESHOLD",
@@ -392,12 +393,27 @@ def run_study(config: AttentionConfig, path: str | os.PathLike | None = None, pr
 
 
 # ------------------------------------------------------------------------------------------------ analysis
+def device_type(record: dict[str, Any]) -> str:
+    """``"cpu"`` or ``"cuda"``: what trained a run, from its ``device`` or its provenance (``"cuda: NVIDIA H200"``);
+    a record that names none ran on the CPU (every run before a GPU was lent)."""
+    provenance = record.get("provenance")
+    named = record.get("device") or (provenance.get("device") if isinstance(provenance, dict) else None) or "cpu"
+    return str(named).split(":")[0].strip()
+
+
+def cells_by_device(records: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """How many (recipe, dataset, horizon) cells of ``records`` each device type trained (:func:`device_type`)."""
+    cells = {(r["recipe"], r["dataset"], int(r["horizon"])): device_type(r) for r in records}
+    return dict(sorted(Counter(cells.values()).items()))
+
+
 def records_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """One row per run: key fields and final numbers (dynamics runs add their final diagnostics)."""
     rows = []
     for r in records:
         row = {k: r[k] for k in ("study", "recipe", "dataset", "horizon", "seed", "test_mse", "test_mae",
                                  "val_mse", "best_epoch", "epochs_run", "n_steps", "wall_time_s")}
+        row["device"] = device_type(r)
         final = r.get("final")
         if final:
             row.update({"nuclear_norm": float(np.mean(final["nuclear_norms"])),
@@ -492,7 +508,7 @@ def benchmark_table_records(results: list[dict] | None = None) -> list[dict[str,
                         "test_mae": s["test_mae"], "val_mse": s.get("val_mse"), "best_epoch": s.get("best_epoch"),
                         "epochs_run": s.get("epochs_run"), "n_steps": s.get("n_steps"),
                         "wall_time_s": s.get("wall_time_s"), "current_code": bool(cell.get("current", True)),
-                        "cell_key": cell.get("key")})
+                        "cell_key": cell.get("key"), "device": cell.get("device", "cpu")})
     return out
 
 
@@ -823,14 +839,18 @@ def attention_verdicts(records: Sequence[dict[str, Any]], config: AttentionConfi
     both = cells["stored_items"]
     tf = records_frame(table_runs(records))
     tf = tf[tf["recipe"].isin(["transformer", "temporal"])] if not tf.empty else tf
-    if not tf.empty:  # time per step only on the cells both recipes ran: the same windows, lengths and channels
+    if not tf.empty:  # time per step only on the cells both recipes ran: the same windows, lengths and channels,
+        # and on the CPU for both (a cell a lent GPU trained is not timed against one the CPU trained)
         tf = tf[[(d, int(h)) in both for d, h in zip(tf["dataset"], tf["horizon"])]]
+        off_cpu = set(zip(tf.loc[tf["device"] != "cpu", "dataset"], tf.loc[tf["device"] != "cpu", "horizon"]))
+        tf = tf[[(d, h) not in off_cpu for d, h in zip(tf["dataset"], tf["horizon"])]]
     if n and set(tf["recipe"]) == {"transformer", "temporal"}:
         per_step = (tf["wall_time_s"] / tf["n_steps"].clip(lower=1)).groupby(tf["recipe"]).mean()
         faster = per_step["transformer"] < per_step["temporal"]
+        timed = tf[["dataset", "horizon"]].drop_duplicates().shape[0]
         add("S32", "channel-wise attention is more efficient, computationally and in accuracy, than temporal",
-            f"wall time per step (incl. evaluation, and a dynamics run's per-epoch diagnostics; mean over the "
-            f"{n} cells both ran): channel "
+            f"wall time per step on the CPU (incl. evaluation, and a dynamics run's per-epoch diagnostics; "
+            f"mean over the {timed} cells both ran on the CPU): channel "
             f"{per_step['transformer'] * 1e3:.1f} ms vs temporal {per_step['temporal'] * 1e3:.1f} ms (the channel "
             f"model's gradient is hand-derived, the temporal one's autograd; its attention scores cost D²·d_m "
             f"against L²·d_m per window); MSE improvement {mse:.1f} % over {n} of "

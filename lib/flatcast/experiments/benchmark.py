@@ -131,7 +131,8 @@ def parameter_counts(lookback: int = 512) -> pd.DataFrame:
 
 def grid_progress(store: ResultStore | None = None) -> pd.DataFrame:
     """Finished / pending cells per paper grid (paper profile) in ``store``; ``done`` counts every finished cell,
-    ``by_older_code`` those of them computed by older code than the checkout's (:meth:`ResultStore.older`)."""
+    ``by_older_code`` those of them computed by older code than the checkout's (:meth:`ResultStore.older`),
+    ``on_gpu`` those a GPU trained."""
     store = store or ResultStore()
     rows = []
     for g in PAPER_GRIDS:
@@ -139,6 +140,7 @@ def grid_progress(store: ResultStore | None = None) -> pd.DataFrame:
         done = [r for r in st if r["state"] in ("done", "older")]
         rows.append({"grid": g, "cells": len(st), "done": len(done),
                      "by_older_code": sum(r["state"] == "older" for r in st),
+                     "on_gpu": sum(str(r["result"].get("device", "cpu")).startswith("cuda") for r in done),
                      "failed": sum(r["state"] == "failed" for r in st),
                      "pending": sum(r["state"] == "pending" for r in st),
                      "compute_h": sum(r["result"]["wall_time_s"] for r in done) / 3600})
@@ -209,7 +211,8 @@ def verdicts(audit_df: pd.DataFrame, comp: pd.DataFrame, summary: dict, progress
 
     def done_text(grid: str) -> str:
         r = prog[grid]
-        return f"{r.done} of {r.cells} paper-profile cells of {grid} finished (CPU)"
+        where = "CPU" if not r.on_gpu else f"{r.on_gpu} on a GPU, the rest on the CPU"
+        return f"{r.done} of {r.cells} paper-profile cells of {grid} finished ({where})"
 
     v = {}
     o = arow("overall MSE improvement of SAMformer")
