@@ -1247,8 +1247,8 @@ def _runtime_sentence(rows: pd.DataFrame) -> str:
     r = rows.set_index("H")
     device = str(r["device"].iloc[0]) if "device" in r else "cpu"
     where = (f"on one CPU thread (1-minute load average {r['load'].max():.1f} on {int(r['cores'].iloc[0])} cores "
-             "while timing" if device == "cpu" else f"on {device} (")
-    return (f"ms/iteration {where}; L=336, batch 32, 7 channels, K=100; both models timed in the same process): "
+             "while timing; " if device == "cpu" else f"on {device} (")
+    return (f"ms/iteration {where}L=336, batch 32, 7 channels, K=100; both models timed in the same process): "
             + "; ".join(f"H={h}: DLinear {r.loc[h, 'DLinear ms/iter']:.1f}, OCE-TS {r.loc[h, 'OCE-TS ms/iter']:.1f} "
                         f"({r.loc[h, 'ratio OCE/DLinear']:.1f}×)" for h in r.index))
 
