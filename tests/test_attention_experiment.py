@@ -503,3 +503,25 @@ def test_nuclear_norm_reading_rank_correlations_and_readings():
     assert row["reading"] == "neither (|ρ| ≤ 0.3)"
     assert row["reading without EEO"].startswith("collapse reading")
     assert at.reading_of(0.31).startswith("simplification reading")
+
+
+def test_improvement_by_dataset_compares_ours_and_the_papers_on_the_same_cells():
+    table = pd.DataFrame([
+        # ours 10 % and 20 % better; the paper 50 % and 0 %
+        {"dataset": "A", "horizon": 96, "transformer MSE": 0.9, "temporal MSE": 1.0,
+         "transformer MSE (paper)": 0.5, "temporal MSE (paper)": 1.0},
+        {"dataset": "A", "horizon": 192, "transformer MSE": 0.8, "temporal MSE": 1.0,
+         "transformer MSE (paper)": 2.0, "temporal MSE (paper)": 2.0},
+        # only the paper has this cell: left out of both columns
+        {"dataset": "B", "horizon": 96, "transformer MSE": np.nan, "temporal MSE": 1.0,
+         "transformer MSE (paper)": 0.1, "temporal MSE (paper)": 1.0},
+        {"dataset": "B", "horizon": 192, "transformer MSE": 1.1, "temporal MSE": 1.0,
+         "transformer MSE (paper)": 1.0, "temporal MSE (paper)": 1.0},
+    ])
+    out = at.improvement_by_dataset(table, "transformer", "temporal").set_index("dataset")
+    assert out.loc["A", "cells"] == 2 and out.loc["A", "ours %"] == pytest.approx(15.0)
+    assert out.loc["A", "paper %"] == pytest.approx(25.0)
+    assert out.loc["B", "cells"] == 1 and out.loc["B", "ours %"] == pytest.approx(-10.0)
+    assert out.loc["B", "paper %"] == pytest.approx(0.0)  # not 45 %: the paper's B 96 has no cell of ours
+    assert out.loc["all", "cells"] == 3 and out.loc["all", "ours %"] == pytest.approx((10 + 20 - 10) / 3)
+    assert at.improvement_by_dataset(pd.DataFrame(), "transformer", "temporal").empty

@@ -69,7 +69,7 @@ from flatcast.reference import load_reference
 __all__ = [
     "AttentionConfig", "ATTENTION_CONFIGS", "attention_config", "DYNAMICS_RECIPES", "TABLE_RECIPES", "LABELS",
     "run_key", "planned_runs", "reduce_splits", "load_splits", "train_cell", "run_study", "load_records",
-    "append_record", "results_path", "records_frame", "device_type", "cells_by_device", "table_frame", "overall_improvement", "final_attention",
+    "append_record", "results_path", "records_frame", "device_type", "cells_by_device", "table_frame", "overall_improvement", "improvement_by_dataset", "final_attention",
     "diagonal_statistics", "attention_verdicts", "published_verdicts", "claims_box", "main", "benchmark_table_records",
     "with_benchmark_tables", "seed_significance", "dynamics_claim_runs", "grid_table_verdicts", "TABLE_CLAIMS",
     "table_runs", "table_verdict_settled", "nuclear_norm_reading", "reading_of", "READING_THRESHOLD",
@@ -576,6 +576,20 @@ def overall_improvement(table: pd.DataFrame, better: str, worse: str, metric: st
     if cells.empty:
         return float("nan"), 0
     return float(((cells[b] - cells[a]) / cells[b]).mean() * 100), len(cells)
+
+
+def improvement_by_dataset(table: pd.DataFrame, better: str, worse: str, metric: str = "MSE") -> pd.DataFrame:
+    """:func:`overall_improvement` per dataset, ours beside the paper's on the same cells (those where both
+    recipes have our mean and the paper's number), and over all of them: where a table's overall gain comes from."""
+    columns = [f"{r} {metric}{suffix}" for r in (better, worse) for suffix in ("", " (paper)")]
+    if table.empty or any(c not in table for c in columns):
+        return pd.DataFrame(columns=["dataset", "cells", "ours %", "paper %"])
+    both = table.dropna(subset=columns)
+    rows = [(dataset, group) for dataset, group in both.groupby("dataset", sort=True)] + [("all", both)]
+    return pd.DataFrame([{"dataset": name, "cells": len(group),
+                          "ours %": overall_improvement(group, better, worse, metric)[0],
+                          "paper %": overall_improvement(group, better, worse, metric, source="paper")[0]}
+                         for name, group in rows if len(group)])
 
 
 def seed_significance(records: Iterable[dict[str, Any]], better: str, worse: str, metric: str = "test_mse",
