@@ -361,11 +361,13 @@ def test_cost_table_ratios_per_variant():
     rows.append({**rows[0], "arch": "original", "n_kicks": 99})  # another architecture: left out
     rows = [{**row, "provenance": {"compiled": False}} for row in rows]
     rows.append({**rows[0], "s_per_epoch": 0.5, "n_kicks": 3, "provenance": {"compiled": True}})  # no wall time
+    rows.append({**rows[0], "s_per_epoch": 0.1, "n_kicks": 3,  # on a GPU: no wall time either
+                 "provenance": {"compiled": False, "device": "cuda: NVIDIA H200"}})
     table = runner.cost_table(pd.DataFrame(rows))
     assert table.loc["EEO full", "s_per_epoch"] == 1.0 and table.loc["EEO full", "grad_evals_per_step"] == 4.2
     assert list(table.index) == ["AdamW", "EEO full"]
     assert table.loc["EEO full", "state_over_params"] == 3.0 and table.loc["AdamW", "state_over_params"] == 2.0
-    assert table.loc["EEO full", "kicks per probe"] == pytest.approx(0.3)  # mean of 2/10 and 4/10
+    assert table.loc["EEO full", "kicks per probe"] == pytest.approx(0.3)  # mean of 2/10, 4/10, 3/10, 3/10
     assert np.isnan(table.loc["AdamW", "kicks per probe"])                 # no probe: not a rate of zero
     assert list(table.columns) == list(runner.COST_COLUMNS)
 

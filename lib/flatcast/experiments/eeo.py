@@ -337,11 +337,13 @@ def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
     read negative curvature, their median curvature and the final λmax; rows in :data:`VARIANTS` order. Seconds
     per epoch average the runs whose step ran eagerly only: a run with the compiled kernel (``FLATCAST_COMPILE=1``,
     :mod:`flatcast.compiled`; its provenance says ``compiled``) is ~1.2–1.3× faster and would favour whichever
-    variant had more of them."""
+    variant had more of them; a run on a GPU (its provenance's ``device``) is not timed against the CPU's either."""
     frame = runs[runs["arch"] == "toy"].copy()
     if "provenance" in frame:
         compiled = frame["provenance"].map(lambda p: isinstance(p, dict) and bool(p.get("compiled")))
-        frame["s_per_epoch"] = frame["s_per_epoch"].where(~compiled)
+        off_cpu = frame["provenance"].map(lambda p: isinstance(p, dict) and not str(p.get("device", "cpu"))
+                                          .startswith("cpu"))
+        frame["s_per_epoch"] = frame["s_per_epoch"].where(~compiled & ~off_cpu)
     frame["state_over_params"] = frame["state_bytes"] / frame["param_bytes"]
     frame["kicks per probe"] = frame["n_kicks"] / frame["n_probes"].replace(0, np.nan)
     return frame.groupby("variant")[list(COST_COLUMNS)].mean().reindex(
