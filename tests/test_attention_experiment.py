@@ -525,3 +525,22 @@ def test_improvement_by_dataset_compares_ours_and_the_papers_on_the_same_cells()
     assert out.loc["B", "paper %"] == pytest.approx(0.0)  # not 45 %: the paper's B 96 has no cell of ours
     assert out.loc["all", "cells"] == 3 and out.loc["all", "ours %"] == pytest.approx((10 + 20 - 10) / 3)
     assert at.improvement_by_dataset(pd.DataFrame(), "transformer", "temporal").empty
+
+
+def test_s32_accuracy_needs_the_significant_cells_on_its_side_not_only_a_mean_gain():
+    def cell(recipe, dataset, wall, values):
+        return {"identity": {"config": {"recipe": recipe, "dataset": dataset, "horizon": 96, "profile": "paper"}},
+                "key": f"{recipe}-{dataset}", "current": True,
+                "per_seed": [{"seed": i, "test_mse": v, "test_mae": v, "n_steps": 100, "wall_time_s": wall}
+                             for i, v in enumerate(values)]}
+
+    tight = [0.400, 0.401, 0.399, 0.400, 0.402]
+    noisy = [0.2, 0.9, 0.2, 0.9, 0.2]  # mean 0.48 against the temporal cell's 0.66
+    results = [cell("transformer", "ETTh1", 1.0, [v * 1.02 for v in tight]),  # temporal 2 % better, significantly
+               cell("temporal", "ETTh1", 5.0, tight),
+               cell("transformer", "ETTh2", 1.0, noisy),                       # channel 27 % better in the mean,
+               cell("temporal", "ETTh2", 5.0, [0.3, 1.2, 0.3, 1.2, 0.3])]      # but not beyond the seed spread
+    s32 = at.grid_table_verdicts(results).set_index("id").loc["S32"]
+    assert "lower beyond the seed spread (Welch p < 0.05) in 0 of 2 cells, higher in 1" in s32["measured"]
+    assert "MSE improvement 12.6 %" in s32["measured"]  # mean of −2.0 % and +27.3 %: positive
+    assert "rule outcome partly supported" in s32["measured"]  # faster per step, not more accurate
