@@ -69,7 +69,8 @@ from flatcast.reference import load_reference
 __all__ = [
     "AttentionConfig", "ATTENTION_CONFIGS", "attention_config", "DYNAMICS_RECIPES", "TABLE_RECIPES", "LABELS",
     "run_key", "planned_runs", "reduce_splits", "load_splits", "train_cell", "run_study", "load_records",
-    "append_record", "results_path", "records_frame", "device_type", "cells_by_device", "table_frame", "overall_improvement", "improvement_by_dataset", "final_attention",
+    "append_record", "results_path", "records_frame", "device_type", "cells_by_device", "table_frame",
+    "overall_improvement", "improvement_by_dataset", "final_attention",
     "diagonal_statistics", "attention_verdicts", "published_verdicts", "claims_box", "main", "benchmark_table_records",
     "with_benchmark_tables", "seed_significance", "dynamics_claim_runs", "grid_table_verdicts", "TABLE_CLAIMS",
     "table_runs", "table_verdict_settled", "nuclear_norm_reading", "reading_of", "READING_THRESHOLD",

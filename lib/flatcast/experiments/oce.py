@@ -1269,8 +1269,8 @@ def _runtime_verdict(runtime: pd.DataFrame) -> dict[str, str]:
                  f"{'CPU' if on_cpu else 'device'}, even with our fused OCE (flatcast.losses.oce_loss_fused)"
                  if worst > 3 else f" At most {worst:.1f}× here, a moderate cost")
     if not on_cpu and worst > 3:
-        evidence += (" (its blocks are sized for a CPU's cache: on a GPU they are many small kernel launches, so this is"
-                     " the cost of this implementation, not necessarily of the method)")
+        evidence += (" (its blocks are sized for a CPU's cache: on a GPU they are many small kernel launches, so "
+                     "this is the cost of this implementation, not necessarily of the method)")
     evidence += "; the paper's GPU ratio could not be checked here (no GPU)." if on_cpu else "."
     if len(others):
         evidence += (" For comparison, " + _runtime_sentence(others) + ": the ratio that decides is the GPU's, "
