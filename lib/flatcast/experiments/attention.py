@@ -869,7 +869,7 @@ def attention_verdicts(records: Sequence[dict[str, Any]], config: AttentionConfi
         accurate = mse > 0 and wins > losses
         add("S32", "channel-wise attention is more efficient, computationally and in accuracy, than temporal",
             f"wall time per step on the CPU (incl. evaluation, and a dynamics run's per-epoch diagnostics; "
-            f"mean over the {timed} cells both ran on the CPU): channel "
+            f"mean over the {timed} cell{'s' if timed != 1 else ''} both ran on the CPU): channel "
             f"{per_step['transformer'] * 1e3:.1f} ms vs temporal {per_step['temporal'] * 1e3:.1f} ms (the channel "
             f"model's gradient is hand-derived, the temporal one's autograd; its attention scores cost D²·d_m "
             f"against L²·d_m per window); MSE improvement {mse:.1f} % over {n} of "

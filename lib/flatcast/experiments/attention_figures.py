@@ -263,31 +263,41 @@ def plot_proposition5(records, dataset: str, recipes: Sequence[str] | None = Non
 
 def plot_which_attention(table: pd.DataFrame, metric: str = "MSE") -> plt.Figure:
     """SAMformer Tables 9–10: our test ``metric`` (mean over seeds, whiskers ± one seed standard deviation) of the
-    four attentions per (dataset, horizon) as bars, the paper's numbers as black ticks on the same bars."""
+    four attentions per horizon as bars, the paper's numbers as black ticks on the same bars; one panel per dataset,
+    each on its own scale (the datasets' errors differ by an order of magnitude)."""
     if table.empty:
         raise ValueError("no Tables 9–10 runs to plot")
-    cells = [f"{_dataset_label(d)}\nH={h}" for d, h in zip(table["dataset"], table["horizon"])]
+    datasets = list(dict.fromkeys(table["dataset"]))
+    ncols = min(3, len(datasets))
+    nrows = -(-len(datasets) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 2.9 * nrows + 0.8), squeeze=False)
     width = 0.8 / len(TABLE_RECIPES)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(cells)), 3.8))
-    x = np.arange(len(cells))
-    for k, name in enumerate(TABLE_RECIPES):
-        ours = table.get(f"{name} {metric}")
-        if ours is None:
-            continue
-        position = x - 0.4 + width * (k + 0.5)
-        spread = table.get(f"{name} {metric} std")
-        ax.bar(position, ours, width, color=RECIPE_COLORS.get(name), alpha=0.8, label=f"{LABELS[name]} (ours)",
-               yerr=None if spread is None else spread.fillna(0).to_numpy(), error_kw={"lw": 0.8, "capsize": 1.5})
-        paper = table.get(f"{name} {metric} (paper)")
-        if paper is not None:
-            ax.scatter(position, paper, marker="_", s=200, color="black", zorder=3,
-                       label="paper (Tables 1/6, 9, 10)" if k == 0 else None)
-    ax.set_xticks(x, cells, fontsize=8)
-    ax.set_ylabel(f"test {metric} (standardized)")
-    ax.set_title("Which attention is needed: channel-wise vs temporal (Table 9) and vs A = I (Table 10); "
-                 "whiskers: ± 1 std over seeds")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3, axis="y")
+    for ax, dataset in zip(axes.flat, datasets):
+        rows = table[table["dataset"] == dataset].sort_values("horizon")
+        x = np.arange(len(rows))
+        for k, name in enumerate(TABLE_RECIPES):
+            ours = rows.get(f"{name} {metric}")
+            if ours is None:
+                continue
+            position = x - 0.4 + width * (k + 0.5)
+            spread = rows.get(f"{name} {metric} std")
+            ax.bar(position, ours, width, color=RECIPE_COLORS.get(name), alpha=0.8, label=f"{LABELS[name]} (ours)",
+                   yerr=None if spread is None else spread.fillna(0).to_numpy(),
+                   error_kw={"lw": 0.8, "capsize": 1.5})
+            paper = rows.get(f"{name} {metric} (paper)")
+            if paper is not None:
+                ax.scatter(position, paper, marker="_", s=120, color="black", zorder=3,
+                           label="paper (Tables 1/6, 9, 10)" if k == 0 else None)
+        ax.set_xticks(x, [f"H={h}" for h in rows["horizon"]], fontsize=8)
+        ax.set_title(_dataset_label(dataset), fontsize=10)
+        ax.set_ylabel(f"test {metric} (standardized)", fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    for ax in list(axes.flat)[len(datasets):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle("Which attention is needed: channel-wise vs temporal (Table 9) and vs A = I (Table 10); "
+                 "whiskers: ± 1 std over seeds", y=1.04, fontsize=11)
     fig.tight_layout()
     return fig
 
