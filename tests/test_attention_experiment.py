@@ -415,7 +415,7 @@ def test_s32_does_not_time_a_gpu_cell_against_a_cpu_cell():
     s32 = at.grid_table_verdicts(results).set_index("id").loc["S32"]
     # the ETTh1 pair alone is timed: 10 ms vs 50 ms (with the GPU cell the temporal mean would be 25.5 ms)
     assert "channel 10.0 ms vs temporal 50.0 ms" in s32["measured"]
-    assert "mean over the 1 cells both ran on the CPU" in s32["measured"] and "over 2 of 24 cells" in s32["measured"]
+    assert "mean over the 1 cell both ran on the CPU" in s32["measured"] and "over 2 of 24 cells" in s32["measured"]
     records = at.benchmark_table_records(results)
     assert at.cells_by_device(records) == {"cpu": 3, "cuda": 1}
     assert at.device_type({"provenance": {"device": "cuda: NVIDIA H200"}}) == "cuda"
