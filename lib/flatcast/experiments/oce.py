@@ -1512,6 +1512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runtime = with_committed_runtime(runtime)
     verdicts = oce_verdicts(exact_checks(), frame, runtime=runtime)
     sources = sorted(str(p.relative_to(REPO_ROOT)) for p in paper_files(args.profile))
+    sources += [str(runtime_path(t).relative_to(REPO_ROOT)) for t in ("cuda",) if runtime_path(t).exists()]
     write_verdicts("oce", verdicts, {"sources": sources, **provenance(resolve_device(args.device), command)})
     return 0
 
