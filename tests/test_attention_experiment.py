@@ -382,16 +382,21 @@ def test_one_run_per_seed_in_tables_9_10_a_table_run_before_a_dynamics_run():
     assert at.seed_significance(alone, "transformer", "temporal") == {"cells": 1, "better": 1, "worse": 0}
 
 
-def test_s32_times_steps_only_on_cells_both_recipes_ran():
-    def cell(recipe, dataset, wall, values):
-        return {"identity": {"config": {"recipe": recipe, "dataset": dataset, "horizon": 96, "profile": "paper"}},
-                "key": f"{recipe}-{dataset}", "current": True,
-                "per_seed": [{"seed": i, "test_mse": v, "test_mae": v, "n_steps": 100, "wall_time_s": wall}
-                             for i, v in enumerate(values)]}
+def _timed_cell(recipe, dataset, wall, values, device=None):
+    """A finished samformer-table9 cell at H = 96 as the store holds it: one seed per value, 100 steps each taking
+    ``wall`` seconds in all; ``device`` as a cell records it (none: an old cell, the CPU)."""
+    out = {"identity": {"config": {"recipe": recipe, "dataset": dataset, "horizon": 96, "profile": "paper"}},
+           "key": f"{recipe}-{dataset}", "current": True,
+           "per_seed": [{"seed": i, "test_mse": v, "test_mae": v, "n_steps": 100, "wall_time_s": wall}
+                        for i, v in enumerate(values)]}
+    return out if device is None else {**out, "device": device}
 
+
+def test_s32_times_steps_only_on_cells_both_recipes_ran():
     same = [0.40, 0.41, 0.39, 0.40, 0.42]
-    results = [cell("transformer", "ETTh1", 1.0, same), cell("temporal", "ETTh1", 5.0, [v * 1.1 for v in same]),
-               cell("transformer", "weather", 50.0, same)]  # a slow cell the temporal model never ran
+    results = [_timed_cell("transformer", "ETTh1", 1.0, same),
+               _timed_cell("temporal", "ETTh1", 5.0, [v * 1.1 for v in same]),
+               _timed_cell("transformer", "weather", 50.0, same)]  # a slow cell the temporal model never ran
     s32 = at.grid_table_verdicts(results).set_index("id").loc["S32"]
     # 10 ms vs 50 ms per step on ETTh1 alone (the weather cell would make the channel mean 255 ms)
     assert "channel 10.0 ms vs temporal 50.0 ms" in s32["measured"] and "over 1 of 24 cells" in s32["measured"]
@@ -401,17 +406,11 @@ def test_s32_times_steps_only_on_cells_both_recipes_ran():
 def test_s32_does_not_time_a_gpu_cell_against_a_cpu_cell():
     """A cell a lent GPU trained enters the accuracy comparison but not the per-step timing, and the evidence says
     how many cells were timed."""
-    def cell(recipe, dataset, wall, values, device=None):
-        out = {"identity": {"config": {"recipe": recipe, "dataset": dataset, "horizon": 96, "profile": "paper"}},
-               "key": f"{recipe}-{dataset}", "current": True,
-               "per_seed": [{"seed": i, "test_mse": v, "test_mae": v, "n_steps": 100, "wall_time_s": wall}
-                            for i, v in enumerate(values)]}
-        return out if device is None else {**out, "device": device}
-
     same = [0.40, 0.41, 0.39, 0.40, 0.42]
-    results = [cell("transformer", "ETTh1", 1.0, same), cell("temporal", "ETTh1", 5.0, [v * 1.1 for v in same]),
-               cell("transformer", "ETTh2", 2.0, same, "cpu"),
-               cell("temporal", "ETTh2", 0.1, [v * 1.1 for v in same], "cuda")]  # fast only because of the GPU
+    results = [_timed_cell("transformer", "ETTh1", 1.0, same),
+               _timed_cell("temporal", "ETTh1", 5.0, [v * 1.1 for v in same]),
+               _timed_cell("transformer", "ETTh2", 2.0, same, "cpu"),
+               _timed_cell("temporal", "ETTh2", 0.1, [v * 1.1 for v in same], "cuda")]  # fast only because of the GPU
     s32 = at.grid_table_verdicts(results).set_index("id").loc["S32"]
     # the ETTh1 pair alone is timed: 10 ms vs 50 ms (with the GPU cell the temporal mean would be 25.5 ms)
     assert "channel 10.0 ms vs temporal 50.0 ms" in s32["measured"]
@@ -528,18 +527,13 @@ def test_improvement_by_dataset_compares_ours_and_the_papers_on_the_same_cells()
 
 
 def test_s32_accuracy_needs_the_significant_cells_on_its_side_not_only_a_mean_gain():
-    def cell(recipe, dataset, wall, values):
-        return {"identity": {"config": {"recipe": recipe, "dataset": dataset, "horizon": 96, "profile": "paper"}},
-                "key": f"{recipe}-{dataset}", "current": True,
-                "per_seed": [{"seed": i, "test_mse": v, "test_mae": v, "n_steps": 100, "wall_time_s": wall}
-                             for i, v in enumerate(values)]}
-
     tight = [0.400, 0.401, 0.399, 0.400, 0.402]
     noisy = [0.2, 0.9, 0.2, 0.9, 0.2]  # mean 0.48 against the temporal cell's 0.66
-    results = [cell("transformer", "ETTh1", 1.0, [v * 1.02 for v in tight]),  # temporal 2 % better, significantly
-               cell("temporal", "ETTh1", 5.0, tight),
-               cell("transformer", "ETTh2", 1.0, noisy),                       # channel 27 % better in the mean,
-               cell("temporal", "ETTh2", 5.0, [0.3, 1.2, 0.3, 1.2, 0.3])]      # but not beyond the seed spread
+    # ETTh1: temporal 2 % better, significantly; ETTh2: channel-wise 27 % better in the mean, inside the seed spread
+    results = [_timed_cell("transformer", "ETTh1", 1.0, [v * 1.02 for v in tight]),
+               _timed_cell("temporal", "ETTh1", 5.0, tight),
+               _timed_cell("transformer", "ETTh2", 1.0, noisy),
+               _timed_cell("temporal", "ETTh2", 5.0, [0.3, 1.2, 0.3, 1.2, 0.3])]
     s32 = at.grid_table_verdicts(results).set_index("id").loc["S32"]
     assert "lower beyond the seed spread (Welch p < 0.05) in 0 of 2 cells, higher in 1" in s32["measured"]
     assert "MSE improvement 12.6 %" in s32["measured"]  # mean of −2.0 % and +27.3 %: positive
