@@ -86,7 +86,6 @@ benchmark-grid: $(STAMP)
 gpu-prepare: $(STAMP)
 	FLATCAST_DATA="$${FLATCAST_DATA:-../shared/data}" $(VPY) -c "from flatcast.data.registry import stage_datasets; \
 	[print(f'{k}: {v}') for k, v in stage_datasets('.gpu/data').items()]"
-	git rev-parse HEAD > .gpu/commit  # provenance there (no .git travels); run again after the last commit
 
 clean:
 	rm -rf _build

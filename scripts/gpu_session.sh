@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One prepared, time-boxed call on a lent GPU machine for the open paper-profile work (README, "On a lent GPU").
 #
-# Here, before the call:   commit, then `make gpu-prepare` (copies the dataset CSVs, checked, into .gpu/data and
-#                          HEAD's hash into .gpu/commit; .gpu is git-ignored)
-# Device tool:             run(command="bash scripts/gpu_session.sh 540", carry=[".gpu"], timeout_s=600)
+# Here, before the call:   `make gpu-prepare` (copies the dataset CSVs, checked, into .gpu/data; git-ignored)
+# Device tool:             run(command="bash scripts/gpu_session.sh 560", carry=[".gpu"], timeout_s=600)
+#                          (the machine gets the session's starting commit with the working tree on top: the
+#                          results' provenance names that commit with dirty = true)
 # After it:                tar xzf <files_at>/results.tgz  (in the checkout: it holds only files the call wrote
 #                          or appended to under data/results), read <files_at>/log.txt, regenerate the verdicts, commit.
 #
@@ -14,7 +15,7 @@
 # item at once, so the budget's `timeout` loses only the items in progress. The runtime benchmark (OCE-TS Table 3)
 # runs first and alone, so that nothing else shares the GPU while it is timed.
 set -u
-BUDGET=${1:-540}
+BUDGET=${1:-560}
 START=$(date +%s)
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}  # DEVICE=cpu for a smoke test of this script on a CPU machine
@@ -22,11 +23,10 @@ OUT=${OUT:-/tmp/flatcast-gpu-out}
 STORES=${STORES:-/tmp/flatcast-gpu-stores}
 mkdir -p "$OUT" "$STORES"
 export PYTHONPATH="$PWD/lib${PYTHONPATH:+:$PYTHONPATH}" FLATCAST_DATA="$PWD/.gpu/data" PYTHONUNBUFFERED=1
-export FLATCAST_COMMIT=$(cat .gpu/commit 2>/dev/null || true)
 touch "$STORES/.start"
 
 left() { echo $(( BUDGET - ($(date +%s) - START) - 25 )); }  # 25 s kept for packing the results
-job() {  # job <name> <command...>: run under what is left of the budget, its output in $OUT/<name>.log
+job() {  # job <name> <command...>: run under what is left of the budget, its output in $STORES/<name>.log
   local name=$1; shift
   local t; t=$(left); [ -n "${CAP:-}" ] && [ "$t" -gt "$CAP" ] && t=$CAP  # CAP=<s> job …: at most that
   if [ "$t" -lt 30 ]; then echo "== skipped (budget): $name"; return; fi

@@ -81,17 +81,6 @@ def test_provenance_names_code_machine_and_command():
     assert set(record) >= {"commit", "dirty", "date", "python", "threads"}
 
 
-def test_provenance_without_git_takes_the_commit_from_the_environment(monkeypatch):
-    import flatcast.provenance as prov
-
-    monkeypatch.setattr(prov, "_git", lambda *args: None)  # a copy of the tree without .git
-    monkeypatch.setenv("FLATCAST_COMMIT", "f447967d18d8")
-    record = prov.provenance("cpu")
-    assert record["commit"] == "f447967d18d8" and record["dirty"] is None
-    monkeypatch.delenv("FLATCAST_COMMIT")
-    assert prov.provenance("cpu")["commit"] is None
-
-
 def test_check_nonnegative():
     assert check_nonnegative("rho", 0) == 0.0 and check_nonnegative("rho", np.float32(0.5)) == 0.5
     for bad in (-1e-9, float("nan"), float("inf")):

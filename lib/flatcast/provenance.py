@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import shlex
 import subprocess
@@ -36,8 +35,7 @@ def provenance(device: str | torch.device, command: list[str] | None = None) -> 
                                                                                   platform.machine())
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
-        # a copy of the tree without .git (a lent GPU machine) names its commit through FLATCAST_COMMIT
-        "commit": _git("rev-parse", "HEAD") or os.environ.get("FLATCAST_COMMIT"),
+        "commit": _git("rev-parse", "HEAD"),
         "dirty": bool(status) if status is not None else None,
         "device": f"{device.type}: {device_name}",
         "torch": torch.__version__,
