@@ -207,6 +207,19 @@ def test_run_cells_appends_records_and_skips_finished_runs(tmp_path, monkeypatch
     assert sibling_id not in calls and len(calls) == 5  # only seed 1 ran
 
 
+def test_main_trains_only_the_variants_asked_for_and_rejects_an_unknown_one(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(runner, "run_cells", lambda cells, config, **kw: seen.setdefault("cells", list(cells)))
+    out = str(tmp_path / "runs.jsonl")
+    runner.main(["--cells", "ETTh1:96:original,ETTh1:96:toy", "--variants", "AdamW", "--out", out])
+    assert seen["cells"] == [("ETTh1", 96, "toy", ("AdamW",)), ("ETTh1", 96, "original", ("AdamW",))]
+    seen.clear()
+    runner.main(["--cells", "ETTh1:96:toy", "--variants", "EEO − SAM", "--out", out])  # only the leave-one-out cell has it
+    assert seen["cells"] == [("ETTh1", 96, "toy", ("EEO − SAM",))]
+    with pytest.raises(SystemExit, match="unknown variant.*Adam"):
+        runner.main(["--cells", "ETTh1:96:original", "--variants", "Adam", "--out", out])
+
+
 def test_unknown_profile_variant_and_architecture_raise():
     with pytest.raises(ValueError, match="bogus"):
         runner.eeo_config("bogus")

@@ -212,6 +212,15 @@ def test_fused_oce_does_not_depend_on_the_block_size_and_skips_gradient_work_wit
     torch.testing.assert_close(tripled, 3.0 * grads[0], rtol=1e-13, atol=0)
 
 
+def test_fused_oce_block_default_is_cache_sized_on_a_cpu_and_one_block_on_a_gpu():
+    from flatcast.losses import FUSED_BLOCK_ROWS, fused_block_rows
+
+    rows = 32 * 7 * 720  # OCE-TS Table 3's H = 720 step: 79 blocks of 2,048 rows on a CPU
+    assert fused_block_rows("cpu", rows) == FUSED_BLOCK_ROWS == 2048
+    assert fused_block_rows(torch.device("cuda", 0), rows) == rows  # a device object; no GPU needed to decide
+    assert fused_block_rows("mps", 5) == 5 and fused_block_rows("cuda", 0) == 1
+
+
 def test_fused_oce_passes_gradcheck():
     from flatcast.losses import oce_loss_fused
 
@@ -226,8 +235,9 @@ def test_fused_oce_rejects_bad_input():
     logits, y, cumulative, _ = _fused_problem(1.0, "gaussian")
     with pytest.raises(ValueError, match=r"\(\*y.shape, K\)"):
         oce_loss_fused(logits, y[:, :-1], cumulative)
-    with pytest.raises(ValueError, match="block_rows"):
-        oce_loss_fused(logits, y, cumulative, block_rows=0)
+    for bad_block in (0, True, 2.0):
+        with pytest.raises(ValueError, match="block_rows"):
+            oce_loss_fused(logits, y, cumulative, block_rows=bad_block)
     with pytest.raises(ValueError, match="eps"):
         oce_loss_fused(logits, y, cumulative, eps=0.0)
     with pytest.raises(TypeError, match="cumulative_targets"):

@@ -925,6 +925,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cells", default="all",
                         help="'all', or a comma list of dataset:horizon:arch (e.g. ETTh1:96:toy)")
+    parser.add_argument("--variants", default=None,
+                        help="a comma list of the cells' variants to train (default: all of each cell's), e.g. AdamW")
     parser.add_argument("--part", default="ablation", choices=("ablation", "sensitivity", "verdicts"))
     parser.add_argument("--max-runs", type=int, default=None)
     parser.add_argument("--out", default=None)
@@ -947,6 +949,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells = [c for c in cells if (c[0], str(c[1]), c[2]) in wanted]
         if not cells:
             raise SystemExit(f"no cell matches {args.cells!r}")
+    if args.variants is not None:
+        wanted_variants = [v.strip() for v in args.variants.split(",")]
+        unknown = sorted(set(wanted_variants) - {v for cell in cells for v in cell[3]})
+        if unknown:
+            raise SystemExit(f"unknown variant(s) {unknown} for these cells: use some of "
+                             f"{sorted({v for cell in cells for v in cell[3]})}")
+        cells = [(d, h, arch, tuple(v for v in variants if v in wanted_variants)) for d, h, arch, variants in cells]
+        cells = [cell for cell in cells if cell[3]]
     out = Path(args.out) if args.out else results_path(args.profile)
     run_cells(cells, config, out=out, device=args.device, progress=say, max_runs=args.max_runs)
     return 0
