@@ -47,15 +47,17 @@ grid() {  # grid <name> <benchmark run arguments...>: the benchmark runner on a 
   "$PY" -c "import torch, flatcast; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   # alone first, since they time the device: OCE-TS Table 3 (rewrites data/results/oce_runtime_cuda.json with the
   # library as it is now, e.g. the fused OCE loss in one block off a CPU) and the training benchmark
+  if [ "${TIMING:-1}" = 1 ]; then  # TIMING=0: a short call that only trains
   job oce_runtime "$PY" -m flatcast.experiments.oce --profile paper --runtime-only --runtime-steps 50 --device "$DEVICE"
   CAP=150 job training_benchmark "$PY" scripts/benchmark_training.py --device "$DEVICE" --no-official --steps 200 \
       --members 1,5,10,20 --repeats 1 --compile off
+  fi
   # side by side: EEO-TFV Table 4's "Original" transformer, one job per (dataset, horizon), and whatever of SAMformer
   # Tables 9-10 is still pending (finished cells are skipped). ORIGINAL_VARIANTS picks what those jobs train: an AdamW
   # run took 166 s with 15 jobs on an H200, an EEO run ~3x that, so a call's ~6 minutes finish AdamW runs only
   # (an EEO run cut by the budget is lost); set it to "AdamW,EEO full" once the AdamW runs are in.
   for H in 96 192 336 720; do
-    for D in ETTh1 ETTh2 ETTm1 ETTm2; do
+    for D in ${ORIGINAL_DATASETS:-ETTh1 ETTh2 ETTm1 ETTm2}; do  # an ETTm run did not finish in 511 s with 16 jobs
       job "eeo_original_${D}_H$H" "$PY" -m flatcast.experiments.eeo --profile paper --device "$DEVICE" \
           --cells "$D:$H:original" --variants "${ORIGINAL_VARIANTS:-AdamW}" \
           --out "data/results/eeo_paper_runs_gpu_${D}_H$H.jsonl" &

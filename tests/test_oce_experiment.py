@@ -478,7 +478,7 @@ def test_o7_states_the_load_the_timing_ran_under(small_exact_checks):
     v = oce.oce_verdicts(small_exact_checks, pd.DataFrame(), runtime=runtime)
     assert v["O7"]["verdict"] == "inconclusive"  # 10× at H = 720 is not "moderate"
     assert "load average 1.7 on 2 cores" in v["O7"]["evidence"] and "H=720: DLinear 4.0, OCE-TS 40.0 (10.0×)" in v["O7"]["evidence"]
-    assert "not moderate" in v["O7"]["evidence"]
+    assert "(not moderate) at H=720 (10.0×) on this CPU" in v["O7"]["evidence"]
     fast = oce.oce_verdicts(small_exact_checks, pd.DataFrame(), runtime=runtime.iloc[:1])["O7"]
     assert fast["verdict"] == "supported" and "At most 2.5× here, a moderate cost" in fast["evidence"]
 
@@ -511,8 +511,14 @@ def test_o7_a_gpus_rows_decide_and_the_cpus_are_reported_beside_them(small_exact
     assert "no GPU" not in o7["evidence"]
     slow_gpu = pd.concat([cpu, _runtime_rows("cuda: NVIDIA H200", (12.0, 56.0), cores=16)], ignore_index=True)
     o7 = oce.oce_verdicts(small_exact_checks, pd.DataFrame(), runtime=slow_gpu)["O7"]
-    assert o7["verdict"] == "inconclusive" and "At 56.0× the K-bin head" in o7["evidence"]
-    assert "not moderate on this device" in o7["evidence"]
+    assert o7["verdict"] == "not supported"  # a GPU decides: slow at every horizon
+    assert "(not moderate) at H=96 (12.0×), H=720 (56.0×) on this device" in o7["evidence"]
+    mixed_gpu = pd.concat([cpu, _runtime_rows("cuda: NVIDIA H200", (2.2, 6.3), cores=16)], ignore_index=True)
+    o7 = oce.oce_verdicts(small_exact_checks, pd.DataFrame(), runtime=mixed_gpu)["O7"]
+    assert o7["verdict"] == "partly supported"
+    assert "at H=720 (6.3×) on this device" in o7["evidence"] and "moderate at H=96 (2.2×)" in o7["evidence"]
+    slow_cpu_only = oce.oce_verdicts(small_exact_checks, pd.DataFrame(), runtime=cpu)["O7"]
+    assert slow_cpu_only["verdict"] == "inconclusive" and "no GPU" in slow_cpu_only["evidence"]
 
 
 def test_a_gpu_runtime_is_kept_and_joins_a_later_cpu_timing(tmp_path, monkeypatch):
