@@ -207,6 +207,25 @@ def test_run_cells_appends_records_and_skips_finished_runs(tmp_path, monkeypatch
     assert sibling_id not in calls and len(calls) == 5  # only seed 1 ran
 
 
+def test_architecture_table_puts_the_original_transformer_beside_the_channel_one():
+    def run(arch, variant, seed, mse, horizon=96, overrides=()):
+        return {"dataset": "ETTh1", "horizon": horizon, "arch": arch, "variant": variant, "seed": seed,
+                "test_mse": mse, "overrides": dict(overrides)}
+
+    runs = pd.DataFrame([run("original", "AdamW", 0, 0.50), run("original", "AdamW", 1, 0.56),
+                         run("toy", "AdamW", 0, 0.40), run("toy", "EEO full", 0, 0.38), run("toy", "EEO full", 1, 0.36),
+                         run("toy", "AdamW", 0, 9.0, overrides={"rho": 1.0}),  # a sensitivity run: not counted
+                         run("toy", "AdamW", 0, 0.45, horizon=192)])  # no 'Original' run at H = 192: no row
+    table = runner.architecture_table(runs)
+    assert list(table.index) == [("ETTh1", 96)]
+    row = table.loc[("ETTh1", 96)]
+    assert row["Original AdamW MSE"] == pytest.approx(0.53) and row["Original AdamW seeds"] == 2
+    assert np.isnan(row["Original EEO full MSE"]) and row["Original EEO full seeds"] == 0
+    assert row["channel AdamW MSE"] == pytest.approx(0.40) and row["channel AdamW seeds"] == 1
+    assert row["channel EEO full MSE"] == pytest.approx(0.37) and row["channel EEO full seeds"] == 2
+    assert runner.architecture_table(pd.DataFrame()).empty
+
+
 def test_main_trains_only_the_variants_asked_for_and_rejects_an_unknown_one(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(runner, "run_cells", lambda cells, config, **kw: seen.setdefault("cells", list(cells)))

@@ -81,6 +81,15 @@ def test_provenance_names_code_machine_and_command():
     assert set(record) >= {"commit", "dirty", "date", "python", "threads"}
 
 
+def test_device_type_reads_what_trained_a_record():
+    from flatcast.provenance import device_type
+
+    assert device_type({"provenance": provenance("cpu")}) == "cpu"  # written as "cpu: <processor>"
+    assert device_type({"provenance": {"device": "cuda: NVIDIA H200"}}) == "cuda"
+    assert device_type({"device": "cuda:0", "provenance": {"device": "cpu: x86_64"}}) == "cuda"  # the record's own wins
+    assert device_type({}) == device_type({"provenance": None}) == "cpu"  # before any GPU: the CPU
+
+
 def test_check_nonnegative():
     assert check_nonnegative("rho", 0) == 0.0 and check_nonnegative("rho", np.float32(0.5)) == 0.5
     for bad in (-1e-9, float("nan"), float("inf")):

@@ -8,10 +8,11 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["provenance", "REPO_ROOT"]
+__all__ = ["provenance", "device_type", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,3 +46,12 @@ def provenance(device: str | torch.device, command: list[str] | None = None) -> 
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(command if command is not None else [Path(sys.executable).name, *sys.argv]),
     }
+
+
+def device_type(record: dict[str, Any]) -> str:
+    """``"cpu"``, ``"cuda"``, …: what trained a run, from the record's own ``device`` or its provenance's (written by
+    :func:`provenance` as ``"cuda: NVIDIA H200"`` or ``"cpu: x86_64"``); a record that names none ran on the CPU
+    (every run before a GPU was lent)."""
+    prov = record.get("provenance")
+    named = record.get("device") or (prov.get("device") if isinstance(prov, dict) else None) or "cpu"
+    return str(named).split(":")[0].strip()

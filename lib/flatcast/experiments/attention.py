@@ -62,7 +62,7 @@ from flatcast.diagnostics.attention import (
     proposition5_callback, representation_rank_callback, score_weights_psd, singular_spectrum,
 )
 from flatcast.profiles import get_profile
-from flatcast.provenance import REPO_ROOT, provenance
+from flatcast.provenance import REPO_ROOT, device_type, provenance
 from flatcast.recipes import RECIPES, fit_recipe_seeds, recipe
 from flatcast.reference import load_reference
 
@@ -394,14 +394,6 @@ def run_study(config: AttentionConfig, path: str | os.PathLike | None = None, pr
 
 
 # ------------------------------------------------------------------------------------------------ analysis
-def device_type(record: dict[str, Any]) -> str:
-    """``"cpu"`` or ``"cuda"``: what trained a run, from its ``device`` or its provenance (``"cuda: NVIDIA H200"``);
-    a record that names none ran on the CPU (every run before a GPU was lent)."""
-    provenance = record.get("provenance")
-    named = record.get("device") or (provenance.get("device") if isinstance(provenance, dict) else None) or "cpu"
-    return str(named).split(":")[0].strip()
-
-
 def cells_by_device(records: Iterable[dict[str, Any]]) -> dict[str, int]:
     """How many (recipe, dataset, horizon) cells of ``records`` each device type trained (:func:`device_type`)."""
     cells = {(r["recipe"], r["dataset"], int(r["horizon"])): device_type(r) for r in records}

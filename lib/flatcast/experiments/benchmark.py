@@ -28,7 +28,7 @@ from flatcast.benchmark import RECIPE_LABELS, ResultStore, expand, run_cells
 from flatcast.benchmark.executor import cell_status
 from flatcast.claims import RESULTS_DIR, write_verdicts
 from flatcast.diagnostics.seed_tests import cell_t_tests
-from flatcast.provenance import provenance
+from flatcast.provenance import device_type, provenance
 from flatcast.reference import load_reference
 
 __all__ = ["TABLE_NAMES", "seed_frame", "comparison_table", "parameter_counts", "grid_progress",
@@ -140,7 +140,7 @@ def grid_progress(store: ResultStore | None = None) -> pd.DataFrame:
         done = [r for r in st if r["state"] in ("done", "older")]
         rows.append({"grid": g, "cells": len(st), "done": len(done),
                      "by_older_code": sum(r["state"] == "older" for r in st),
-                     "on_gpu": sum(str(r["result"].get("device", "cpu")).startswith("cuda") for r in done),
+                     "on_gpu": sum(device_type(r["result"]) == "cuda" for r in done),
                      "failed": sum(r["state"] == "failed" for r in st),
                      "pending": sum(r["state"] == "pending" for r in st),
                      "compute_h": sum(r["result"]["wall_time_s"] for r in done) / 3600})

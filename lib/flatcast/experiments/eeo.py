@@ -47,14 +47,14 @@ import torch
 
 from flatcast.claims import cap_verdict, parts_verdict, write_verdicts
 from flatcast.data import make_splits
-from flatcast.provenance import REPO_ROOT, provenance
+from flatcast.provenance import REPO_ROOT, device_type, provenance
 from flatcast.recipes import PAPER_TRAINING, build_model, optimizer_factory, paper_lr, paper_rho
 from flatcast.trainer import fit
 from flatcast.utils import seed_everything, torch_threads
 
 __all__ = ["VARIANTS", "CUMULATIVE", "LEAVE_ONE_OUT", "ARCHITECTURES", "EEOConfig", "EEO_CONFIGS", "eeo_config",
            "RunKey", "train_run", "run_cells", "paper_cells", "load_runs", "results_path", "ablation_table",
-           "ablation_summary", "cost_table", "COST_COLUMNS", "paired_tests", "sensitivity_grid", "sensitivity_defaults",
+           "ablation_summary", "architecture_table", "cost_table", "COST_COLUMNS", "paired_tests", "sensitivity_grid", "sensitivity_defaults",
            "sensitivity_defaults_for", "sensitivity_path", "sensitivity_table", "sensitivity_reading",
            "sensitivity_references", "sensitivity_default_check", "quick_cells",
            "lemma_checks", "eeo_verdicts", "write_eeo_verdicts", "run_sensitivity", "optimizer_state_bytes",
@@ -326,6 +326,29 @@ def ablation_summary(runs: pd.DataFrame) -> pd.DataFrame:
             .set_index(["dataset", "horizon", "variant"])[["test MSE (mean ± std over seeds)", "seeds"]])
 
 
+def architecture_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """EEO-TFV Table 4's architecture rows, per (dataset, horizon) present: the "Original" transformer's AdamW and EEO
+    test MSE (mean over its seeds, and the seed count) beside the channel ("toy") transformer's, from the runs without
+    overrides; a missing combination is NaN with 0 seeds. Table 4 prints horizon averages; a cell's mean here is over
+    seeds only."""
+    if runs.empty:
+        return pd.DataFrame()
+    plain = runs[runs["overrides"].map(len) == 0]
+    columns = [("original", "AdamW"), ("original", "EEO full"), ("toy", "AdamW"), ("toy", "EEO full")]
+    cells = sorted({(d, int(h)) for d, h, a in zip(plain["dataset"], plain["horizon"], plain["arch"]) if a == "original"})
+    rows = []
+    for dataset, horizon in cells:
+        row = {"dataset": dataset, "horizon": horizon}
+        for arch, variant in columns:
+            mse = plain[(plain["dataset"] == dataset) & (plain["horizon"] == horizon) & (plain["arch"] == arch)
+                        & (plain["variant"] == variant)]["test_mse"]
+            label = f"{'Original' if arch == 'original' else 'channel'} {variant}"
+            row[f"{label} MSE"] = float(mse.mean()) if len(mse) else np.nan
+            row[f"{label} seeds"] = int(len(mse))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["dataset", "horizon"])
+
+
 #: The cost columns of :func:`cost_table`, in display order.
 COST_COLUMNS = ("grad_evals_per_step", "s_per_epoch", "state_over_params", "n_probes", "n_kicks", "kicks per probe",
                 "probe_negative_fraction", "probe_curvature_median", "lambda_max")
@@ -341,8 +364,7 @@ def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
     frame = runs[runs["arch"] == "toy"].copy()
     if "provenance" in frame:
         compiled = frame["provenance"].map(lambda p: isinstance(p, dict) and bool(p.get("compiled")))
-        off_cpu = frame["provenance"].map(lambda p: isinstance(p, dict) and not str(p.get("device", "cpu"))
-                                          .startswith("cpu"))
+        off_cpu = frame["provenance"].map(lambda p: isinstance(p, dict) and device_type({"provenance": p}) != "cpu")
         frame["s_per_epoch"] = frame["s_per_epoch"].where(~compiled & ~off_cpu)
     frame["state_over_params"] = frame["state_bytes"] / frame["param_bytes"]
     frame["kicks per probe"] = frame["n_kicks"] / frame["n_probes"].replace(0, np.nan)
