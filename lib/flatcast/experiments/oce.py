@@ -1288,7 +1288,7 @@ def _runtime_verdict(runtime: pd.DataFrame) -> dict[str, str]:
         if moderate.any():
             evidence += ("; moderate at " + ", ".join(f"H={h} ({r:.1f}×)" for h, r in ratios.items()
                                                       if r <= MODERATE_RUNTIME_RATIO))
-        evidence += (": OCE-TS forms K logits (and their loss) for each of the H outputs per channel where DLinear "
+        evidence += (". OCE-TS forms K logits (and their loss) for each of the H outputs per channel where DLinear "
                      "forms one, so its cost grows with H·K")
     evidence += "; the paper's GPU ratio could not be checked here (no GPU)." if on_cpu else "."
     if len(others):
