@@ -325,6 +325,17 @@ def test_table4_verdict_is_capped_until_every_cell_seed_and_architecture_ran():
     assert got == "inconclusive" and "rule outcome supported" in measured and "0 'Original'" in measured
     got, measured = runner.table4_verdict(_table4_runs(MONOTONE, 0.35, seeds=(0,)), config)  # seed 1 missing
     assert got == "inconclusive" and "2 of 7 items" in measured
+    assert "2 'Original' transformer run(s), trained on cpu)" in measured  # no provenance: the CPU
+
+
+def test_the_evidence_says_which_device_trained_the_runs():
+    runs = _table4_runs(MONOTONE, 0.35)
+    runs["provenance"] = [{"device": "cuda: NVIDIA H200"} if arch == "original" else {"device": "cpu: x86_64"}
+                          for arch in runs["arch"]]
+    assert runner.trained_on(runs) == "cpu and cuda"
+    assert runner.trained_on(runs[runs["arch"] == "toy"]) == "cpu" and runner.trained_on(runs.drop(columns="provenance")) == "cpu"
+    config = runner.eeo_config("paper", datasets=("ETTh1",), horizons=(96,), seeds=(0, 1), original_seeds=(0,))
+    assert "2 'Original' transformer run(s), trained on cuda)" in runner.table4_verdict(runs, config)[1]
 
 
 @pytest.fixture(scope="module")

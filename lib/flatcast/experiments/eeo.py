@@ -54,7 +54,7 @@ from flatcast.utils import seed_everything, torch_threads
 
 __all__ = ["VARIANTS", "CUMULATIVE", "LEAVE_ONE_OUT", "ARCHITECTURES", "EEOConfig", "EEO_CONFIGS", "eeo_config",
            "RunKey", "train_run", "run_cells", "paper_cells", "load_runs", "results_path", "ablation_table",
-           "ablation_summary", "architecture_table", "cost_table", "COST_COLUMNS", "paired_tests", "sensitivity_grid", "sensitivity_defaults",
+           "ablation_summary", "architecture_table", "trained_on", "cost_table", "COST_COLUMNS", "paired_tests", "sensitivity_grid", "sensitivity_defaults",
            "sensitivity_defaults_for", "sensitivity_path", "sensitivity_table", "sensitivity_reading",
            "sensitivity_references", "sensitivity_default_check", "quick_cells",
            "lemma_checks", "eeo_verdicts", "write_eeo_verdicts", "run_sensitivity", "optimizer_state_bytes",
@@ -666,6 +666,15 @@ def lemma_checks(frames: dict[str, pd.DataFrame] | None = None) -> dict[str, Any
     return out
 
 
+def trained_on(runs: pd.DataFrame) -> str:
+    """The device types that trained ``runs`` (:func:`flatcast.provenance.device_type` of each run), e.g. ``"cpu"``
+    or ``"cpu and cuda"``; a frame without provenance ran on the CPU."""
+    if "provenance" not in runs:
+        return "cpu"
+    types = sorted({device_type({"provenance": p}) for p in runs["provenance"]})
+    return " and ".join(types) if types else "cpu"
+
+
 def table4_verdict(runs: pd.DataFrame, config: EEOConfig | None = None) -> tuple[str, str]:
     """E11 (EEO-TFV §4.4, Table 4): on each ETT dataset, averaged over the horizons as Table 4 does, EEO full beats
     AdamW and each cumulative part lowers the MSE (SAM alone > +SGLD > +SGLD+EMA > EEO full), on the channel
@@ -703,9 +712,10 @@ def table4_verdict(runs: pd.DataFrame, config: EEOConfig | None = None) -> tuple
         text.append(f"{dataset}: 'Original' + EEO {'lowest' if lowest else 'not lowest'} ({sub['test_mse'].mean():.3f} "
                     f"vs the best channel-transformer variant {best_toy:.3f})")
     verdict = parts_verdict(parts)
-    n_original = int((plain["arch"] == "original").sum()) if not plain.empty else 0
+    originals = plain[plain["arch"] == "original"] if not plain.empty else plain
     measured = ("; ".join(text) or "no dataset has every cumulative variant") + (
-        f" (means over the runs present; {n_original} 'Original' transformer run(s))")
+        f" (means over the runs present; {len(originals)} 'Original' transformer run(s)"
+        + (f", trained on {trained_on(originals)}" if len(originals) else "") + ")")
     return cap_verdict(verdict, measured, needed=needed, stored=stored)
 
 
@@ -874,7 +884,8 @@ def eeo_verdicts(runs: pd.DataFrame, lemmas: dict[str, Any], mechanism: pd.DataF
             + f" (n={int(cell.loc[v, 'count'])})" for v in VARIANTS if v in cell.index))
     verdict, measured = table4_verdict(runs)
     verdicts["E11"] = {"verdict": verdict, "evidence": (
-        "Paper profile (L=512, SAMformer protocol, CPU): " + "; ".join(parts) + ". " + measured
+        f"Paper profile (L=512, SAMformer protocol; channel transformer trained on {trained_on(paper)}): "
+        + "; ".join(parts) + ". " + measured
         + " (resume with python -m flatcast.experiments.eeo --profile paper).")}
     probed = paper[paper["n_probes"] > 0].groupby("variant")[["n_kicks", "n_probes"]].sum()
     sharp = paper.groupby("variant")["lambda_max"].mean()
