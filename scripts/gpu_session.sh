@@ -48,9 +48,9 @@ grid() {  # grid <name> <benchmark run arguments...>: the benchmark runner on a 
   # alone first, since they time the device: OCE-TS Table 3 (rewrites data/results/oce_runtime_cuda.json with the
   # library as it is now, e.g. the fused OCE loss in one block off a CPU) and the training benchmark
   if [ "${TIMING:-1}" = 1 ]; then  # TIMING=0: a short call that only trains
-  job oce_runtime "$PY" -m flatcast.experiments.oce --profile paper --runtime-only --runtime-steps 50 --device "$DEVICE"
-  CAP=150 job training_benchmark "$PY" scripts/benchmark_training.py --device "$DEVICE" --no-official --steps 200 \
-      --members 1,5,10,20 --repeats 1 --compile off
+    job oce_runtime "$PY" -m flatcast.experiments.oce --profile paper --runtime-only --runtime-steps 50 --device "$DEVICE"
+    CAP=150 job training_benchmark "$PY" scripts/benchmark_training.py --device "$DEVICE" --no-official --steps 200 \
+        --members 1,5,10,20 --repeats 1 --compile off
   fi
   # side by side: EEO-TFV Table 4's "Original" transformer, one job per (dataset, horizon), and whatever of SAMformer
   # Tables 9-10 is still pending (finished cells are skipped). ORIGINAL_VARIANTS picks what those jobs train: an AdamW

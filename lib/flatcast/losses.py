@@ -206,9 +206,10 @@ FUSED_BLOCK_ROWS = 2048
 
 def fused_block_rows(device: torch.device | str, n_rows: int) -> int:
     """The default block of :func:`oce_loss_fused` for ``n_rows`` rows on ``device``: :data:`FUSED_BLOCK_ROWS` on a
-    CPU (cache-sized blocks), every row in one block elsewhere. On a GPU each of a block's ~30 operations is a kernel
-    launch, so cache-sized blocks multiply the launches by the block count (~15,000 aten calls per step at OCE-TS
-    Table 3's H = 720, batch 32, 7 channels) while one block costs ``n_rows × K`` floats per array of device memory."""
+    CPU (cache-sized blocks), every row in one block elsewhere. On a GPU each of a block's operations is a kernel
+    launch, so cache-sized blocks multiply the launches by the block count (79 blocks, ~15,000 aten calls per step at
+    OCE-TS Table 3's H = 720, batch 32, 7 channels) while one block costs ``n_rows × K`` floats per array of device
+    memory."""
     return FUSED_BLOCK_ROWS if torch.device(device).type == "cpu" else max(int(n_rows), 1)
 
 

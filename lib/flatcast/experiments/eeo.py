@@ -54,7 +54,8 @@ from flatcast.utils import seed_everything, torch_threads
 
 __all__ = ["VARIANTS", "CUMULATIVE", "LEAVE_ONE_OUT", "ARCHITECTURES", "EEOConfig", "EEO_CONFIGS", "eeo_config",
            "RunKey", "train_run", "run_cells", "paper_cells", "load_runs", "results_path", "ablation_table",
-           "ablation_summary", "architecture_table", "trained_on", "cost_table", "COST_COLUMNS", "paired_tests", "sensitivity_grid", "sensitivity_defaults",
+           "ablation_summary", "architecture_table", "trained_on", "cost_table", "COST_COLUMNS", "paired_tests",
+           "sensitivity_grid", "sensitivity_defaults",
            "sensitivity_defaults_for", "sensitivity_path", "sensitivity_table", "sensitivity_reading",
            "sensitivity_references", "sensitivity_default_check", "quick_cells",
            "lemma_checks", "eeo_verdicts", "write_eeo_verdicts", "run_sensitivity", "optimizer_state_bytes",
