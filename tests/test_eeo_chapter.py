@@ -532,3 +532,45 @@ def test_sensitivity_references_and_default_check_use_the_grids_cell_and_seeds_o
     assert check["test MSE (ablation)"].tolist() == [0.38, 0.391]
     assert check["|Δ| val MSE, epoch 1"].tolist() == pytest.approx([1e-9, 1e-9], rel=1e-3)
     assert check["commits"].iloc[0] == "aaaaaaaa / bbbbbbbb" and check["best epoch"].iloc[0] == "3 / 3"
+
+
+def test_table4_comparison_averages_as_table4_does_by_hand():
+    from flatcast.reference import load_reference
+
+    reference = load_reference("eeo_table4_ablation")
+    reference = reference[reference["dataset"] == "ETTh1"]
+    runs = pd.DataFrame([{"dataset": "ETTh1", "horizon": h, "arch": "toy", "variant": "AdamW", "seed": s,
+                          "overrides": {}, "test_mse": m}
+                         for s, h, m in ((0, 96, 0.4), (0, 192, 0.6), (1, 96, 0.5), (1, 192, 0.7), (2, 96, 0.3))])
+    table = runner.table4_comparison(runs, reference, horizons=(96, 192))
+    row = table.loc[("ETTh1", "Toy+AdamW")]
+    # H = 96: (0.4 + 0.5 + 0.3) / 3 = 0.4; H = 192: (0.6 + 0.7) / 2 = 0.65; Table 4's average 0.525
+    assert row["ours"] == pytest.approx(0.525)
+    # seeds with both horizons: 0 → 0.5, 1 → 0.6; std (ddof 1) = 0.1 / √2
+    assert row["seed std"] == pytest.approx(0.1 / math.sqrt(2))
+    assert row["paper"] == pytest.approx(0.452) and row["ours − paper"] == pytest.approx(0.525 - 0.452)
+    assert (row["horizons run"], row["fewest seeds"]) == (2, 2)
+    missing = table.loc[("ETTh1", "Original+EEO")]
+    assert np.isnan(missing["ours"]) and missing["horizons run"] == 0 and missing["paper"] == pytest.approx(0.413)
+    assert list(table.index.get_level_values("Table 4 row")) == [label for _, _, label in runner.TABLE4_ROWS]
+    # a run with overrides (the sensitivity grid) is not a Table 4 run
+    moved = pd.concat([runs, runs.assign(overrides=[{"rho": 1.0}] * len(runs), test_mse=9.0)])
+    assert runner.table4_comparison(moved, reference, horizons=(96, 192)).loc[("ETTh1", "Toy+AdamW"), "ours"] \
+        == pytest.approx(0.525)
+
+
+def test_table4_figure_draws_complete_rows_and_labels_the_others():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from flatcast.experiments import eeo_figures
+    from flatcast.reference import load_reference
+
+    reference = load_reference("eeo_table4_ablation")
+    runs = _table4_runs(MONOTONE, 0.42)
+    fig = eeo_figures.table4_figure(runner.table4_comparison(runs, reference, horizons=(96,)), n_horizons=1)
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks[0] == "Toy+AdamW" and ticks[-1] == "Original+EEO"
+    assert [t.get_text() for t in fig.axes[2].get_xticklabels()][0] == "Toy+AdamW (0/1 H)"  # ETTm1: no run
+    assert len(fig.axes[0].lines) > len(fig.axes[2].lines)  # our markers on ETTh1 only
+    assert fig.axes[0].get_ylabel().startswith("test MSE")

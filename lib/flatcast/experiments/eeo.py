@@ -54,11 +54,12 @@ from flatcast.utils import seed_everything, torch_threads
 
 __all__ = ["VARIANTS", "CUMULATIVE", "LEAVE_ONE_OUT", "ARCHITECTURES", "ORIGINAL_VARIANTS", "EEOConfig",
            "EEO_CONFIGS", "eeo_config", "RunKey", "train_run", "run_cells", "paper_cells", "load_runs", "results_path",
-           "ablation_table", "ablation_summary", "architecture_table", "trained_on", "cost_table", "COST_COLUMNS",
-           "paired_tests", "sensitivity_grid", "sensitivity_defaults", "sensitivity_defaults_for", "sensitivity_path",
-           "sensitivity_table", "sensitivity_reading", "sensitivity_references", "sensitivity_default_check",
-           "quick_cells", "lemma_checks", "eeo_verdicts", "write_eeo_verdicts", "run_sensitivity",
-           "optimizer_state_bytes", "real_fd_curvature", "dropout_probe_check", "main"]
+           "ablation_table", "ablation_summary", "architecture_table", "TABLE4_ROWS", "table4_comparison",
+           "trained_on", "cost_table", "COST_COLUMNS", "paired_tests", "sensitivity_grid", "sensitivity_defaults",
+           "sensitivity_defaults_for", "sensitivity_path", "sensitivity_table", "sensitivity_reading",
+           "sensitivity_references", "sensitivity_default_check", "quick_cells", "lemma_checks", "eeo_verdicts",
+           "write_eeo_verdicts", "run_sensitivity", "optimizer_state_bytes", "real_fd_curvature",
+           "dropout_probe_check", "main"]
 
 #: variant → (optimizer name of flatcast.recipes.optimizer_factory, EEO switches)
 VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
@@ -349,6 +350,40 @@ def architecture_table(runs: pd.DataFrame) -> pd.DataFrame:
             row[f"{label} seeds"] = int(len(mse))
         rows.append(row)
     return pd.DataFrame(rows).set_index(["dataset", "horizon"])
+
+
+#: Table 4's rows as (architecture, variant of :data:`VARIANTS`, the row's label in ``eeo_table4_ablation.csv``);
+#: "EEO full" on the toy transformer is also Table 4's "Current" (the same number in both of its blocks).
+TABLE4_ROWS = (("toy", "AdamW", "Toy+AdamW"), ("toy", "SAM alone", "SAM alone"), ("toy", "SAM+SGLD", "SAM+SGLD"),
+               ("toy", "SAM+SGLD+EMA", "SAM+SGLD+EMA"), ("toy", "EEO full", "EEO full"),
+               ("original", "AdamW", "Original+AdamW"), ("original", "EEO full", "Original+EEO"))
+
+
+def table4_comparison(runs: pd.DataFrame, reference: pd.DataFrame, horizons: Sequence[int] = (96, 192, 336, 720)
+                      ) -> pd.DataFrame:
+    """EEO-TFV Table 4 beside our runs: per (dataset of ``reference``, row of :data:`TABLE4_ROWS`), our test MSE
+    averaged as Table 4 averages (the mean over seeds per horizon, then over ``horizons``; only the horizons that
+    have runs, counted in ``horizons run``), the seed spread of that average (std over the seeds that ran every one
+    of those horizons, ``ddof=1``; NaN below two such seeds), the fewest seeds of any of those horizons, the paper's
+    value and ours minus it. ``reference`` is ``load_reference("eeo_table4_ablation")``."""
+    paper = reference.drop_duplicates(["dataset", "variant"]).set_index(["dataset", "variant"])["value"]
+    plain = runs[runs["overrides"].map(len) == 0] if not runs.empty else runs
+    rows = []
+    for dataset in dict.fromkeys(reference["dataset"]):
+        for arch, variant, label in TABLE4_ROWS:
+            sub = (plain[(plain["dataset"] == dataset) & (plain["arch"] == arch) & (plain["variant"] == variant)
+                         & plain["horizon"].isin(list(horizons))] if not plain.empty else plain)
+            per_seed = (sub.pivot_table(index="seed", columns="horizon", values="test_mse", aggfunc="mean")
+                        if not sub.empty else pd.DataFrame())
+            complete = per_seed.dropna().mean(axis=1) if not per_seed.empty else pd.Series(dtype=float)
+            ours = float(per_seed.mean(axis=0).mean()) if not per_seed.empty else np.nan
+            reference_value = float(paper.get((dataset, label), np.nan))
+            rows.append({"dataset": dataset, "Table 4 row": label, "ours": ours,
+                         "seed std": float(complete.std(ddof=1)) if len(complete) > 1 else np.nan,
+                         "paper": reference_value, "ours − paper": ours - reference_value,
+                         "horizons run": int(per_seed.shape[1]) if not per_seed.empty else 0,
+                         "fewest seeds": int(per_seed.notna().sum(axis=0).min()) if not per_seed.empty else 0})
+    return pd.DataFrame(rows).set_index(["dataset", "Table 4 row"])
 
 
 #: The cost columns of :func:`cost_table`, in display order.

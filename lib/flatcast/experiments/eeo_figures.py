@@ -206,6 +206,38 @@ def ablation_figure(tables: Mapping[str, pd.DataFrame], variants: Sequence[str],
     return fig
 
 
+def table4_figure(comparison: pd.DataFrame, n_horizons: int = 4, title: str = ""):
+    """EEO-TFV Table 4 against our runs, one panel per dataset: per Table 4 row, our horizon-averaged test MSE
+    (◆, bars: seed std) where every one of the ``n_horizons`` horizons has runs, and the paper's value (red tick);
+    a row with fewer horizons run is labelled with its count and not drawn. ``comparison`` is
+    :func:`flatcast.experiments.eeo.table4_comparison`."""
+    datasets = list(dict.fromkeys(comparison.index.get_level_values("dataset")))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.6 * len(datasets), 4.2), squeeze=False, sharey=False)
+    for ax, dataset in zip(axes[0], datasets):
+        rows = comparison.loc[dataset]
+        labels = []
+        for i, (label, row) in enumerate(rows.iterrows()):
+            complete = row["horizons run"] == n_horizons
+            if complete:
+                ax.errorbar(i, row["ours"], yerr=0 if np.isnan(row["seed std"]) else row["seed std"], fmt="D",
+                            color="k", ms=5, capsize=3, label="ours (mean ± seed std)" if not labels else None)
+            if not np.isnan(row["paper"]):
+                ax.plot([i - 0.3, i + 0.3], [row["paper"]] * 2, "r-", lw=2,
+                        label="EEO-TFV Table 4" if i == 0 else None)
+            labels.append(label if complete else f"{label} ({int(row['horizons run'])}/{n_horizons} H)")
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
+        ax.set_title(dataset, fontsize=10)
+        ax.set_ylabel("test MSE, mean over horizons (standardised)", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    handles = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
 def cost_figure(costs: pd.DataFrame):
     """Per variant: gradient evaluations per step, wall time per epoch, optimizer-state memory (in units of
     the model's parameter memory)."""
