@@ -553,6 +553,8 @@ def test_table4_comparison_averages_as_table4_does_by_hand():
     missing = table.loc[("ETTh1", "Original+EEO")]
     assert np.isnan(missing["ours"]) and missing["horizons run"] == 0 and missing["paper"] == pytest.approx(0.413)
     assert list(table.index.get_level_values("Table 4 row")) == [label for _, _, label in runner.TABLE4_ROWS]
+    assert row["rank (ours)"] == 1 and row["rank (paper)"] == 1  # the only row run at both horizons
+    assert np.isnan(missing["rank (ours)"]) and np.isnan(missing["rank (paper)"])
     # a run with overrides (the sensitivity grid) is not a Table 4 run
     moved = pd.concat([runs, runs.assign(overrides=[{"rho": 1.0}] * len(runs), test_mse=9.0)])
     assert runner.table4_comparison(moved, reference, horizons=(96, 192)).loc[("ETTh1", "Toy+AdamW"), "ours"] \
@@ -569,6 +571,10 @@ def test_table4_figure_draws_complete_rows_and_labels_the_others():
     reference = load_reference("eeo_table4_ablation")
     runs = _table4_runs(MONOTONE, 0.42)
     fig = eeo_figures.table4_figure(runner.table4_comparison(runs, reference, horizons=(96,)), n_horizons=1)
+    ranks = runner.table4_comparison(runs, reference, horizons=(96,)).loc["ETTh1"]
+    # ours: 0.45, 0.42, 0.41, 0.40, 0.39 (toy), 0.52, 0.42 ('Original'); Table 4: .452 .436 .426 .413 .404 .461 .413
+    assert list(ranks["rank (ours)"]) == [6, 4, 3, 2, 1, 7, 4]
+    assert list(ranks["rank (paper)"]) == [6, 5, 4, 2, 1, 7, 2]
     ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert ticks[0] == "Toy+AdamW" and ticks[-1] == "Original+EEO"
     assert [t.get_text() for t in fig.axes[2].get_xticklabels()][0] == "Toy+AdamW (0/1 H)"  # ETTm1: no run

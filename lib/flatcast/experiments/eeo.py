@@ -365,7 +365,9 @@ def table4_comparison(runs: pd.DataFrame, reference: pd.DataFrame, horizons: Seq
     averaged as Table 4 averages (the mean over seeds per horizon, then over ``horizons``; only the horizons that
     have runs, counted in ``horizons run``), the seed spread of that average (std over the seeds that ran every one
     of those horizons, ``ddof=1``; NaN below two such seeds), the fewest seeds of any of those horizons, the paper's
-    value and ours minus it. ``reference`` is ``load_reference("eeo_table4_ablation")``."""
+    value and ours minus it, and the rank of the row within its dataset (1: lowest MSE) by our value and by the paper's,
+    among the rows run at every horizon (NaN for the others), so that the two orders compare like with like.
+    ``reference`` is ``load_reference("eeo_table4_ablation")``."""
     paper = reference.drop_duplicates(["dataset", "variant"]).set_index(["dataset", "variant"])["value"]
     plain = runs[runs["overrides"].map(len) == 0] if not runs.empty else runs
     rows = []
@@ -383,7 +385,11 @@ def table4_comparison(runs: pd.DataFrame, reference: pd.DataFrame, horizons: Seq
                          "paper": reference_value, "ours − paper": ours - reference_value,
                          "horizons run": int(per_seed.shape[1]) if not per_seed.empty else 0,
                          "fewest seeds": int(per_seed.notna().sum(axis=0).min()) if not per_seed.empty else 0})
-    return pd.DataFrame(rows).set_index(["dataset", "Table 4 row"])
+    table = pd.DataFrame(rows).set_index(["dataset", "Table 4 row"])
+    complete = table["horizons run"] == len(tuple(horizons))
+    for column, source in (("rank (ours)", "ours"), ("rank (paper)", "paper")):
+        table[column] = table[source].where(complete).groupby(level="dataset").rank(method="min")
+    return table
 
 
 #: The cost columns of :func:`cost_table`, in display order.
