@@ -337,7 +337,7 @@ def test_table4_verdict_compares_rows_on_the_horizons_they_share():
     assert "toy EEO full < AdamW (0.390 vs 0.450, H = 96)" in measured
     assert "0.420 → 0.410 → 0.400 → 0.390" in measured
     # the AdamW rows share both horizons: (0.45 + 0.75) / 2 = 0.600 against (0.50 + 0.80) / 2 = 0.650
-    assert "AdamW: toy < 'Original' (0.600 vs 0.650, H = 96/720)" in measured
+    assert "AdamW: toy < 'Original' (0.600 vs 0.650)" in measured  # all the profile's horizons: not named
     assert "toy EEO full lowest of the 6 rows (next: toy SAM+SGLD+EMA 0.400, H = 96)" in measured
 
 
@@ -404,6 +404,22 @@ def test_e19_parts_saddle_flatness_and_seed_spread(lam, spread, verdict):
     assert runner.e19_verdict(_e19_runs(lam, spread), mechanism)[0] == "partly supported"
     assert runner.e19_verdict(_e19_runs(lam, spread, seeds=(0,)), mechanism, config)[1].endswith(
         "No paper-profile cell has every seed of EEO full, SAM alone and AdamW yet.")
+
+
+def test_e19_evidence_counts_the_cells_and_names_those_that_fail():
+    config = runner.eeo_config("paper", datasets=("ETTh1",), horizons=(96, 192), seeds=(0, 1))
+    mechanism = pd.DataFrame([{"function": "saddle", "variant": "SAM", "place": "the saddle"},
+                              {"function": "saddle", "variant": "SAM + escape", "place": "minimum (0, √2)"}])
+    spread = {"EEO full": 0.001, "SAM alone": 0.003, "AdamW": 0.006}
+    runs = pd.concat([_e19_runs({"EEO full": 0.5, "SAM alone": 0.6, "AdamW": 2.0}, spread),
+                      _e19_runs({"EEO full": 0.7, "SAM alone": 0.6, "AdamW": 2.0}, spread).assign(horizon=192)])
+    got, measured = runner.e19_verdict(runs, mechanism, config)
+    assert got == "partly supported"
+    assert "2 of 2. EEO full's mean λmax of the training loss is below SAM alone's on 1 of 2 and below AdamW's on 2" \
+        in measured
+    assert "(medians over the cells: EEO full 0.6, SAM alone 0.6, AdamW 2)" in measured
+    assert "EEO full flattest on every cell: no (not on ETTh1 H=192)" in measured
+    assert "smallest seed spread on every cell: yes." in measured
 
 
 def test_ablation_summary_formats_mean_std_and_orders_variants_as_the_paper():

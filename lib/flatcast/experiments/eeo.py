@@ -754,8 +754,8 @@ def table4_verdict(runs: pd.DataFrame, config: EEOConfig | None = None) -> tuple
     def horizons_of(frame: pd.DataFrame, variant: str) -> set[int]:
         return {int(h) for h in frame.loc[frame["variant"] == variant, "horizon"]}
 
-    def shown(horizons: set[int]) -> str:
-        return "H = " + "/".join(str(h) for h in sorted(horizons))
+    def shown(horizons: set[int]) -> str:  # the horizons averaged over, when not all of the profile's
+        return "" if horizons == set(config.horizons) else ", H = " + "/".join(str(h) for h in sorted(horizons))
 
     for dataset in sorted(set(plain["dataset"])) if not plain.empty else []:
         toy = plain[(plain["dataset"] == dataset) & (plain["arch"] == "toy")]
@@ -770,7 +770,7 @@ def table4_verdict(runs: pd.DataFrame, config: EEOConfig | None = None) -> tuple
             monotone = all(a > b for a, b in zip(chain, chain[1:]))
             parts += [beats, monotone]
             said += [f"toy EEO full {'<' if beats else '≥'} AdamW ({means['EEO full']:.3f} vs {means['AdamW']:.3f}"
-                     + (f", {shown(ladder)}" if ladder != set(config.horizons) else "") + ")",
+                     f"{shown(ladder)})",
                      f"SAM alone → +SGLD → +EMA → EEO full {'decreasing' if monotone else 'not decreasing'} ("
                      + " → ".join(f"{x:.3f}" for x in chain) + ")"]
         for variant in ORIGINAL_VARIANTS:
@@ -780,7 +780,7 @@ def table4_verdict(runs: pd.DataFrame, config: EEOConfig | None = None) -> tuple
             ours = _horizon_averages(toy[toy["variant"] == variant], both)[variant]
             theirs = _horizon_averages(original[original["variant"] == variant], both)[variant]
             parts.append(bool(ours < theirs))
-            said.append(f"{variant}: toy {'<' if ours < theirs else '≥'} 'Original' ({ours:.3f} vs {theirs:.3f}, "
+            said.append(f"{variant}: toy {'<' if ours < theirs else '≥'} 'Original' ({ours:.3f} vs {theirs:.3f}"
                         f"{shown(both)})")
         both = horizons_of(original, "AdamW") & horizons_of(original, "EEO full")
         if both:
@@ -788,7 +788,7 @@ def table4_verdict(runs: pd.DataFrame, config: EEOConfig | None = None) -> tuple
             helps = bool(original_means["EEO full"] < original_means["AdamW"])
             parts.append(helps)
             said.append(f"'Original' EEO full {'<' if helps else '≥'} AdamW ({original_means['EEO full']:.3f} vs "
-                        f"{original_means['AdamW']:.3f}, {shown(both)})")
+                        f"{original_means['AdamW']:.3f}{shown(both)})")
         present = [v for v in ORIGINAL_VARIANTS if horizons_of(original, v)]
         common = set.intersection(ladder, *(horizons_of(original, v) for v in present)) if ladder else set()
         if common:
@@ -799,7 +799,7 @@ def table4_verdict(runs: pd.DataFrame, config: EEOConfig | None = None) -> tuple
             best = bool(rows["toy EEO full"] < others[runner_up])
             parts.append(best)
             said.append(f"toy EEO full {'lowest' if best else 'not lowest'} of the {len(rows)} rows "
-                        f"(next: {runner_up} {others[runner_up]:.3f}, {shown(common)})")
+                        f"(next: {runner_up} {others[runner_up]:.3f}{shown(common)})")
         if said:
             text.append(f"{dataset}: " + ", ".join(said))
     verdict = parts_verdict(parts)
@@ -820,27 +820,42 @@ def e19_verdict(paper: pd.DataFrame, mechanism: pd.DataFrame, config: EEOConfig 
     at = mechanism.set_index(["function", "variant"])["place"]
     escapes = at[("saddle", "SAM")] == "the saddle" and at[("saddle", "SAM + escape")].startswith("minimum")
     trio = ("EEO full", "SAM alone", "AdamW")
-    flatter, steadier, text = [], [], []
+    flatter, steadier, cells, lams = [], [], [], []
+    below = {("λ", "SAM alone"): 0, ("λ", "AdamW"): 0, ("std", "SAM alone"): 0, ("std", "AdamW"): 0}
     for (dataset, horizon), cell in paper.groupby(["dataset", "horizon"]):
         sub = cell[cell["variant"].isin(trio)]
         if any(set(config.seeds) - set(sub[sub["variant"] == v]["seed"]) for v in trio):
             continue
         lam = sub.groupby("variant")["lambda_max"].mean()
         std = sub.groupby("variant")["test_mse"].std()
+        for other in trio[1:]:
+            below[("λ", other)] += int(lam["EEO full"] < lam[other])
+            below[("std", other)] += int(std["EEO full"] < std[other])
         flatter.append(bool(lam["EEO full"] < min(lam["SAM alone"], lam["AdamW"])))
         steadier.append(bool(std["EEO full"] < min(std["SAM alone"], std["AdamW"])))
-        text.append(f"{dataset} H={horizon}: λmax " + ", ".join(f"{v} {lam[v]:.3g}" for v in trio)
-                    + "; seed std of test MSE " + ", ".join(f"{v} {std[v]:.4f}" for v in trio))
-    parts = [escapes] + ([all(flatter), all(steadier)] if text else [])
+        cells.append(f"{dataset} H={horizon}")
+        lams.append(lam)
+    parts = [escapes] + ([all(flatter), all(steadier)] if cells else [])
     verdict = parts_verdict(parts)
     n_total = len(config.datasets) * len(config.horizons)
-    if verdict == "supported" and len(text) < n_total:
+    if verdict == "supported" and len(cells) < n_total:
         verdict = "partly supported"
+
+    def failing(flags: list[bool]) -> str:
+        names = [c for c, ok in zip(cells, flags) if not ok]
+        return "yes" if not names else "no (not on " + ", ".join(names) + ")"
+
+    n = len(cells)
+    medians = pd.DataFrame(lams).median() if lams else None
     measured = (f"Escape leaves the saddle where SAM stays: {'yes' if escapes else 'no'}. "
-                + (f"Cells with all {len(config.seeds)} seeds of {', '.join(trio)} ({len(text)} of {n_total}): "
-                   + "; ".join(text) + f". EEO full flattest on every one: {'yes' if all(flatter) else 'no'}; "
-                   f"smallest seed spread on every one: {'yes' if all(steadier) else 'no'}."
-                   if text else "No paper-profile cell has every seed of EEO full, SAM alone and AdamW yet."))
+                + (f"Cells with all {len(config.seeds)} seeds of {', '.join(trio)}: {n} of {n_total}. EEO full's mean "
+                   f"λmax of the training loss is below SAM alone's on {below[('λ', 'SAM alone')]} of {n} and below "
+                   f"AdamW's on {below[('λ', 'AdamW')]} (medians over the cells: "
+                   + ", ".join(f"{v} {medians[v]:.3g}" for v in trio)
+                   + f"); its seed std of test MSE is below SAM alone's on {below[('std', 'SAM alone')]} and below "
+                   f"AdamW's on {below[('std', 'AdamW')]}. EEO full flattest on every cell: {failing(flatter)}; "
+                   f"smallest seed spread on every cell: {failing(steadier)}."
+                   if cells else "No paper-profile cell has every seed of EEO full, SAM alone and AdamW yet."))
     return verdict, measured
 
 
@@ -965,18 +980,10 @@ def eeo_verdicts(runs: pd.DataFrame, lemmas: dict[str, Any], mechanism: pd.DataF
         verdicts["E11"] = {"verdict": "not yet tested", "evidence": "no paper-profile run committed yet"}
         verdicts["E19"] = {"verdict": "not yet tested", "evidence": "no paper-profile run committed yet"}
         return verdicts
-    table = ablation_table(paper, list(VARIANTS))
-    parts = []
-    for dataset, horizon in cells:
-        cell = table[(table["dataset"] == dataset) & (table["horizon"] == horizon)].set_index("variant")
-        parts.append(f"{dataset} H={horizon}: " + ", ".join(
-            f"{v} {cell.loc[v, 'mean']:.3f}"
-            + ("" if math.isnan(cell.loc[v, "std"]) else f"±{cell.loc[v, 'std']:.3f}")
-            + f" (n={int(cell.loc[v, 'count'])})" for v in VARIANTS if v in cell.index))
     verdict, measured = table4_verdict(runs)
     verdicts["E11"] = {"verdict": verdict, "evidence": (
-        f"Paper profile (L=512, SAMformer protocol; channel transformer trained on {trained_on(paper)}): "
-        + "; ".join(parts) + ". " + measured
+        f"Paper profile (L=512, SAMformer protocol; channel transformer trained on {trained_on(paper)}; each cell's "
+        f"mean ± seed std in the chapter's Table 4 section): " + measured
         + " (resume with python -m flatcast.experiments.eeo --profile paper).")}
     probed = paper[paper["n_probes"] > 0].groupby("variant")[["n_kicks", "n_probes"]].sum()
     sharp = paper.groupby("variant")["lambda_max"].mean()
@@ -985,9 +992,8 @@ def eeo_verdicts(runs: pd.DataFrame, lemmas: dict[str, Any], mechanism: pd.DataF
                  if not probed.empty else "no run with the escape yet")
     mechanism = mechanism_outcomes() if mechanism is None else mechanism
     verdict, measured = e19_verdict(paper, mechanism)
-    datasets = ", ".join(f"{d} H={h}" for d, h in cells)
     verdicts["E19"] = {"verdict": verdict, "evidence": (
-        _mechanism_text(mechanism) + f" Paper profile (L=512; {datasets}): {kick_text}; mean λmax of the training loss "
+        _mechanism_text(mechanism) + f" Paper profile (L=512; {len(cells)} cells): {kick_text}; mean λmax of the training loss "
         f"by variant: " + ", ".join(f"{k} {v:.3g}" for k, v in sharp.items() if not math.isnan(v)) + ". " + measured)}
     return verdicts
 
