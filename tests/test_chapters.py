@@ -78,6 +78,9 @@ def test_committed_chapter_is_stripped_and_parameterised(chapter):
     assert namespace["profile"] == "quick" and namespace["device"] == "auto" and namespace["seed"] == 0
     titles = [c for c in nb["cells"] if c["cell_type"] == "markdown" and "".join(c["source"]).startswith("# ")]
     assert titles, f"{chapter}: needs a '# Title' markdown cell"
+    # nbformat 4.5 wants a unique id per cell (a missing one is a warning now, a hard error in later versions)
+    ids = [c.get("id") for c in nb["cells"]]
+    assert None not in ids and len(set(ids)) == len(ids), f"{chapter}: a cell without an id, or a repeated id"
 
 
 def test_stripped_removes_outputs_and_is_idempotent():
