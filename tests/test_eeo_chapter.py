@@ -596,3 +596,31 @@ def test_table4_figure_draws_complete_rows_and_labels_the_others():
     assert [t.get_text() for t in fig.axes[2].get_xticklabels()][0] == "Toy+AdamW (0/1 H)"  # ETTm1: no run
     assert len(fig.axes[0].lines) > len(fig.axes[2].lines)  # our markers on ETTh1 only
     assert fig.axes[0].get_ylabel().startswith("test MSE")
+
+
+def test_original_work_left_by_hand():
+    config = runner.eeo_config("paper", datasets=("ETTh1",), horizons=(96,), seeds=(0, 1, 2), original_seeds=None)
+    runs = pd.DataFrame(
+        [{"dataset": "ETTh1", "horizon": 96, "arch": "original", "variant": "AdamW", "seed": s, "overrides": {},
+          "epochs_run": 6, "grad_evals_per_step": 1.0} for s in (0, 1)]
+        + [{"dataset": "ETTh1", "horizon": 192, "arch": "toy", "variant": "EEO full", "seed": s, "overrides": {},
+            "epochs_run": e, "grad_evals_per_step": 3.0} for s, e in ((0, 9), (1, 11))]
+        + [{"dataset": "ETTh1", "horizon": 96, "arch": "toy", "variant": "EEO full", "seed": 0,
+            "overrides": {"rho": 1.0}, "epochs_run": 99, "grad_evals_per_step": 9.0}])  # a sensitivity run: ignored
+    left = runner.original_work_left(runs, config).set_index("variant")
+    # ETTh1's training rows are [0, 8640): 8640 − 512 − 96 + 1 = 8033 windows, ⌈8033 / 32⌉ = 252 steps per epoch
+    assert list(left["steps per epoch"]) == [252, 252]
+    assert left.loc["AdamW", "seeds missing"] == 1 and left.loc["AdamW", "grad evals left"] == 252 * 6
+    # no 'Original' EEO run yet: epochs and gradients per step from the channel transformer's EEO runs (10, 3)
+    assert left.loc["EEO full", "seeds missing"] == 3
+    assert left.loc["EEO full", "grad evals left"] == pytest.approx(3 * 252 * 10 * 3.0)
+    complete = pd.concat([runs, runs.iloc[:1].assign(seed=2)])
+    complete = pd.concat([complete] + [runs.iloc[:1].assign(variant="EEO full", seed=s) for s in (0, 1, 2)])
+    assert runner.original_work_left(complete, config).empty
+
+
+def test_plan_part_prints_what_is_left(capsys, monkeypatch):
+    monkeypatch.setattr(runner, "load_runs", lambda path=None: pd.DataFrame())
+    assert runner.main(["--part", "plan"]) == 0
+    out = capsys.readouterr().out
+    assert "'Original' runs missing: 160" in out  # 4 datasets × 4 horizons × 2 variants × 5 seeds

@@ -59,7 +59,7 @@ __all__ = ["VARIANTS", "CUMULATIVE", "LEAVE_ONE_OUT", "ARCHITECTURES", "ORIGINAL
            "sensitivity_defaults_for", "sensitivity_path", "sensitivity_table", "sensitivity_reading",
            "sensitivity_references", "sensitivity_default_check", "quick_cells", "lemma_checks", "eeo_verdicts",
            "write_eeo_verdicts", "run_sensitivity", "optimizer_state_bytes", "real_fd_curvature",
-           "dropout_probe_check", "main"]
+           "dropout_probe_check", "original_work_left", "main"]
 
 #: variant → (optimizer name of flatcast.recipes.optimizer_factory, EEO switches)
 VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
@@ -302,6 +302,45 @@ def run_cells(cells: Iterable[tuple[str, int, str, Sequence[str]]], config: EEOC
                     progress(f"{key.as_id()}: test MSE {record['test_mse']:.4f}, {record['epochs_run']} epochs, "
                              f"{time.time() - started:.0f} s")
     return records
+
+
+def original_work_left(runs: pd.DataFrame, config: EEOConfig | None = None) -> pd.DataFrame:
+    """The "Original" transformer's runs that Table 4 still needs and what they cost, per (dataset, horizon,
+    variant) with a seed missing: the seeds missing; optimizer steps per epoch (the training windows of
+    :func:`flatcast.data.splits.split_borders` over the batch size, no data read); epochs per run, the mean of the
+    variant's "Original" runs on the dataset, else of its channel-transformer runs there (early stopping decides);
+    gradient evaluations per step, the mean over the variant's runs (EEO's escape probes add to SAM's two); and their
+    product, ``grad evals left``. A planning estimate for the GPU calls (README, "On a lent GPU"), not a result."""
+    from flatcast.data.registry import dataset_info
+    from flatcast.data.splits import split_borders
+
+    config = config or EEO_CONFIGS["paper"]
+    seeds = config.original_seeds if config.original_seeds is not None else config.seeds
+    columns = ["dataset", "horizon", "arch", "variant", "seed", "epochs_run", "grad_evals_per_step"]
+    plain = runs[runs["overrides"].map(len) == 0] if not runs.empty else pd.DataFrame(columns=columns)
+
+    def runs_of(arch: str, variant: str, dataset: str | None = None) -> pd.DataFrame:
+        chosen = (plain["arch"] == arch) & (plain["variant"] == variant)
+        return plain[chosen & (plain["dataset"] == dataset)] if dataset is not None else plain[chosen]
+
+    rows = []
+    for dataset in config.datasets:
+        start, stop = split_borders(dataset_info(dataset), config.lookback)["train"]
+        for horizon in config.horizons:
+            steps = math.ceil((stop - start - config.lookback - horizon + 1) / config.batch_size)
+            for variant in ORIGINAL_VARIANTS:
+                done = runs_of("original", variant, dataset)
+                missing = len(set(seeds) - set(done.loc[done["horizon"] == horizon, "seed"]))
+                if not missing:
+                    continue
+                epochs = next((float(f["epochs_run"].mean()) for f in (done, runs_of("toy", variant, dataset))
+                               if len(f)), math.nan)
+                measured = pd.concat([runs_of("original", variant), runs_of("toy", variant)])
+                per_step = float(measured["grad_evals_per_step"].mean()) if len(measured) else math.nan
+                rows.append({"dataset": dataset, "horizon": horizon, "variant": variant, "seeds missing": missing,
+                             "steps per epoch": steps, "epochs per run": epochs, "grad evals per step": per_step,
+                             "grad evals left": missing * steps * epochs * per_step})
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------------------- analysis
@@ -1057,7 +1096,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="'all', or a comma list of dataset:horizon:arch (e.g. ETTh1:96:toy)")
     parser.add_argument("--variants", default=None,
                         help="a comma list of the cells' variants to train (default: all of each cell's), e.g. AdamW")
-    parser.add_argument("--part", default="ablation", choices=("ablation", "sensitivity", "verdicts"))
+    parser.add_argument("--part", default="ablation", choices=("ablation", "sensitivity", "verdicts", "plan"),
+                        help="plan: print the 'Original' runs still missing and their gradient evaluations")
     parser.add_argument("--max-runs", type=int, default=None)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -1068,6 +1108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.part == "verdicts":
         say(f"wrote {write_eeo_verdicts()}")
+        return 0
+    if args.part == "plan":
+        left = original_work_left(load_runs(), config)
+        print(left.round(2).to_string(index=False) if not left.empty else "every 'Original' run is stored")
+        if not left.empty:
+            print(f"'Original' runs missing: {int(left['seeds missing'].sum())}; gradient evaluations left: "
+                  f"{left['grad evals left'].sum():,.0f}")
         return 0
     if args.part == "sensitivity":
         out = Path(args.out) if args.out else sensitivity_path(args.profile)
