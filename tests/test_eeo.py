@@ -131,6 +131,75 @@ def test_fd_hvp_rejects_bad_input():
         fd_hvp(lambda: None, [w], [torch.ones(2)], 1e-3)
 
 
+def _dropout_quadratic(x: torch.Tensor, p: float = 0.5):
+    """Loss ½‖dropout(x)⊙w‖² of a weight vector w: for the mask m (kept entries scaled by 1/(1−p)) its Hessian is
+    diag((m⊙x)²), exactly, so a finite difference at one mask is exact too."""
+    w = torch.nn.Parameter(torch.linspace(-1.0, 1.0, x.numel(), dtype=torch.float64))
+
+    def grad_fn():
+        masked = torch.nn.functional.dropout(x, p, training=True)
+        return list(torch.autograd.grad(0.5 * ((masked * w) ** 2).sum(), [w]))
+
+    return w, grad_fn
+
+
+def test_fd_hvp_with_the_same_noise_differentiates_one_dropout_mask_and_leaves_the_generator_alone():
+    x = torch.linspace(0.5, 2.0, 12, dtype=torch.float64)
+    v = torch.linspace(1.0, -1.0, 12, dtype=torch.float64)
+    w, grad_fn = _dropout_quadratic(x)
+    torch.manual_seed(3)
+    mask = torch.nn.functional.dropout(torch.ones_like(x), 0.5, training=True)  # the next draw after seeding 3
+    torch.manual_seed(3)
+    state = torch.get_rng_state()
+    (product,) = fd_hvp(grad_fn, [w], [v], 1e-3)
+    assert torch.allclose(product, (mask * x) ** 2 * v, rtol=1e-9, atol=1e-12)  # H_m v at the next mask
+    assert torch.equal(torch.get_rng_state(), state)  # the probe consumed none of the global stream
+    # independent masks: the difference of gradients at two masks over 2α, far from any one mask's H v
+    torch.manual_seed(3)
+    (noisy,) = fd_hvp(grad_fn, [w], [v], 1e-3, same_noise=False)
+    assert not torch.equal(torch.get_rng_state(), state)
+    assert torch.linalg.vector_norm(noisy - product) > 10 * torch.linalg.vector_norm(product)
+    with pytest.raises(TypeError, match="same_noise"):
+        fd_hvp(grad_fn, [w], [v], 1e-3, same_noise=1)
+
+
+def test_same_noise_changes_nothing_for_a_closure_without_randomness():
+    w = torch.nn.Parameter(torch.tensor([0.3, -0.8, 1.1], dtype=torch.float64))
+    v = torch.tensor([0.6, 0.0, -0.8], dtype=torch.float64)
+
+    def grad_fn():
+        return list(torch.autograd.grad(_nonquadratic_loss(w), [w]))
+
+    (shared,) = fd_hvp(grad_fn, [w], [v], 1e-2)
+    (independent,) = fd_hvp(grad_fn, [w], [v], 1e-2, same_noise=False)
+    assert torch.equal(shared, independent)
+
+
+def test_eeo_probes_a_dropout_model_at_one_mask_unless_told_otherwise():
+    # ½‖dropout(x)⊙w‖² has a positive semi-definite Hessian at every mask: a probe at one mask never reads
+    # negative curvature, so it never kicks; with independent masks the reading is noise of either sign
+    x = torch.linspace(0.5, 2.0, 12, dtype=torch.float64)
+    kicks = {}
+    for same in (True, False):
+        w, grad_fn = _dropout_quadratic(x)
+        opt = EEO([w], lr=0.01, rho=0.05, probe_every=1, sgld=False, ema=False, seed=0, probe_same_noise=same)
+        torch.manual_seed(0)
+
+        def closure():
+            (grad,) = grad_fn()
+            w.grad = grad
+            return grad.sum()
+
+        for _ in range(20):
+            closure()
+            opt.step(closure)
+        kicks[same] = opt.n_kicks
+        assert all(r["curvature"] >= 0 for r in opt.probe_log) == same
+    assert kicks[True] == 0 and kicks[False] > 5
+    with pytest.raises(TypeError, match="probe_same_noise"):
+        EEO([torch.nn.Parameter(torch.ones(2))], lr=0.1, probe_same_noise="yes")
+
+
 def test_escape_finds_the_most_negative_curvature_and_kicks_downhill_by_negcur_kick_rho():
     # Quadratic with Hessian Q diag(4, 1, −1, −3) Qᵀ: the dominant eigenvalue (4) is positive, so phase 2 runs.
     generator = torch.Generator().manual_seed(3)

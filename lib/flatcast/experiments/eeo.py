@@ -59,7 +59,7 @@ __all__ = ["VARIANTS", "CUMULATIVE", "LEAVE_ONE_OUT", "ARCHITECTURES", "ORIGINAL
            "sensitivity_defaults_for", "sensitivity_path", "sensitivity_table", "sensitivity_reading",
            "sensitivity_references", "sensitivity_default_check", "quick_cells", "lemma_checks", "eeo_verdicts",
            "write_eeo_verdicts", "run_sensitivity", "optimizer_state_bytes", "real_fd_curvature",
-           "dropout_probe_check", "original_work_left", "main"]
+           "dropout_probe_check", "DROPOUT_PROBE_MODES", "original_work_left", "main"]
 
 #: variant → (optimizer name of flatcast.recipes.optimizer_factory, EEO switches)
 VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
@@ -223,6 +223,7 @@ def train_run(key: RunKey, splits, config: EEOConfig, device: str = "cpu", sharp
         "state_bytes": optimizer_state_bytes(optimizer),
         "param_bytes": sum(p.numel() * p.element_size() for p in result.model.parameters()),
         "n_probes": len(log), "n_kicks": int(sum(r["kicked"] for r in log)),
+        "probe_same_noise": getattr(optimizer, "probe_same_noise", None) if log else None,
         "probe_curvature_median": float(np.median([r["curvature"] for r in log])) if log else math.nan,
         "probe_negative_fraction": float(np.mean([r["curvature"] < 0 for r in log])) if log else math.nan,
         "lambda_max": sharp,
@@ -1047,11 +1048,18 @@ def write_eeo_verdicts(results_dir: str | Path | None = None) -> Path:
     return write_verdicts("eeo", eeo_verdicts(runs, lemmas), provenance("cpu"), results_dir=directory)
 
 
+#: the modes of :func:`dropout_probe_check`: (label, dropout on, both gradients with the same random draws)
+DROPOUT_PROBE_MODES = (("dropout on, a mask per gradient", True, False),
+                       ("dropout on, one mask per product", True, True),
+                       ("dropout off", False, True))
+
+
 def dropout_probe_check(splits, config: EEOConfig, repeats: int = 5, alpha: float = 5e-3, seed: int = 0,
                         n_windows: int = 64) -> pd.DataFrame:
     """EEO's FD curvature vᵀĤv of the "Original" transformer (which has dropout) along one fixed unit v, read
-    ``repeats`` times in train mode (dropout on: each of the two gradients draws its own masks, as inside EEO's
-    probe) and in eval mode (dropout off), against vᵀHv with dropout off (float64 FD with α = 1e-4).
+    ``repeats`` times in three modes: dropout on with each of the two gradients drawing its own masks (Eq. 10 read
+    literally, ``probe_same_noise=False``), dropout on with both gradients at one mask (the library's probe, a new
+    mask at each repeat), and dropout off; against vᵀHv with dropout off (float64 FD with α = 1e-4).
 
     Columns: mode, repeat, fd_curvature, exact_curvature_no_dropout."""
     from flatcast.optim import fd_hvp
@@ -1076,10 +1084,12 @@ def dropout_probe_check(splits, config: EEOConfig, repeats: int = 5, alpha: floa
 
     rows = []
     torch.manual_seed(seed)
-    for mode in ("train (dropout on)", "eval (dropout off)"):
-        model.train(mode.startswith("train"))
+    for mode, dropout, same_noise in DROPOUT_PROBE_MODES:
+        model.train(dropout)
         for repeat in range(repeats):
-            product = fd_hvp(grad_fn, params, v, alpha)
+            product = fd_hvp(grad_fn, params, v, alpha, same_noise=same_noise)
+            if same_noise and dropout:
+                torch.rand(1)  # the shared-noise probe consumes no draw: move on, so each repeat has its own mask
             rows.append({"mode": mode, "repeat": repeat,
                          "fd_curvature": float(sum((h * d).sum() for h, d in zip(product, v))),
                          "exact_curvature_no_dropout": exact})

@@ -19,7 +19,8 @@ configuration of this class):
     ``negcur_kick · ρ`` along ±v; the sign is first-order: −sign(g(w)ᵀv) (+v when gᵀv = 0), the sign that
     lowers the loss to second order because both signs lower the curvature term ½λ·kick². This needs no extra
     evaluation. After a kick the gradient is re-evaluated at the new weights; without a kick the weights are
-    restored exactly (copied back) and so is the original gradient.
+    restored exactly (copied back) and so is the original gradient. Both gradients of a product draw the same
+    random numbers (``probe_same_noise``), so that dropout, if the model has it, does not enter the difference.
 
 ``sam`` (Eq. 9)
     Sharpness-aware outer step: e_w = ρ · s(w)⊙g(w) / (‖s(w)⊙g(w)‖ + ε), gradient at w + e_w, base optimizer
@@ -97,22 +98,45 @@ def _gradients_from(closure_or_grad_fn: Callable[[], Any], params: Sequence[torc
     return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
 
 
+@contextlib.contextmanager
+def _replayed_global_noise(params: Sequence[torch.Tensor]) -> Iterator[Callable[[], None]]:
+    """Inside the block, ``replay()`` resets torch's global generators (the CPU's and those of the CUDA devices
+    holding ``params``) to their state at entry, so that two calls draw the same random numbers (e.g. dropout
+    masks); on exit the generators are restored to that state, so the block consumes none of the global stream."""
+    cuda_devices = sorted({p.device.index or 0 for p in params if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda_devices):
+        cpu_state = torch.get_rng_state()
+        cuda_states = [torch.cuda.get_rng_state(index) for index in cuda_devices]
+
+        def replay() -> None:
+            torch.set_rng_state(cpu_state)
+            for index, state in zip(cuda_devices, cuda_states):
+                torch.cuda.set_rng_state(state, index)
+
+        yield replay
+
+
 @torch.no_grad()
 def _fd_gradient_pair(
     closure_or_grad_fn: Callable[[], Any],
     params: Sequence[torch.Tensor],
     v: Sequence[torch.Tensor],
     alpha: float,
+    same_noise: bool = True,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Gradients at w + αv and w − αv; the weights are copied back exactly afterwards."""
+    """Gradients at w + αv and w − αv; the weights are copied back exactly afterwards. With ``same_noise`` both
+    gradients draw the same global random numbers (:func:`_replayed_global_noise`)."""
     originals = [p.detach().clone() for p in params]
+    noise = _replayed_global_noise(params) if same_noise else contextlib.nullcontext(lambda: None)
     try:
-        for p, w, d in zip(params, originals, v):
-            p.copy_(w).add_(d, alpha=alpha)
-        grads_plus = _gradients_from(closure_or_grad_fn, params)
-        for p, w, d in zip(params, originals, v):
-            p.copy_(w).add_(d, alpha=-alpha)
-        grads_minus = _gradients_from(closure_or_grad_fn, params)
+        with noise as replay:
+            for p, w, d in zip(params, originals, v):
+                p.copy_(w).add_(d, alpha=alpha)
+            grads_plus = _gradients_from(closure_or_grad_fn, params)
+            replay()
+            for p, w, d in zip(params, originals, v):
+                p.copy_(w).add_(d, alpha=-alpha)
+            grads_minus = _gradients_from(closure_or_grad_fn, params)
     finally:
         for p, w in zip(params, originals):
             p.copy_(w)
@@ -124,6 +148,7 @@ def fd_hvp(
     params: Iterable[torch.Tensor],
     v: Iterable[torch.Tensor],
     alpha: float,
+    same_noise: bool = True,
 ) -> list[torch.Tensor]:
     """Finite-difference Hessian-vector product Hv ≈ (g(w + αv) − g(w − αv)) / (2α) (EEO-TFV Lemma 3.3).
 
@@ -136,11 +161,19 @@ def fd_hvp(
             i.e. at most (M₄/6)α²‖v‖³ with M₄ a bound on the fourth derivative of the loss (Lemma 3.3 prints the
             Hessian-Lipschitz constant here; with only that, the sharp bound is first order,
             (ρ_H/2)α‖v‖²); in float32, α ≈ 5e-3 balances that against the O(ε_machine / α) rounding error.
+        same_noise: evaluate both gradients with the same draws of torch's global generators (common random
+            numbers), so that a closure with randomness (dropout) is differentiated at one fixed mask: the result
+            is then that mask's loss Hessian times v. With independent draws (``False``) the difference of two
+            gradients with different masks, divided by 2α, is mostly mask noise amplified by 1/α. With ``True``
+            the call leaves the global generators as it found them; with ``False`` both gradients advance them. A
+            closure without randomness gives the same product either way.
 
     Costs two gradient evaluations. Returns one tensor per parameter.
     """
     params = list(params)
     v = list(v)
+    if not isinstance(same_noise, bool):
+        raise TypeError(f"same_noise must be True or False, got {same_noise!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
         raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
     if not params:
@@ -150,7 +183,7 @@ def fd_hvp(
     for index, (p, d) in enumerate(zip(params, v)):
         if d.shape != p.shape:
             raise ValueError(f"v[{index}] has shape {tuple(d.shape)}, parameter has shape {tuple(p.shape)}")
-    grads_plus, grads_minus = _fd_gradient_pair(closure_or_grad_fn, params, v, float(alpha))
+    grads_plus, grads_minus = _fd_gradient_pair(closure_or_grad_fn, params, v, float(alpha), same_noise)
     return [(gp - gm) / (2 * alpha) for gp, gm in zip(grads_plus, grads_minus)]
 
 
@@ -182,6 +215,11 @@ class EEO(SAM):
         ema_decay: β = 0.99 in Eq. 13, an averaging horizon of ~100 steps (under one epoch of the book's data
             sets) so the EMA tracks the weights even in the short ``quick`` profile runs.
         seed: seed of the private generator used for the SGLD noise and the power-iteration start vectors.
+        probe_same_noise: True: each finite-difference product of the probe evaluates its two gradients with the
+            same global random draws (:func:`fd_hvp`'s ``same_noise``), so a model with dropout is probed at one
+            fixed mask. The paper's Eq. 10 is silent on randomness in the loss; with ``False`` (independent masks)
+            the FD curvature of a model with dropout is mask noise amplified by 1/α, of random sign, and the
+            escape fires at nearly every probe. No effect on a closure without randomness.
 
     Gradient-evaluation count ``grad_evals`` per ``step``: 1 for the caller's initial backward, +1 for the SAM
     closure at w + e_w, and on probe steps +2 per Hessian-vector product (+1 more if a kick is taken, for the
@@ -215,6 +253,7 @@ class EEO(SAM):
         temperature: float = 1e-5,
         ema_decay: float = 0.99,
         seed: int = 0,
+        probe_same_noise: bool = True,
         record_probes: bool = False,
         **base_kwargs: Any,
     ) -> None:
@@ -239,6 +278,7 @@ class EEO(SAM):
             raise TypeError(f"seed must be an integer, got {seed!r}")
         self.seed = seed
         self.record_probes = _validate_switch("record_probes", record_probes)
+        self.probe_same_noise = _validate_switch("probe_same_noise", probe_same_noise)
         wrapper_defaults = {
             "rho": validate_rho(rho),
             "scaling": scaling,
@@ -323,7 +363,7 @@ class EEO(SAM):
         def hessian_times(direction: list[torch.Tensor]) -> tuple[list[torch.Tensor], float]:
             """FD-HVP (2 gradient evaluations) and the Rayleigh quotient of the unit ``direction``."""
             nonlocal best_direction, best_curvature
-            product = fd_hvp(closure, params, direction, self.fd_alpha)
+            product = fd_hvp(closure, params, direction, self.fd_alpha, same_noise=self.probe_same_noise)
             self.grad_evals += 2
             curvature = _dot(direction, product)
             if curvature < best_curvature:
