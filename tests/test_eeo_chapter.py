@@ -189,12 +189,18 @@ def test_run_cells_appends_records_and_skips_finished_runs(tmp_path, monkeypatch
 
     monkeypatch.setattr(runner, "train_run", fake_train)
     monkeypatch.setattr(runner, "make_splits", lambda *a, **k: object())
-    monkeypatch.setattr(runner, "provenance", lambda device: {"device": device})
+    commits = iter(f"commit{i}" for i in range(100))  # a new commit lands at every call: one per finished run
+    monkeypatch.setattr(runner, "provenance", lambda device: {"device": device, "commit": next(commits),
+                                                              "dirty": False, "date": "d"})
     config = runner.eeo_config("quick", seeds=(0, 1))
     out = tmp_path / "eeo_paper_runs.jsonl"
     cells = [("ETTh1", 96, "toy", ("AdamW", "EEO full"))]
     runner.run_cells(cells, config, out=out, max_runs=3)
     assert len(calls) == 3
+    first = [json.loads(line)["provenance"] for line in out.read_text().splitlines()]
+    # each record names the commit the call started from (the code it runs) beside the one when its run ended
+    assert [p["runner_start"]["commit"] for p in first] == ["commit0"] * 3
+    assert [p["commit"] for p in first] == ["commit1", "commit2", "commit3"]
     runner.run_cells(cells, config, out=out)
     assert len(calls) == 4 and len(set(calls)) == 4  # only the missing run was trained
     lines = [json.loads(line) for line in out.read_text().splitlines()]

@@ -276,8 +276,12 @@ def run_cells(cells: Iterable[tuple[str, int, str, Sequence[str]]], config: EEOC
               device: str = "cpu", progress: Callable[[str], None] | None = None,
               max_runs: int | None = None) -> list[dict[str, Any]]:
     """Train every (cell, variant, seed); with ``out`` append each record to that JSON-lines file (with
-    provenance) and skip runs already in it (resumable). Returns the records trained now."""
+    provenance) and skip runs already in it (resumable). Returns the records trained now.
+
+    A record's provenance is taken when its run ends; ``runner_start`` adds the commit (and dirty flag) this call
+    started from, the code the process runs, in case commits land while it trains (as the benchmark runner does)."""
     done = _finished_ids(out) if out is not None else set()
+    at_start = {k: v for k, v in provenance(device).items() if k in ("commit", "dirty", "date")}
     records, splits_cache = [], {}
     for dataset, horizon, arch, variants in cells:
         seeds = config.original_seeds if arch == "original" and config.original_seeds is not None else config.seeds
@@ -294,7 +298,7 @@ def run_cells(cells: Iterable[tuple[str, int, str, Sequence[str]]], config: EEOC
                 started = time.time()
                 record = train_run(key, splits_cache[(dataset, horizon)], config, device=device)
                 if out is not None:
-                    record["provenance"] = provenance(device)
+                    record["provenance"] = {**provenance(device), "runner_start": at_start}
                     out.parent.mkdir(parents=True, exist_ok=True)
                     with out.open("a", encoding="utf-8") as handle:
                         handle.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -518,6 +522,7 @@ def run_sensitivity(config: EEOConfig, dataset: str = "ETTh1", horizon: int = 96
     trained once and stored under every setting. Resumable with ``out``."""
     splits = make_splits(dataset, config.lookback, horizon)
     rho_star = paper_rho(dataset, horizon, fallback=True)
+    at_start = {k: v for k, v in provenance(device).items() if k in ("commit", "dirty", "date")}  # as run_cells
     done = load_runs(out) if out is not None else pd.DataFrame()
     done_ids = set(done["id"]) if not done.empty else set()
     records = [] if done.empty else done.to_dict("records")
@@ -538,7 +543,7 @@ def run_sensitivity(config: EEOConfig, dataset: str = "ETTh1", horizon: int = 96
                         default_records[seed] = record
                 record = dict(record, setting=name, value=float(value))
                 if out is not None:
-                    record["provenance"] = provenance(device)
+                    record["provenance"] = {**provenance(device), "runner_start": at_start}
                     with out.open("a", encoding="utf-8") as handle:
                         handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 records.append(record)
