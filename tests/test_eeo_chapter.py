@@ -641,3 +641,17 @@ def test_a_run_record_says_how_the_escape_probed():
     assert probed["n_probes"] > 0 and probed["probe_same_noise"] is True
     plain = runner.train_run(runner.RunKey("toy", 8, "original", "AdamW", 0, 32), splits, config, sharpness=False)
     assert plain["n_probes"] == 0 and plain["probe_same_noise"] is None
+
+
+def test_table4_orders_list_the_rows_lowest_first_with_ties():
+    from flatcast.reference import load_reference
+
+    reference = load_reference("eeo_table4_ablation")
+    runs = _table4_runs(MONOTONE, 0.42)  # toy 0.45 … 0.39; 'Original' EEO 0.42 (= toy SAM alone), AdamW 0.52
+    orders = runner.table4_orders(runner.table4_comparison(runs, reference, horizons=(96,)))
+    assert orders.loc["ETTh1", "ours, lowest first"] == (
+        "EEO full < SAM+SGLD+EMA < SAM+SGLD < SAM alone = Original+EEO < Toy+AdamW < Original+AdamW")
+    # Table 4 (ETTh1): .404 < .413 (SAM+SGLD+EMA and Original+EEO) < .426 < .436 < .452 < .461
+    assert orders.loc["ETTh1", "paper, lowest first"] == (
+        "EEO full < SAM+SGLD+EMA = Original+EEO < SAM+SGLD < SAM alone < Toy+AdamW < Original+AdamW")
+    assert orders.loc["ETTm1", "ours, lowest first"] == ""  # no run there

@@ -54,7 +54,7 @@ from flatcast.utils import seed_everything, torch_threads
 
 __all__ = ["VARIANTS", "CUMULATIVE", "LEAVE_ONE_OUT", "ARCHITECTURES", "ORIGINAL_VARIANTS", "EEOConfig",
            "EEO_CONFIGS", "eeo_config", "RunKey", "train_run", "run_cells", "paper_cells", "load_runs", "results_path",
-           "ablation_table", "ablation_summary", "architecture_table", "TABLE4_ROWS", "table4_comparison",
+           "ablation_table", "ablation_summary", "architecture_table", "TABLE4_ROWS", "table4_comparison", "table4_orders",
            "trained_on", "cost_table", "COST_COLUMNS", "paired_tests", "sensitivity_grid", "sensitivity_defaults",
            "sensitivity_defaults_for", "sensitivity_path", "sensitivity_table", "sensitivity_reading",
            "sensitivity_references", "sensitivity_default_check", "quick_cells", "lemma_checks", "eeo_verdicts",
@@ -434,6 +434,20 @@ def table4_comparison(runs: pd.DataFrame, reference: pd.DataFrame, horizons: Seq
     for column, source in (("rank (ours)", "ours"), ("rank (paper)", "paper")):
         table[column] = table[source].where(complete).groupby(level="dataset").rank(method="min")
     return table
+
+
+def table4_orders(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset of :func:`table4_comparison`, its rows run at every horizon from the lowest MSE to the highest,
+    by our value and by the paper's (ties share a rank and are joined by "="), as text."""
+    orders = {}
+    for dataset, rows in comparison.groupby(level="dataset", sort=False):
+        rows = rows.droplevel("dataset")
+        orders[dataset] = {}
+        for label, column in (("ours, lowest first", "rank (ours)"), ("paper, lowest first", "rank (paper)")):
+            ranked = rows[column].dropna().sort_values(kind="stable")
+            groups = ranked.groupby(ranked, sort=True).apply(lambda g: " = ".join(g.index))
+            orders[dataset][label] = " < ".join(groups)
+    return pd.DataFrame.from_dict(orders, orient="index").rename_axis("dataset")
 
 
 #: The cost columns of :func:`cost_table`, in display order.
