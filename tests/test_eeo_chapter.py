@@ -192,6 +192,7 @@ def test_run_cells_appends_records_and_skips_finished_runs(tmp_path, monkeypatch
     commits = iter(f"commit{i}" for i in range(100))  # a new commit lands at every call: one per finished run
     monkeypatch.setattr(runner, "provenance", lambda device: {"device": device, "commit": next(commits),
                                                               "dirty": False, "date": "d"})
+    monkeypatch.setattr(runner, "runner_start", lambda device: {"commit": next(commits)})
     config = runner.eeo_config("quick", seeds=(0, 1))
     out = tmp_path / "eeo_paper_runs.jsonl"
     cells = [("ETTh1", 96, "toy", ("AdamW", "EEO full"))]

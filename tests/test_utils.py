@@ -98,3 +98,12 @@ def test_check_nonnegative():
     for bad in (True, "0.1", None):
         with pytest.raises(TypeError, match="rho must be a real number"):
             check_nonnegative("rho", bad)
+
+
+def test_runner_start_is_provenance_reduced_to_the_code_and_time():
+    from flatcast.provenance import provenance, runner_start
+
+    start = runner_start("cpu")
+    assert set(start) == {"commit", "dirty", "date"}
+    full = provenance("cpu")
+    assert start["commit"] == full["commit"] and start["dirty"] == full["dirty"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["provenance", "device_type", "REPO_ROOT"]
+__all__ = ["provenance", "runner_start", "device_type", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,6 +46,13 @@ def provenance(device: str | torch.device, command: list[str] | None = None) -> 
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(command if command is not None else [Path(sys.executable).name, *sys.argv]),
     }
+
+
+def runner_start(device: str | torch.device) -> dict[str, object]:
+    """The commit, dirty flag and date of :func:`provenance` now: taken when a long runner starts, it names the code
+    the process runs, which a record's own provenance (taken when the record is written) may not, once commits land
+    while it trains."""
+    return {key: value for key, value in provenance(device).items() if key in ("commit", "dirty", "date")}
 
 
 def device_type(record: dict[str, Any]) -> str:

@@ -176,9 +176,9 @@ def run_cells(cells: Sequence[Cell], store: ResultStore | None = None, *, backen
     cell_fn = cell_fn or os.environ.get("FLATCAST_BENCHMARK_CELL_FN") or None
     # the code a runner computes with is the code of its start (the cell keys, i.e. the code fingerprints, are
     # taken now): each result records that commit too, beside the one its worker saw when it finished
-    from flatcast.provenance import provenance
+    from flatcast.provenance import runner_start
 
-    at_start = {k: v for k, v in provenance("cpu").items() if k in ("commit", "dirty", "date")}
+    at_start = runner_start("cpu")
     with runner_lock(store.root):
         store.clean_temporaries()
         todo: list[tuple[Cell, str]] = []

@@ -47,7 +47,7 @@ import torch
 
 from flatcast.claims import cap_verdict, parts_verdict, write_verdicts
 from flatcast.data import make_splits
-from flatcast.provenance import REPO_ROOT, device_type, provenance
+from flatcast.provenance import REPO_ROOT, device_type, provenance, runner_start
 from flatcast.recipes import PAPER_TRAINING, build_model, optimizer_factory, paper_lr, paper_rho
 from flatcast.trainer import fit
 from flatcast.utils import seed_everything, torch_threads
@@ -281,7 +281,7 @@ def run_cells(cells: Iterable[tuple[str, int, str, Sequence[str]]], config: EEOC
     A record's provenance is taken when its run ends; ``runner_start`` adds the commit (and dirty flag) this call
     started from, the code the process runs, in case commits land while it trains (as the benchmark runner does)."""
     done = _finished_ids(out) if out is not None else set()
-    at_start = {k: v for k, v in provenance(device).items() if k in ("commit", "dirty", "date")}
+    at_start = runner_start(device)
     records, splits_cache = [], {}
     for dataset, horizon, arch, variants in cells:
         seeds = config.original_seeds if arch == "original" and config.original_seeds is not None else config.seeds
@@ -536,7 +536,7 @@ def run_sensitivity(config: EEOConfig, dataset: str = "ETTh1", horizon: int = 96
     trained once and stored under every setting. Resumable with ``out``."""
     splits = make_splits(dataset, config.lookback, horizon)
     rho_star = paper_rho(dataset, horizon, fallback=True)
-    at_start = {k: v for k, v in provenance(device).items() if k in ("commit", "dirty", "date")}  # as run_cells
+    at_start = runner_start(device)
     done = load_runs(out) if out is not None else pd.DataFrame()
     done_ids = set(done["id"]) if not done.empty else set()
     records = [] if done.empty else done.to_dict("records")
