@@ -422,7 +422,7 @@ def table4_comparison(runs: pd.DataFrame, reference: pd.DataFrame, horizons: Seq
             per_seed = (sub.pivot_table(index="seed", columns="horizon", values="test_mse", aggfunc="mean")
                         if not sub.empty else pd.DataFrame())
             complete = per_seed.dropna().mean(axis=1) if not per_seed.empty else pd.Series(dtype=float)
-            ours = float(per_seed.mean(axis=0).mean()) if not per_seed.empty else np.nan
+            ours = float(_horizon_averages(sub)[variant]) if not sub.empty else np.nan
             reference_value = float(paper.get((dataset, label), np.nan))
             rows.append({"dataset": dataset, "Table 4 row": label, "ours": ours,
                          "seed std": float(complete.std(ddof=1)) if len(complete) > 1 else np.nan,
