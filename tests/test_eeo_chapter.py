@@ -175,9 +175,52 @@ def test_paired_tests_and_ablation_table_by_hand():
     tests = runner.paired_tests(runs, others=("EEO − SGLD",))
     assert tests["mean_diff"].iloc[0] == pytest.approx((0.02 + 0.01 + 0.04) / 3)
     assert tests["wins_of_reference"].iloc[0] == 3
+    assert tests["reference_mse"].iloc[0] == pytest.approx(0.40)
     assert tests["wilcoxon_p"].iloc[0] == pytest.approx(0.25)  # exact, n = 3: the smallest two-sided p
     table = runner.ablation_table(runs, ("EEO full", "EEO − SGLD"))
     assert table.set_index("variant").loc["EEO full", "mean"] == pytest.approx(0.40)
+
+
+
+def _loo_tests(relative: dict[str, list[float]], reference_mse: float = 0.5) -> pd.DataFrame:
+    """A frame shaped like paired_tests: per part, one cell per relative difference (5 seeds each)."""
+    return pd.DataFrame([{"dataset": "ETTh1", "horizon": 96 * (i + 1), "variant": part, "n_seeds": 5,
+                          "reference_mse": reference_mse, "mean_diff": r * reference_mse, "std_diff": 0.01,
+                          "wins_of_reference": 5 if r > 0 else 1}
+                         for part, values in relative.items() for i, r in enumerate(values)])
+
+
+def test_loo_summary_pools_cells_by_hand():
+    tests = _loo_tests({"EEO − escape": [-0.1, -0.2, -0.05], "EEO − EMA": [0.1, 0.3, -0.2], "EEO − SGLD": [0, 0, 0]})
+    summary = runner.loo_summary(tests)
+    assert list(summary.index) == ["escape", "EMA", "SGLD"]
+    escape, ema, sgld = (summary.loc[part] for part in ("escape", "EMA", "SGLD"))
+    assert (escape["cells"], escape["cells where removing hurts"], escape["cells where removing helps"]) == (3, 0, 3)
+    assert escape["median Δ (% of full EEO)"] == pytest.approx(-10.0)
+    assert escape["seed pairs full EEO better"] == "3 of 15"
+    # exact signed-rank test, n = 3: all one sign gives the smallest two-sided p, 2/8; for EMA |r| ranks 1, 3 are
+    # positive and 2 negative: min(W+, W−) = 2, P(W ≤ 2) = 3/8, two-sided 0.75
+    assert escape["Wilcoxon p over cells"] == pytest.approx(0.25)
+    assert ema["Wilcoxon p over cells"] == pytest.approx(0.75)
+    assert sgld["Wilcoxon p over cells"] == 1.0 and sgld["cells where removing hurts"] == 0
+    # Holm over the three parts: 0.25·3, max(0.75, 0.75·2) → 1.5 capped at 1, then 1
+    assert escape["Holm-adjusted p"] == pytest.approx(0.75)
+    assert ema["Holm-adjusted p"] == pytest.approx(1.0) and sgld["Holm-adjusted p"] == pytest.approx(1.0)
+    assert runner.loo_summary(pd.DataFrame()).empty
+
+
+def test_loo_figure_draws_relative_differences_per_part():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from flatcast.experiments import eeo_figures
+
+    tests = _loo_tests({"EEO − escape": [-0.1, -0.2], "EEO − EMA": [0.1, 3.0]}, reference_mse=0.4)
+    fig = eeo_figures.loo_figure(tests)
+    assert [ax.get_title() for ax in fig.axes] == ["EEO − escape", "EEO − EMA"]
+    drawn = [line for line in fig.axes[1].lines if line.get_marker() == "D"]
+    assert np.concatenate([line.get_ydata() for line in drawn]) == pytest.approx([10.0, 300.0])  # % of 0.4
+    assert fig.axes[1].get_yscale() == "symlog"
 
 
 def test_run_cells_appends_records_and_skips_finished_runs(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FixedLocator, StrMethodFormatter
 import numpy as np
 import pandas as pd
 
@@ -12,7 +13,7 @@ from flatcast.eeo_lemmas import fitted_slope
 from flatcast.testfunctions import TestFunction, Trajectory, loss_grid
 
 __all__ = ["draw_trajectories", "trajectories_figure", "probe_curvature_figure", "fd_error_figure",
-           "real_fd_figure", "robust_expansion_figure", "attention_descent_figure", "ablation_figure",
+           "real_fd_figure", "robust_expansion_figure", "attention_descent_figure", "ablation_figure", "loo_figure",
            "cost_figure", "sensitivity_figure", "explorer_render"]
 
 _COLORS = ["#444444", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
@@ -237,6 +238,39 @@ def table4_figure(comparison: pd.DataFrame, n_horizons: int = 4, title: str = ""
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
+
+def loo_figure(tests: pd.DataFrame, title: str = "", symlog_threshold: float = 10.0):
+    """Leave-one-out, one panel per removed part: per cell (dataset, horizon), the test MSE of full EEO minus
+    that part relative to full EEO's (%), mean over the paired seeds (◆) ± the seed std of the paired difference;
+    above zero, removing the part hurts. The y axis is linear within ±``symlog_threshold`` % and logarithmic
+    beyond, so one failed run does not flatten every other cell. ``tests`` is
+    :func:`flatcast.experiments.eeo.paired_tests`."""
+    parts = list(dict.fromkeys(tests["variant"]))
+    datasets = list(dict.fromkeys(tests["dataset"]))
+    fig, axes = plt.subplots(1, len(parts), figsize=(3.6 * len(parts), 3.9), squeeze=False, sharey=True)
+    for ax, part in zip(axes[0], parts):
+        cells = tests[tests["variant"] == part].reset_index(drop=True)
+        scale = 100 / cells["reference_mse"]
+        for j, dataset in enumerate(datasets):
+            mine = cells["dataset"] == dataset
+            ax.errorbar(cells.index[mine], (cells["mean_diff"] * scale)[mine], yerr=(cells["std_diff"] * scale)[mine],
+                        fmt="D", ms=4, capsize=2, color=_COLORS[(j + 1) % len(_COLORS)], label=dataset)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_yscale("symlog", linthresh=symlog_threshold)
+        ax.yaxis.set_major_locator(FixedLocator([-100, -10, -5, 0, 5, 10, 100]))
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+        ax.set_xticks(cells.index)
+        ax.set_xticklabels(cells["horizon"].astype(str), rotation=90, fontsize=7)
+        ax.set_xlabel("horizon H (cells grouped by dataset)", fontsize=8)
+        ax.set_title(f"{part}", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel(f"Δ test MSE vs full EEO (% of full EEO's;\nlog beyond ±{symlog_threshold:g} %); > 0: removing hurts", fontsize=8)
+    handles = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
 
 def cost_figure(costs: pd.DataFrame):
     """Per variant: gradient evaluations per step, wall time per epoch, optimizer-state memory (in units of
