@@ -207,6 +207,15 @@ def ablation_figure(tables: Mapping[str, pd.DataFrame], variants: Sequence[str],
     return fig
 
 
+def _legend_below(fig, axes, title: str, bottom: float):
+    """One legend for all ``axes`` (each label once) in a strip of height ``bottom`` under them, and the title."""
+    handles = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    return fig
+
 def table4_figure(comparison: pd.DataFrame, n_horizons: int = 4, title: str = ""):
     """EEO-TFV Table 4 against our runs, one panel per dataset: per Table 4 row, our horizon-averaged test MSE
     (◆, bars: seed std) where every one of the ``n_horizons`` horizons has runs, and the paper's value (red tick);
@@ -231,12 +240,7 @@ def table4_figure(comparison: pd.DataFrame, n_horizons: int = 4, title: str = ""
         ax.set_title(dataset, fontsize=10)
         ax.set_ylabel("test MSE, mean over horizons (standardised)", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    handles = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return fig
+    return _legend_below(fig, axes[0], title, bottom=0.05)
 
 
 def loo_figure(tests: pd.DataFrame, title: str = "", symlog_threshold: float = 10.0):
@@ -264,13 +268,10 @@ def loo_figure(tests: pd.DataFrame, title: str = "", symlog_threshold: float = 1
         ax.set_xlabel("horizon H (cells grouped by dataset)", fontsize=8)
         ax.set_title(f"{part}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel(f"Δ test MSE vs full EEO (% of full EEO's;\nlog beyond ±{symlog_threshold:g} %); > 0: removing hurts", fontsize=8)
-    handles = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return fig
+    axes[0][0].set_ylabel(f"Δ test MSE vs full EEO (% of full EEO's;\nlog beyond ±{symlog_threshold:g} %); > 0: "
+                          "removing hurts", fontsize=8)
+    return _legend_below(fig, axes[0], title, bottom=0.06)
+
 
 def cost_figure(costs: pd.DataFrame):
     """Per variant: gradient evaluations per step, wall time per epoch, optimizer-state memory (in units of
