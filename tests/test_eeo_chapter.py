@@ -591,15 +591,16 @@ def test_sensitivity_references_and_default_check_use_the_grids_cell_and_seeds_o
            {**base, "variant": "EEO full", "seed": 0, "test_mse": 7.0, "overrides": {"rho": 1.0}}])  # not plain
     refs = runner.sensitivity_references(runs, frame)
     assert refs == {"AdamW (same seeds)": pytest.approx(0.41), "EEO − escape (same seeds)": pytest.approx(0.37)}
-    for table, extra in ((frame, 0.0), (runs, 1e-9)):  # first-epoch validation MSE differing at rounding level
+    for table, extra in ((frame, 0.0), (runs, 1e-9)):  # validation MSEs differing at rounding level
         table["best_epoch"] = 3
-        table["val_curve"] = [[0.7 + extra, 0.6]] * len(table)
+        table["val_curve"] = [[0.7 + extra, 0.6 + 3 * extra]] * len(table)  # epoch 0 (untrained), epoch 1
         table["provenance"] = [{"commit": "a" * 40 if table is frame else "b" * 40}] * len(table)
     check = runner.sensitivity_default_check(runs, frame, {"rho": 0.5, "ema_decay": 0.99})
     assert check["seed"].tolist() == [0, 1]
     assert check["test MSE (sensitivity)"].tolist() == [0.38, 0.39]
     assert check["test MSE (ablation)"].tolist() == [0.38, 0.391]
-    assert check["|Δ| val MSE, epoch 1"].tolist() == pytest.approx([1e-9, 1e-9], rel=1e-3)
+    assert check["|Δ| val MSE, epoch 0"].tolist() == pytest.approx([1e-9, 1e-9], rel=1e-3)
+    assert check["|Δ| val MSE, epoch 1"].tolist() == pytest.approx([3e-9, 3e-9], rel=1e-3)
     assert check["commits"].iloc[0] == "aaaaaaaa / bbbbbbbb" and check["best epoch"].iloc[0] == "3 / 3"
 
 
