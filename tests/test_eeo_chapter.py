@@ -223,6 +223,50 @@ def test_loo_figure_draws_relative_differences_per_part():
     assert fig.axes[1].get_yscale() == "symlog"
 
 
+
+def _curve_runs() -> pd.DataFrame:
+    base = {"horizon": 96, "arch": "toy", "overrides": {}}
+    return pd.DataFrame([
+        {**base, "dataset": "ETTh1", "variant": "EEO full", "seed": 0, "val_curve": [1.0, 0.5, 2.5, 0.6],
+         "best_epoch": 1, "epochs_run": 3},                                                  # blow-up after a good epoch
+        {**base, "dataset": "ETTh1", "variant": "EEO full", "seed": 1, "val_curve": [1.0, 0.5, 1.9, 0.4],
+         "best_epoch": 3, "epochs_run": 3},                                                  # 1.9 < 2: none
+        {**base, "dataset": "ETTm2", "variant": "EEO full", "seed": 0, "val_curve": [1.0, 3.0, 1.2],
+         "best_epoch": 2, "epochs_run": 2},                                                  # never below epoch 0
+        {**base, "dataset": "ETTh1", "variant": "AdamW", "seed": 0, "val_curve": [1.0, 0.9, 0.8],
+         "best_epoch": 2, "epochs_run": 2},
+        {**base, "dataset": "ETTh1", "variant": "AdamW", "seed": 1, "val_curve": [1.0, 9.0], "best_epoch": 1,
+         "epochs_run": 1, "overrides": {"rho": 1.0}},                                        # not a plain run
+    ])
+
+
+def test_validation_blowups_by_hand():
+    table = runner.validation_blowups(_curve_runs())
+    assert list(table.index) == ["AdamW", "EEO full"]  # the order of VARIANTS
+    full, adamw = table.loc["EEO full"], table.loc["AdamW"]
+    assert (full["ETTh1: blow-ups"], full["ETTm2: blow-ups"], full["runs"]) == (1, 1, 3)
+    assert (full["with a blow-up"], full["never below epoch 0"], full["epochs run (median)"]) == (2, 1, 3)
+    assert (adamw["runs"], adamw["with a blow-up"], adamw["ETTm2: blow-ups"]) == (1, 0, 0)
+    assert runner.validation_blowups(_curve_runs(), factor=1.5).loc["EEO full", "with a blow-up"] == 3
+    assert runner.validation_blowups(pd.DataFrame()).empty
+
+
+def test_validation_curves_figure_draws_ratios_to_epoch_0():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from flatcast.experiments import eeo_figures
+
+    runs = _curve_runs().iloc[:2].assign(val_curve=[[2.0, 1.0, 5.0, 1.2], [2.0, 1.0, 3.8, 0.8]])
+    fig = eeo_figures.validation_curves_figure(runs, ["EEO full"])
+    ax = fig.axes[0]
+    curves = [line for line in ax.lines if line.get_linestyle() == "-" and len(line.get_ydata()) == 4]
+    assert np.asarray(curves[0].get_ydata()) == pytest.approx([1.0, 0.5, 2.5, 0.6])
+    restored = [line for line in ax.lines if line.get_marker() == "o"]
+    assert [float(line.get_ydata()[0]) for line in restored] == pytest.approx([0.5, 0.4])  # epochs 1 and 3
+    assert ax.get_yscale() == "log" and ax.get_xlabel().startswith("epoch (0 = untrained)")
+
+
 def test_run_cells_appends_records_and_skips_finished_runs(tmp_path, monkeypatch):
     calls = []
 

@@ -55,7 +55,7 @@ from flatcast.utils import seed_everything, torch_threads
 __all__ = ["VARIANTS", "CUMULATIVE", "LEAVE_ONE_OUT", "ARCHITECTURES", "ORIGINAL_VARIANTS", "EEOConfig",
            "EEO_CONFIGS", "eeo_config", "RunKey", "train_run", "run_cells", "paper_cells", "load_runs", "results_path",
            "ablation_table", "ablation_summary", "architecture_table", "TABLE4_ROWS", "table4_comparison", "table4_orders",
-           "trained_on", "cost_table", "COST_COLUMNS", "paired_tests", "loo_summary", "sensitivity_grid", "sensitivity_defaults",
+           "trained_on", "cost_table", "COST_COLUMNS", "paired_tests", "loo_summary", "validation_blowups", "sensitivity_grid", "sensitivity_defaults",
            "sensitivity_defaults_for", "sensitivity_path", "sensitivity_table", "sensitivity_reading",
            "sensitivity_references", "sensitivity_default_check", "quick_cells", "lemma_checks", "eeo_verdicts",
            "write_eeo_verdicts", "run_sensitivity", "optimizer_state_bytes", "real_fd_curvature",
@@ -537,6 +537,31 @@ def loo_summary(tests: pd.DataFrame) -> pd.DataFrame:
         adjusted[i] = running
     table["Holm-adjusted p"] = adjusted
     return table
+
+
+def validation_blowups(runs: pd.DataFrame, factor: float = 2.0, arch: str = "toy") -> pd.DataFrame:
+    """How often training blew up, per variant (plain runs of ``arch``, no overrides).
+
+    A run has a *blow-up* when some trained epoch's validation MSE exceeds ``factor`` × the untrained model's
+    (``val_curve[0]``, epoch 0). Columns: blow-ups per dataset, then over all datasets ``runs``, ``with a
+    blow-up`` and ``never below epoch 0`` (no trained epoch beat the untrained weights, so early stopping had no
+    good epoch to restore), and the median number of epochs trained. Early stopping restores the best trained epoch, so a blow-up after a good epoch
+    hardly shows in the test MSE; it shows as training cut short."""
+    if runs.empty:
+        return pd.DataFrame()
+    plain = runs[(runs["arch"] == arch) & (runs["overrides"].map(len) == 0)]
+    curves = plain["val_curve"].map(lambda v: np.asarray(v, dtype=float))
+    trained = curves.map(lambda v: v[1:] if v.size > 1 else np.array([np.nan]))
+    frame = plain[["variant", "dataset", "epochs_run"]].assign(
+        blowup=[bool(np.nanmax(t) > factor * v[0]) for t, v in zip(trained, curves)],
+        never=[bool(np.nanmin(t) >= v[0]) for t, v in zip(trained, curves)])
+    table = frame.pivot_table(index="variant", columns="dataset", values="blowup", aggfunc="sum", fill_value=0)
+    table.columns = [f"{dataset}: blow-ups" for dataset in table.columns]
+    totals = frame.groupby("variant").agg(runs=("blowup", "size"), **{"with a blow-up": ("blowup", "sum"),
+                                                                      "never below epoch 0": ("never", "sum"),
+                                                                      "epochs run (median)": ("epochs_run", "median")})
+    order = [v for v in VARIANTS if v in totals.index]
+    return table.join(totals).loc[order]
 
 #: one-at-a-time sensitivity around the library's defaults (α, T, β, probe period) and around ρ*.
 def sensitivity_grid(rho_star: float) -> dict[str, tuple[float, ...]]:

@@ -13,7 +13,7 @@ from flatcast.eeo_lemmas import fitted_slope
 from flatcast.testfunctions import TestFunction, Trajectory, loss_grid
 
 __all__ = ["draw_trajectories", "trajectories_figure", "probe_curvature_figure", "fd_error_figure",
-           "real_fd_figure", "robust_expansion_figure", "attention_descent_figure", "ablation_figure", "loo_figure",
+           "real_fd_figure", "robust_expansion_figure", "attention_descent_figure", "ablation_figure", "loo_figure", "validation_curves_figure",
            "cost_figure", "sensitivity_figure", "explorer_render"]
 
 _COLORS = ["#444444", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
@@ -272,6 +272,28 @@ def loo_figure(tests: pd.DataFrame, title: str = "", symlog_threshold: float = 1
                           "removing hurts", fontsize=8)
     return _legend_below(fig, axes[0], title, bottom=0.06)
 
+
+def validation_curves_figure(runs: pd.DataFrame, variants: Sequence[str], factor: float = 2.0, title: str = ""):
+    """Validation curves of one cell, one panel per variant: per seed, the validation MSE at each epoch over the
+    untrained model's (epoch 0), log scale; the dashed line is the blow-up threshold of
+    :func:`flatcast.experiments.eeo.validation_blowups`, ○ the epoch early stopping restored."""
+    fig, axes = plt.subplots(1, len(variants), figsize=(3.5 * len(variants), 3.6), squeeze=False, sharey=True)
+    for ax, variant in zip(axes[0], variants):
+        mine = runs[runs["variant"] == variant].sort_values("seed")
+        for i, (_, run) in enumerate(mine.iterrows()):
+            curve = np.asarray(run["val_curve"], dtype=float)
+            ratio = curve / curve[0]
+            color = _COLORS[(i + 1) % len(_COLORS)]
+            ax.plot(np.arange(curve.size), ratio, "-", color=color, lw=1.2, label=f"seed {run['seed']}")
+            best = int(run["best_epoch"])
+            ax.plot(best, ratio[best], "o", mfc="none", color=color, ms=7)
+        ax.axhline(factor, color="k", ls="--", lw=0.8, label=f"blow-up threshold ({factor:g}×)")
+        ax.axhline(1, color="0.6", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch (0 = untrained)", fontsize=8)
+        ax.set_title(variant, fontsize=10)
+    axes[0][0].set_ylabel("validation MSE / untrained model's", fontsize=8)
+    return _legend_below(fig, axes[0], title, bottom=0.07)
 
 def cost_figure(costs: pd.DataFrame):
     """Per variant: gradient evaluations per step, wall time per epoch, optimizer-state memory (in units of
