@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import nbformat
 import pytest
@@ -81,6 +82,9 @@ def test_committed_chapter_is_stripped_and_parameterised(chapter):
     # nbformat 4.5 wants a unique id per cell (a missing one is a warning now, a hard error in later versions)
     ids = [c.get("id") for c in nb["cells"]]
     assert None not in ids and len(set(ids)) == len(ids), f"{chapter}: a cell without an id, or a repeated id"
+    # a control character in a source is an escape gone wrong (e.g. "\rho" written from a Python literal as CR + "ho")
+    control = [c["id"] for c in nb["cells"] if re.search(r"[\x00-\x08\x0b-\x1f]", "".join(c["source"]))]
+    assert not control, f"{chapter}: control characters in cells {control}"
 
 
 def test_stripped_removes_outputs_and_is_idempotent():

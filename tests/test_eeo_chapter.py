@@ -478,25 +478,36 @@ def test_lemma_verdicts_follow_their_numbers(lemma_numbers):
     assert v["E17"]["verdict"] == "not supported"
 
 
-def _e19_runs(lam, std_scale, seeds=(0, 1)):
-    """One ETTh1 H=96 cell: λmax per variant ``lam``, test MSE 0.4 ± ``std_scale[variant]`` over the seeds."""
+def _e19_runs(lam, std_scale, seeds=(0, 1), blown=()):
+    """One ETTh1 H=96 cell: λmax per variant ``lam``, test MSE 0.4 ± ``std_scale[variant]`` over the seeds; the
+    variants in ``blown`` have a validation blow-up in seed 0 (an epoch at 3× the untrained model's MSE)."""
     return pd.DataFrame([{"dataset": "ETTh1", "horizon": 96, "arch": "toy", "variant": v, "seed": s, "overrides": {},
-                          "lambda_max": lam[v], "test_mse": 0.4 + (s - 0.5) * std_scale[v]}
+                          "lambda_max": lam[v], "test_mse": 0.4 + (s - 0.5) * std_scale[v],
+                          "val_curve": [1.0, 0.5, 3.0 if (v in blown and s == 0) else 0.45]}
                          for v in ("EEO full", "SAM alone", "AdamW") for s in seeds])
 
 
-@pytest.mark.parametrize("lam, spread, verdict", [
+@pytest.mark.parametrize("lam, spread, blown, verdict", [
     ({"EEO full": 0.5, "SAM alone": 0.6, "AdamW": 2.0}, {"EEO full": 0.001, "SAM alone": 0.003, "AdamW": 0.006},
-     "supported"),
+     (), "supported"),
     ({"EEO full": 0.7, "SAM alone": 0.6, "AdamW": 2.0}, {"EEO full": 0.001, "SAM alone": 0.003, "AdamW": 0.006},
-     "partly supported"),  # not the flattest
+     (), "partly supported"),  # not the flattest
+    ({"EEO full": 0.5, "SAM alone": 0.6, "AdamW": 2.0}, {"EEO full": 0.001, "SAM alone": 0.003, "AdamW": 0.006},
+     ("EEO full",), "partly supported"),  # flattest and steadiest, but blows up where the others do not
+    ({"EEO full": 0.5, "SAM alone": 0.6, "AdamW": 2.0}, {"EEO full": 0.001, "SAM alone": 0.003, "AdamW": 0.006},
+     ("EEO full", "SAM alone"), "partly supported"),  # more blow-ups than AdamW, though no more than SAM alone
+    ({"EEO full": 0.5, "SAM alone": 0.6, "AdamW": 2.0}, {"EEO full": 0.001, "SAM alone": 0.003, "AdamW": 0.006},
+     ("EEO full", "SAM alone", "AdamW"), "supported"),  # as many as each
 ])
-def test_e19_parts_saddle_flatness_and_seed_spread(lam, spread, verdict):
+def test_e19_parts_saddle_flatness_seed_spread_and_blowups(lam, spread, blown, verdict):
     config = runner.eeo_config("paper", datasets=("ETTh1",), horizons=(96,), seeds=(0, 1))
     mechanism = pd.DataFrame([{"function": "saddle", "variant": "SAM", "place": "the saddle"},
                               {"function": "saddle", "variant": "SAM + escape", "place": "minimum (0, √2)"}])
-    got, measured = runner.e19_verdict(_e19_runs(lam, spread), mechanism, config)
+    got, measured = runner.e19_verdict(_e19_runs(lam, spread, blown=blown), mechanism, config)
     assert got == verdict, measured
+    counts = {v: int(v in blown) for v in ("EEO full", "SAM alone", "AdamW")}
+    assert (", ".join(f"{v} {k} of 2" for v, k in counts.items()) + "; EEO full no less stable: "
+            + ("yes" if counts["EEO full"] <= min(counts["SAM alone"], counts["AdamW"]) else "no") + ".") in measured
     # the paper profile's seeds are 0–4: these two-seed runs complete no cell of it, so only the saddle part counts
     assert runner.e19_verdict(_e19_runs(lam, spread), mechanism)[0] == "partly supported"
     assert runner.e19_verdict(_e19_runs(lam, spread, seeds=(0,)), mechanism, config)[1].endswith(
@@ -516,7 +527,7 @@ def test_e19_evidence_counts_the_cells_and_names_those_that_fail():
         in measured
     assert "(medians over the cells: EEO full 0.6, SAM alone 0.6, AdamW 2)" in measured
     assert "EEO full flattest on every cell: no (not on ETTh1 H=192)" in measured
-    assert "smallest seed spread on every cell: yes." in measured
+    assert "smallest seed spread on every cell: yes. Runs with a validation blow-up" in measured
 
 
 def test_ablation_summary_formats_mean_std_and_orders_variants_as_the_paper():

@@ -55,7 +55,8 @@ from flatcast.utils import seed_everything, torch_threads
 __all__ = ["VARIANTS", "CUMULATIVE", "LEAVE_ONE_OUT", "ARCHITECTURES", "ORIGINAL_VARIANTS", "EEOConfig",
            "EEO_CONFIGS", "eeo_config", "RunKey", "train_run", "run_cells", "paper_cells", "load_runs", "results_path",
            "ablation_table", "ablation_summary", "architecture_table", "TABLE4_ROWS", "table4_comparison", "table4_orders",
-           "trained_on", "cost_table", "COST_COLUMNS", "paired_tests", "loo_summary", "validation_blowups", "sensitivity_grid", "sensitivity_defaults",
+           "trained_on", "cost_table", "COST_COLUMNS", "paired_tests", "loo_summary", "validation_blowups",
+           "blowup_flags", "sensitivity_grid", "sensitivity_defaults",
            "sensitivity_defaults_for", "sensitivity_path", "sensitivity_table", "sensitivity_reading",
            "sensitivity_references", "sensitivity_default_check", "quick_cells", "lemma_checks", "eeo_verdicts",
            "write_eeo_verdicts", "run_sensitivity", "optimizer_state_bytes", "real_fd_curvature",
@@ -539,22 +540,27 @@ def loo_summary(tests: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def blowup_flags(runs: pd.DataFrame, factor: float = 2.0) -> pd.DataFrame:
+    """Per run (same index): ``blowup``, some trained epoch's validation MSE above ``factor`` × the untrained
+    model's (``val_curve[0]``, epoch 0), and ``never``, no trained epoch below the untrained model's."""
+    curves = runs["val_curve"].map(lambda v: np.asarray(v, dtype=float))
+    trained = curves.map(lambda v: v[1:] if v.size > 1 else np.array([np.nan]))
+    return pd.DataFrame({"blowup": [bool(np.nanmax(t) > factor * v[0]) for t, v in zip(trained, curves)],
+                         "never": [bool(np.nanmin(t) >= v[0]) for t, v in zip(trained, curves)]}, index=runs.index)
+
 def validation_blowups(runs: pd.DataFrame, factor: float = 2.0, arch: str = "toy") -> pd.DataFrame:
     """How often training blew up, per variant (plain runs of ``arch``, no overrides).
 
     A run has a *blow-up* when some trained epoch's validation MSE exceeds ``factor`` × the untrained model's
-    (``val_curve[0]``, epoch 0). Columns: blow-ups per dataset, then over all datasets ``runs``, ``with a
-    blow-up`` and ``never below epoch 0`` (no trained epoch beat the untrained weights, so early stopping had no
-    good epoch to restore), and the median number of epochs trained. Early stopping restores the best trained epoch, so a blow-up after a good epoch
-    hardly shows in the test MSE; it shows as training cut short."""
+    (``val_curve[0]``, epoch 0; :func:`blowup_flags`). Columns: blow-ups per dataset, then over all datasets
+    ``runs``, ``with a blow-up``, ``never below epoch 0`` (no trained epoch beat the untrained weights, so early
+    stopping had no good epoch to restore) and the median number of epochs trained. Early stopping restores the
+    best trained epoch, so a blow-up after a good epoch hardly shows in the test MSE; it shows as training cut
+    short."""
     if runs.empty:
         return pd.DataFrame()
     plain = runs[(runs["arch"] == arch) & (runs["overrides"].map(len) == 0)]
-    curves = plain["val_curve"].map(lambda v: np.asarray(v, dtype=float))
-    trained = curves.map(lambda v: v[1:] if v.size > 1 else np.array([np.nan]))
-    frame = plain[["variant", "dataset", "epochs_run"]].assign(
-        blowup=[bool(np.nanmax(t) > factor * v[0]) for t, v in zip(trained, curves)],
-        never=[bool(np.nanmin(t) >= v[0]) for t, v in zip(trained, curves)])
+    frame = plain[["variant", "dataset", "epochs_run"]].join(blowup_flags(plain, factor))
     table = frame.pivot_table(index="variant", columns="dataset", values="blowup", aggfunc="sum", fill_value=0)
     table.columns = [f"{dataset}: blow-ups" for dataset in table.columns]
     totals = frame.groupby("variant").agg(runs=("blowup", "size"), **{"with a blow-up": ("blowup", "sum"),
@@ -562,6 +568,7 @@ def validation_blowups(runs: pd.DataFrame, factor: float = 2.0, arch: str = "toy
                                                                       "epochs run (median)": ("epochs_run", "median")})
     order = [v for v in VARIANTS if v in totals.index]
     return table.join(totals).loc[order]
+
 
 #: one-at-a-time sensitivity around the library's defaults (α, T, β, probe period) and around ρ*.
 def sensitivity_grid(rho_star: float) -> dict[str, tuple[float, ...]]:
@@ -939,13 +946,15 @@ def e19_verdict(paper: pd.DataFrame, mechanism: pd.DataFrame, config: EEOConfig 
     """E19 ("escape saddle points and converge toward flatter optima, significantly enhancing training stability"):
     three parts, ``(verdict, measured)``. The escape leaves the 2-D strict saddle where SAM stays
     (:func:`mechanism_outcomes`); on every paper-profile cell where EEO full, SAM alone and AdamW have all their seeds,
-    EEO full's mean λmax is below both (flatter) and its seed std of test MSE is below both (more stable). Only
-    "partly supported" at best while fewer than all the cells of the paper profile are complete."""
+    EEO full's mean λmax is below both (flatter) and its seed std of test MSE is below both (more stable); and over
+    those cells no more of its runs have a validation blow-up (:func:`blowup_flags`) than the fewer of SAM alone's
+    and AdamW's (training no less stable). Only "partly supported" at best while fewer than all the cells of the paper profile
+    are complete."""
     config = config or EEO_CONFIGS["paper"]
     at = mechanism.set_index(["function", "variant"])["place"]
     escapes = at[("saddle", "SAM")] == "the saddle" and at[("saddle", "SAM + escape")].startswith("minimum")
     trio = ("EEO full", "SAM alone", "AdamW")
-    flatter, steadier, cells, lams = [], [], [], []
+    flatter, steadier, cells, lams, complete = [], [], [], [], []
     below = {("λ", "SAM alone"): 0, ("λ", "AdamW"): 0, ("std", "SAM alone"): 0, ("std", "AdamW"): 0}
     for (dataset, horizon), cell in paper.groupby(["dataset", "horizon"]):
         sub = cell[cell["variant"].isin(trio)]
@@ -960,7 +969,12 @@ def e19_verdict(paper: pd.DataFrame, mechanism: pd.DataFrame, config: EEOConfig 
         steadier.append(bool(std["EEO full"] < min(std["SAM alone"], std["AdamW"])))
         cells.append(f"{dataset} H={horizon}")
         lams.append(lam)
-    parts = [escapes] + ([all(flatter), all(steadier)] if cells else [])
+        complete.append(sub)
+    blowups = (pd.concat(complete).pipe(lambda runs: runs[["variant"]].join(blowup_flags(runs)))
+               .groupby("variant")["blowup"].agg(["sum", "size"]) if complete else None)
+    no_less_stable = bool(cells) and bool(blowups.loc["EEO full", "sum"]
+                                          <= min(blowups.loc[v, "sum"] for v in trio[1:]))
+    parts = [escapes] + ([all(flatter), all(steadier), no_less_stable] if cells else [])
     verdict = parts_verdict(parts)
     n_total = len(config.datasets) * len(config.horizons)
     if verdict == "supported" and len(cells) < n_total:
@@ -979,7 +993,10 @@ def e19_verdict(paper: pd.DataFrame, mechanism: pd.DataFrame, config: EEOConfig 
                    + ", ".join(f"{v} {medians[v]:.3g}" for v in trio)
                    + f"); its seed std of test MSE is below SAM alone's on {below[('std', 'SAM alone')]} and below "
                    f"AdamW's on {below[('std', 'AdamW')]}. EEO full flattest on every cell: {failing(flatter)}; "
-                   f"smallest seed spread on every cell: {failing(steadier)}."
+                   f"smallest seed spread on every cell: {failing(steadier)}. Runs with a validation blow-up (an "
+                   "epoch's validation MSE above twice the untrained model's) on these cells: "
+                   + ", ".join(f"{v} {blowups.loc[v, 'sum']} of {blowups.loc[v, 'size']}" for v in trio)
+                   + f"; EEO full no less stable: {'yes' if no_less_stable else 'no'}."
                    if cells else "No paper-profile cell has every seed of EEO full, SAM alone and AdamW yet."))
     return verdict, measured
 
