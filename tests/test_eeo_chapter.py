@@ -58,6 +58,18 @@ def test_escape_fires_at_a_strict_saddle_with_a_kick_of_negcur_kick_rho_and_not_
     assert all(p["curvature"] > 0 for p in at_minimum.probe_log)
 
 
+
+def test_kick_threshold_kicks_only_along_curvature_negative_on_the_spectrum_scale():
+    # at (0.3, 0) the Hessian is diag(2, −2): σ (largest ‖Hv‖ of phase 1) = 2, the most negative curvature −2
+    for threshold, kicks in ((0.0, True), (0.9, True), (1.1, False)):
+        _, optimizer = _saddle_run(True, sgld=False, ema=False, steps=1, kick_threshold=threshold)
+        probe = optimizer.probe_log[0]
+        assert probe["spectral_radius"] == pytest.approx(2.0, rel=1e-3)
+        assert probe["curvature"] == pytest.approx(-2.0, abs=1e-3)
+        assert probe["kicked"] is kicks, threshold
+    with pytest.raises(ValueError, match="kick_threshold"):
+        _saddle_run(False, steps=1, kick_threshold=-0.1)
+
 # ---------------------------------------------------------------- 2-D functions and trajectories
 def test_test_functions_have_the_stated_critical_points():
     saddle = tf.test_function("saddle")
@@ -266,6 +278,34 @@ def test_validation_curves_figure_draws_ratios_to_epoch_0():
     assert [float(line.get_ydata()[0]) for line in restored] == pytest.approx([0.5, 0.4])  # epochs 1 and 3
     assert ax.get_yscale() == "log" and ax.get_xlabel().startswith("epoch (0 = untrained)")
 
+
+
+def test_run_cells_with_overrides_and_seeds_and_the_cli_that_sets_them(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train(key, splits, config, device="cpu", sharpness=True):
+        calls.append(key)
+        return {"id": key.as_id(), "test_mse": 0.5, "epochs_run": 1}
+
+    monkeypatch.setattr(runner, "train_run", fake_train)
+    monkeypatch.setattr(runner, "make_splits", lambda *a, **k: object())
+    config = runner.eeo_config("paper")
+    out = tmp_path / "kick.jsonl"
+    runner.run_cells([("ETTm2", 720, "toy", ("EEO full",))], config, out=out, overrides={"kick_threshold": 0.01},
+                     seeds=(3, 4))
+    assert [k.seed for k in calls] == [3, 4] and calls[0].overrides == (("kick_threshold", 0.01),)
+    assert calls[0].as_id().endswith("|s3|kick_threshold=0.01")  # never the id of a plain run
+    calls.clear()
+    runner.main(["--cells", "ETTm2:720:toy", "--variants", "EEO full", "--override", "kick_threshold=0.01",
+                 "--seeds", "3,4,1", "--out", str(out)])
+    assert [k.seed for k in calls] == [1]  # 3 and 4 are stored
+    for argv, message in ((["--override", "kick_threshold=0.01"], "need --out"),
+                          (["--override", "kick_thresh=0.01", "--out", str(out)], "unknown EEO setting"),
+                          (["--override", "kick_threshold", "--out", str(out)], "NAME=NUMBER"),
+                          (["--override", "sgld=0", "--out", str(out)], "unknown EEO setting")):
+        with pytest.raises(SystemExit, match=message):
+            runner.main(["--cells", "ETTm2:720:toy", *argv])
+    assert [k.seed for k in calls] == [1]  # bad input stops before any training
 
 def test_run_cells_appends_records_and_skips_finished_runs(tmp_path, monkeypatch):
     calls = []

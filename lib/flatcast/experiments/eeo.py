@@ -36,7 +36,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -192,8 +192,9 @@ def train_run(key: RunKey, splits, config: EEOConfig, device: str = "cpu", sharp
     rho = paper_rho(splits.name, splits.horizon, fallback=True)
     options = dict(switches)
     options.update(dict(key.overrides))
-    if "probe_every" in options:
-        options["probe_every"] = int(options["probe_every"])
+    for count in ("probe_every", "power_iters"):  # counts, stored as floats in the overrides
+        if count in options:
+            options[count] = int(options[count])
     if "rho" in options:  # the sensitivity grid moves ρ (and with it the kick length negcur_kick·ρ)
         rho = float(options.pop("rho"))
     holder: dict[str, torch.optim.Optimizer] = {}
@@ -275,9 +276,12 @@ def paper_cells(config: EEOConfig) -> list[tuple[str, int, str, tuple[str, ...]]
 
 def run_cells(cells: Iterable[tuple[str, int, str, Sequence[str]]], config: EEOConfig, *, out: Path | None = None,
               device: str = "cpu", progress: Callable[[str], None] | None = None,
-              max_runs: int | None = None) -> list[dict[str, Any]]:
+              max_runs: int | None = None, overrides: Mapping[str, float] | None = None,
+              seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Train every (cell, variant, seed); with ``out`` append each record to that JSON-lines file (with
-    provenance) and skip runs already in it (resumable). Returns the records trained now.
+    provenance) and skip runs already in it (resumable). Returns the records trained now. ``overrides`` (EEO
+    settings, e.g. ``{"kick_threshold": 0.01}``) apply to every run and enter its id, so such runs never count as
+    the plain runs of a cell; ``seeds`` replaces the profile's seeds.
 
     A record's provenance is taken when its run ends; ``runner_start`` adds the commit (and dirty flag) this call
     started from, the code the process runs, in case commits land while it trains (as the benchmark runner does)."""
@@ -285,10 +289,12 @@ def run_cells(cells: Iterable[tuple[str, int, str, Sequence[str]]], config: EEOC
     at_start = runner_start(device)
     records, splits_cache = [], {}
     for dataset, horizon, arch, variants in cells:
-        seeds = config.original_seeds if arch == "original" and config.original_seeds is not None else config.seeds
-        for seed in seeds:
+        cell_seeds = (seeds if seeds is not None else config.original_seeds
+                      if arch == "original" and config.original_seeds is not None else config.seeds)
+        for seed in cell_seeds:
             for variant in variants:
-                key = RunKey(dataset, int(horizon), arch, variant, int(seed), config.lookback)
+                key = RunKey(dataset, int(horizon), arch, variant, int(seed), config.lookback,
+                             tuple(sorted((name, float(value)) for name, value in (overrides or {}).items())))
                 if key.as_id() in done:
                     continue
                 if max_runs is not None and len(records) >= max_runs:
@@ -574,6 +580,18 @@ def validation_blowups(runs: pd.DataFrame, factor: float = 2.0, arch: str = "toy
 def sensitivity_grid(rho_star: float) -> dict[str, tuple[float, ...]]:
     return {"rho": (rho_star / 4, rho_star, rho_star * 4), "temperature": (0.0, 1e-5, 1e-3),
             "ema_decay": (0.9, 0.99, 0.999), "fd_alpha": (5e-5, 5e-3, 5e-1), "probe_every": (1, 10, 100)}
+
+
+def _eeo_settings() -> list[str]:
+    """The numeric settings of :class:`flatcast.optim.EEO` that ``--override`` may set (read from its signature, so
+    they cannot drift apart; the switches are the variants' and the seed is the run's)."""
+    import inspect
+
+    from flatcast.optim import EEO
+
+    return [name for name, parameter in inspect.signature(EEO.__init__).parameters.items()
+            if isinstance(parameter.default, (int, float)) and not isinstance(parameter.default, bool)
+            and name != "seed"]
 
 
 def sensitivity_defaults(rho_star: float) -> dict[str, float]:
@@ -1211,6 +1229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--part", default="ablation", choices=("ablation", "sensitivity", "verdicts", "plan"),
                         help="plan: print the 'Original' runs still missing and their gradient evaluations")
     parser.add_argument("--max-runs", type=int, default=None)
+    parser.add_argument("--seeds", default=None, help="a comma list of seeds (default: the profile's)")
+    parser.add_argument("--override", action="append", default=[], metavar="NAME=VALUE",
+                        help="an EEO setting for every run (repeatable), e.g. kick_threshold=0.01; write such runs "
+                             "with --out to a file of their own")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     config = eeo_config(args.profile)
@@ -1246,8 +1268,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"{sorted({v for cell in cells for v in cell[3]})}")
         cells = [(d, h, arch, tuple(v for v in variants if v in wanted_variants)) for d, h, arch, variants in cells]
         cells = [cell for cell in cells if cell[3]]
+    overrides = {}
+    for item in args.override:
+        name, sep, value = item.partition("=")
+        try:
+            overrides[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise SystemExit(f"--override takes NAME=NUMBER, got {item!r}")
+    settable = set(_eeo_settings())
+    unknown = sorted(set(overrides) - settable)
+    if unknown:
+        raise SystemExit(f"unknown EEO setting(s) {unknown}: use some of {sorted(settable)}")
+    if overrides and not args.out:
+        raise SystemExit("runs with --override need --out: a file of their own, not the plain runs' file")
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     out = Path(args.out) if args.out else results_path(args.profile)
-    run_cells(cells, config, out=out, device=args.device, progress=say, max_runs=args.max_runs)
+    run_cells(cells, config, out=out, device=args.device, progress=say, max_runs=args.max_runs,
+              overrides=overrides, seeds=seeds)
     return 0
 
 

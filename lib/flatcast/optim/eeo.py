@@ -209,6 +209,9 @@ class EEO(SAM):
         negcur_kick: 2.0, the kick length in units of ρ. It must exceed 1: along a negative-curvature
             direction the SAM ascent (length ≤ ρ) reverses the sign of the gradient within distance ρ of a
             saddle, so SAM pulls weights closer than ρ back into the saddle; 2ρ lands safely outside.
+        kick_threshold: 0.0, Eq. 11 as printed: kick whenever the measured curvature λ < 0. With τ > 0 kick only
+            when λ < −τ·σ, σ the largest ‖Hv‖ of the probe's first phase (≤ the spectral radius): a kick then needs
+            curvature that is negative on the scale of the spectrum, not merely below zero. Not in the paper.
         temperature: T = 1e-5 in Eq. 12. For a mean loss over N samples the Bayesian temperature is 1/N ≈ 1e-4
             for ~10⁴ training windows; a 10× colder posterior (Wenzel et al. 2020) keeps the noise at
             √(2·1e-3·1e-5) ≈ 1.4e-4 per coordinate at lr = 1e-3, about 14 % of an Adam step.
@@ -250,6 +253,7 @@ class EEO(SAM):
         power_iters: int = 3,
         probe_every: int = 10,
         negcur_kick: float = 2.0,
+        kick_threshold: float = 0.0,
         temperature: float = 1e-5,
         ema_decay: float = 0.99,
         seed: int = 0,
@@ -279,6 +283,7 @@ class EEO(SAM):
         self.seed = seed
         self.record_probes = _validate_switch("record_probes", record_probes)
         self.probe_same_noise = _validate_switch("probe_same_noise", probe_same_noise)
+        self.kick_threshold = validate_nonnegative("kick_threshold", kick_threshold)
         wrapper_defaults = {
             "rho": validate_rho(rho),
             "scaling": scaling,
@@ -390,7 +395,8 @@ class EEO(SAM):
                     break
                 direction = [t / norm for t in shifted]
 
-        kicked = best_curvature < 0 and any(group["rho"] * group["negcur_kick"] > 0 for _, group in pairs)
+        kicked = (best_curvature < 0 and best_curvature < -self.kick_threshold * spectral_radius
+                  and any(group["rho"] * group["negcur_kick"] > 0 for _, group in pairs))
         weights_at_probe = [p.detach().clone() for p in params] if self.record_probes else None
         kick: list[torch.Tensor] | None = None
         if kicked:
