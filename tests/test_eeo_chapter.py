@@ -307,6 +307,38 @@ def test_run_cells_with_overrides_and_seeds_and_the_cli_that_sets_them(tmp_path,
             runner.main(["--cells", "ETTm2:720:toy", *argv])
     assert [k.seed for k in calls] == [1]  # bad input stops before any training
 
+
+def test_override_comparison_pairs_seeds_by_hand(tmp_path, monkeypatch):
+    def run(seed, mse, kicks, curve, overrides=None, variant="EEO full", epochs=5):
+        return {"id": f"{variant}|s{seed}|{overrides}", "dataset": "ETTm2", "horizon": 720, "arch": "toy",
+                "variant": variant, "seed": seed,
+                "overrides": overrides or {}, "test_mse": mse, "n_kicks": kicks, "n_probes": 10, "val_curve": curve,
+                "epochs_run": epochs}
+
+    plain = pd.DataFrame([run(0, 0.40, 5, [1.0, 0.5, 3.0]), run(1, 0.44, 3, [1.0, 0.5, 0.6]),
+                          run(2, 0.50, 9, [1.0, 0.5, 0.4]),                       # no overridden run of seed 2
+                          run(0, 9.0, 0, [1.0, 0.5], variant="SAM alone")])        # another variant
+    moved = pd.DataFrame([run(s, m, k, [1.0, 0.5, 0.45], {"kick_threshold": 0.01}, epochs=9)
+                          for s, m, k in ((0, 0.38, 1), (1, 0.43, 0))])
+    table = runner.override_comparison(plain, moved)
+    row = table.loc[("ETTm2", 720, "kick_threshold=0.01")]
+    assert row["seeds"] == 2
+    assert row["test MSE (as printed)"] == pytest.approx(0.42) and row["test MSE (setting)"] == pytest.approx(0.405)
+    assert row["Δ paired (mean)"] == pytest.approx(-0.015) and row["Δ paired (seed std)"] == pytest.approx(
+        np.std([-0.02, -0.01], ddof=1))
+    assert row["kicks/probe (as printed)"] == pytest.approx(8 / 20) and row["kicks/probe (setting)"] == 1 / 20
+    assert (row["blow-ups (as printed)"], row["blow-ups (setting)"]) == (1, 0)
+    assert (row["epochs (as printed)"], row["epochs (setting)"]) == (5, 9)
+    assert runner.override_comparison(plain, pd.DataFrame()).empty
+    # the stored runs of one override: every file of the runners that wrote it, nothing else
+    monkeypatch.setattr(runner, "REPO_ROOT", tmp_path)
+    (tmp_path / "data" / "results").mkdir(parents=True)
+    for suffix, frame in (("_h720", moved.iloc[:1]), ("_h96", moved.iloc[1:])):
+        path = tmp_path / "data" / "results" / f"eeo_paper_kick_threshold{suffix}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in frame.to_dict("records")))
+    (tmp_path / "data" / "results" / "eeo_paper_runs.jsonl").write_text(json.dumps(run(3, 1.0, 0, [1.0])) + "\n")
+    assert sorted(runner.load_override_runs("kick_threshold")["seed"]) == [0, 1]
+
 def test_run_cells_appends_records_and_skips_finished_runs(tmp_path, monkeypatch):
     calls = []
 

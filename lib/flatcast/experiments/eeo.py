@@ -56,7 +56,8 @@ __all__ = ["VARIANTS", "CUMULATIVE", "LEAVE_ONE_OUT", "ARCHITECTURES", "ORIGINAL
            "EEO_CONFIGS", "eeo_config", "RunKey", "train_run", "run_cells", "paper_cells", "load_runs", "results_path",
            "ablation_table", "ablation_summary", "architecture_table", "TABLE4_ROWS", "table4_comparison", "table4_orders",
            "trained_on", "cost_table", "COST_COLUMNS", "paired_tests", "loo_summary", "validation_blowups",
-           "blowup_flags", "sensitivity_grid", "sensitivity_defaults",
+           "blowup_flags", "override_path", "load_override_runs", "override_comparison", "sensitivity_grid",
+           "sensitivity_defaults",
            "sensitivity_defaults_for", "sensitivity_path", "sensitivity_table", "sensitivity_reading",
            "sensitivity_references", "sensitivity_default_check", "quick_cells", "lemma_checks", "eeo_verdicts",
            "write_eeo_verdicts", "run_sensitivity", "optimizer_state_bytes", "real_fd_curvature",
@@ -575,6 +576,56 @@ def validation_blowups(runs: pd.DataFrame, factor: float = 2.0, arch: str = "toy
     order = [v for v in VARIANTS if v in totals.index]
     return table.join(totals).loc[order]
 
+
+
+def override_path(name: str, profile: str = "paper") -> Path:
+    """Where the runs of ``--override name=…`` are kept, one file per runner: ``eeo_<profile>_<name>*.jsonl``."""
+    return REPO_ROOT / "data" / "results" / f"eeo_{profile}_{name}.jsonl"
+
+
+def load_override_runs(name: str, profile: str = "paper") -> pd.DataFrame:
+    """Every stored run of ``--override name=…`` (all the files :func:`override_path` names, with suffixes)."""
+    base = override_path(name, profile)
+    paths = sorted(base.parent.glob(f"{base.stem}*.jsonl"))
+    frames = [load_runs(path) for path in paths]
+    frames = [frame for frame in frames if not frame.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def override_comparison(runs: pd.DataFrame, overridden: pd.DataFrame, variant: str = "EEO full",
+                        arch: str = "toy") -> pd.DataFrame:
+    """``variant`` with one setting overridden against its plain runs, on the cells and seeds both have.
+
+    One row per (dataset, horizon, setting): seeds, test MSE of each (mean over the seeds) and the paired
+    difference (overridden − plain, mean and seed std), kicks per probe of each, runs with a validation blow-up
+    (:func:`blowup_flags`) of each, and the median epochs trained of each."""
+    if runs.empty or overridden.empty:
+        return pd.DataFrame()
+    plain = runs[(runs["arch"] == arch) & (runs["variant"] == variant) & (runs["overrides"].map(len) == 0)]
+    plain = plain.join(blowup_flags(plain)).set_index(["dataset", "horizon", "seed"])
+    moved = overridden[(overridden["arch"] == arch) & (overridden["variant"] == variant)]
+    moved = moved.join(blowup_flags(moved)).assign(
+        setting=moved["overrides"].map(lambda o: ", ".join(f"{k}={v:g}" for k, v in sorted(o.items()))))
+    rows = []
+    for (dataset, horizon, setting), group in moved.groupby(["dataset", "horizon", "setting"]):
+        group = group.set_index("seed")
+        seeds = sorted(s for s in group.index if (dataset, horizon, s) in plain.index)
+        if not seeds:
+            continue
+        base = plain.loc[[(dataset, horizon, s) for s in seeds]]
+        mine = group.loc[seeds]
+        diff = mine["test_mse"].to_numpy() - base["test_mse"].to_numpy()
+        rows.append({"dataset": dataset, "horizon": horizon, "setting": setting, "seeds": len(seeds),
+                     "test MSE (as printed)": float(base["test_mse"].mean()),
+                     "test MSE (setting)": float(mine["test_mse"].mean()),
+                     "Δ paired (mean)": float(diff.mean()),
+                     "Δ paired (seed std)": float(diff.std(ddof=1)) if len(seeds) > 1 else np.nan,
+                     "kicks/probe (as printed)": float(base["n_kicks"].sum() / max(base["n_probes"].sum(), 1)),
+                     "kicks/probe (setting)": float(mine["n_kicks"].sum() / max(mine["n_probes"].sum(), 1)),
+                     "blow-ups (as printed)": int(base["blowup"].sum()), "blow-ups (setting)": int(mine["blowup"].sum()),
+                     "epochs (as printed)": float(base["epochs_run"].median()),
+                     "epochs (setting)": float(mine["epochs_run"].median())})
+    return pd.DataFrame(rows).set_index(["dataset", "horizon", "setting"]) if rows else pd.DataFrame()
 
 #: one-at-a-time sensitivity around the library's defaults (α, T, β, probe period) and around ρ*.
 def sensitivity_grid(rho_star: float) -> dict[str, tuple[float, ...]]:
