@@ -510,7 +510,6 @@ def paired_tests(runs: pd.DataFrame, reference: str = "EEO full", others: Sequen
     return pd.DataFrame(rows)
 
 
-
 def loo_summary(tests: pd.DataFrame) -> pd.DataFrame:
     """The leave-one-out tests of :func:`paired_tests` pooled over cells, one row per removed part.
 
@@ -555,6 +554,7 @@ def blowup_flags(runs: pd.DataFrame, factor: float = 2.0) -> pd.DataFrame:
     return pd.DataFrame({"blowup": [bool(np.nanmax(t) > factor * v[0]) for t, v in zip(trained, curves)],
                          "never": [bool(np.nanmin(t) >= v[0]) for t, v in zip(trained, curves)]}, index=runs.index)
 
+
 def validation_blowups(runs: pd.DataFrame, factor: float = 2.0, arch: str = "toy") -> pd.DataFrame:
     """How often training blew up, per variant (plain runs of ``arch``, no overrides).
 
@@ -575,7 +575,6 @@ def validation_blowups(runs: pd.DataFrame, factor: float = 2.0, arch: str = "toy
                                                                       "epochs run (median)": ("epochs_run", "median")})
     order = [v for v in VARIANTS if v in totals.index]
     return table.join(totals).loc[order]
-
 
 
 def override_path(name: str, profile: str = "paper") -> Path:
@@ -622,10 +621,12 @@ def override_comparison(runs: pd.DataFrame, overridden: pd.DataFrame, variant: s
                      "Δ paired (seed std)": float(diff.std(ddof=1)) if len(seeds) > 1 else np.nan,
                      "kicks/probe (as printed)": float(base["n_kicks"].sum() / max(base["n_probes"].sum(), 1)),
                      "kicks/probe (setting)": float(mine["n_kicks"].sum() / max(mine["n_probes"].sum(), 1)),
-                     "blow-ups (as printed)": int(base["blowup"].sum()), "blow-ups (setting)": int(mine["blowup"].sum()),
+                     "blow-ups (as printed)": int(base["blowup"].sum()),
+                     "blow-ups (setting)": int(mine["blowup"].sum()),
                      "epochs (as printed)": float(base["epochs_run"].median()),
                      "epochs (setting)": float(mine["epochs_run"].median())})
     return pd.DataFrame(rows).set_index(["dataset", "horizon", "setting"]) if rows else pd.DataFrame()
+
 
 #: one-at-a-time sensitivity around the library's defaults (α, T, β, probe period) and around ρ*.
 def sensitivity_grid(rho_star: float) -> dict[str, tuple[float, ...]]:
@@ -1013,12 +1014,12 @@ def table4_verdict(runs: pd.DataFrame, config: EEOConfig | None = None) -> tuple
 
 def e19_verdict(paper: pd.DataFrame, mechanism: pd.DataFrame, config: EEOConfig | None = None) -> tuple[str, str]:
     """E19 ("escape saddle points and converge toward flatter optima, significantly enhancing training stability"):
-    three parts, ``(verdict, measured)``. The escape leaves the 2-D strict saddle where SAM stays
+    four parts, ``(verdict, measured)``. The escape leaves the 2-D strict saddle where SAM stays
     (:func:`mechanism_outcomes`); on every paper-profile cell where EEO full, SAM alone and AdamW have all their seeds,
     EEO full's mean λmax is below both (flatter) and its seed std of test MSE is below both (more stable); and over
     those cells no more of its runs have a validation blow-up (:func:`blowup_flags`) than the fewer of SAM alone's
-    and AdamW's (training no less stable). Only "partly supported" at best while fewer than all the cells of the paper profile
-    are complete."""
+    and AdamW's (training no less stable). Only "partly supported" at best while fewer than all the cells of the
+    paper profile are complete."""
     config = config or EEO_CONFIGS["paper"]
     at = mechanism.set_index(["function", "variant"])["place"]
     escapes = at[("saddle", "SAM")] == "the saddle" and at[("saddle", "SAM + escape")].startswith("minimum")
@@ -1321,12 +1322,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells = [cell for cell in cells if cell[3]]
     overrides = {}
     for item in args.override:
-        name, sep, value = item.partition("=")
+        name, _, value = item.partition("=")
         try:
             overrides[name.strip()] = float(value)
         except ValueError:
-            sep = ""
-        if not sep or not name.strip():
+            name = ""
+        if not name.strip():
             raise SystemExit(f"--override takes NAME=NUMBER, got {item!r}")
     settable = set(_eeo_settings())
     unknown = sorted(set(overrides) - settable)

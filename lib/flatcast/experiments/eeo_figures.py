@@ -5,16 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import FixedLocator, StrMethodFormatter
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FixedLocator, StrMethodFormatter
 
 from flatcast.eeo_lemmas import fitted_slope
 from flatcast.testfunctions import TestFunction, Trajectory, loss_grid
 
 __all__ = ["draw_trajectories", "trajectories_figure", "probe_curvature_figure", "fd_error_figure",
-           "real_fd_figure", "robust_expansion_figure", "attention_descent_figure", "ablation_figure", "loo_figure", "validation_curves_figure",
-           "cost_figure", "sensitivity_figure", "explorer_render"]
+           "real_fd_figure", "robust_expansion_figure", "attention_descent_figure", "ablation_figure",
+           "table4_figure", "loo_figure", "validation_curves_figure", "cost_figure", "sensitivity_figure",
+           "explorer_render"]
 
 _COLORS = ["#444444", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
 
@@ -215,6 +216,7 @@ def _legend_below(fig, axes, title: str, bottom: float):
         fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig
+
 
 def table4_figure(comparison: pd.DataFrame, n_horizons: int = 4, title: str = ""):
     """EEO-TFV Table 4 against our runs, one panel per dataset: per Table 4 row, our horizon-averaged test MSE
