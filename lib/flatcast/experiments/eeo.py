@@ -240,12 +240,12 @@ def results_path(profile: str = "paper") -> Path:
     return REPO_ROOT / "data" / "results" / f"eeo_{profile}_runs.jsonl"
 
 
-def load_runs(path: str | Path | None = None) -> pd.DataFrame:
+def load_runs(path: str | Path | None = None, pattern: str = "eeo_paper_runs*.jsonl") -> pd.DataFrame:
     """Every run record in a JSON-lines results file (an empty frame when the file does not exist).
 
-    Without ``path``: every ``data/results/eeo_paper_runs*.jsonl`` (runs done by parallel processes write to
-    their own ``--out`` file), a run id appearing twice keeping its first record."""
-    paths = [Path(path)] if path is not None else sorted(results_path("paper").parent.glob("eeo_paper_runs*.jsonl"))
+    Without ``path``: every ``data/results/<pattern>`` file (runs done by parallel processes write to their own
+    ``--out`` file), a run id appearing twice keeping its first record."""
+    paths = [Path(path)] if path is not None else sorted(results_path("paper").parent.glob(pattern))
     records = []
     for file in paths:
         if file.exists():
@@ -584,11 +584,7 @@ def override_path(name: str, profile: str = "paper") -> Path:
 
 def load_override_runs(name: str, profile: str = "paper") -> pd.DataFrame:
     """Every stored run of ``--override name=…`` (all the files :func:`override_path` names, with suffixes)."""
-    base = override_path(name, profile)
-    paths = sorted(base.parent.glob(f"{base.stem}*.jsonl"))
-    frames = [load_runs(path) for path in paths]
-    frames = [frame for frame in frames if not frame.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return load_runs(pattern=f"{override_path(name, profile).stem}*.jsonl")
 
 
 def override_comparison(runs: pd.DataFrame, overridden: pd.DataFrame, variant: str = "EEO full",

@@ -395,7 +395,7 @@ class EEO(SAM):
                     break
                 direction = [t / norm for t in shifted]
 
-        kicked = (best_curvature < 0 and best_curvature < -self.kick_threshold * spectral_radius
+        kicked = (best_curvature < -self.kick_threshold * spectral_radius  # τ = 0: any λ < 0 (Eq. 11)
                   and any(group["rho"] * group["negcur_kick"] > 0 for _, group in pairs))
         weights_at_probe = [p.detach().clone() for p in params] if self.record_probes else None
         kick: list[torch.Tensor] | None = None
